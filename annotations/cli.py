@@ -1,0 +1,148 @@
+"""digitloc-data: convert, check, build and preview SVHN-style data."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from digitloc.annotations.check import check_folder
+from digitloc.annotations.digitstruct import AnnotationError, read_annotations, write_json
+from digitloc.runtime.fileio import OutputExistsError, check_writable
+
+FORCE = click.option("--force", is_flag=True, help="Overwrite outputs that already exist.")
+
+
+def fail(message: str) -> None:
+    """Print one line to stderr and exit non-zero."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+@click.group()
+def main() -> None:
+    """Read, check and turn SVHN annotations into digitloc datasets."""
+
+
+@main.command()
+@click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="JSON file to write.")
+@FORCE
+def convert(source: Path, output: Path, force: bool) -> None:
+    """Convert SVHN's digitStruct.mat (MATLAB v7.3) to the JSON form."""
+    try:
+        check_writable(output, force)
+        records = read_annotations(source)
+        write_json(records, output)
+    except (AnnotationError, OutputExistsError) as exc:
+        fail(str(exc))
+    click.echo(f"wrote {len(records)} records, {sum(len(r.boxes) for r in records)} digits to {output}")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--annotations", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="digitStruct .json or .mat (default: the one inside FOLDER).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--worst", default=10, show_default=True, help="How many offenders to list.")
+def check(folder: Path, annotations: Path | None, as_json: bool, worst: int) -> None:
+    """Report missing or unreadable images, boxes outside the image and empty boxes.
+
+    Exits non-zero when an image is missing or unreadable, or a box is empty or bad;
+    boxes that overshoot the image by a little are clipped and only counted.
+    """
+    try:
+        report = check_folder(folder, annotations)
+    except AnnotationError as exc:
+        fail(str(exc))
+    summary = report.to_dict(worst)
+    if as_json:
+        click.echo(json.dumps(summary, indent=1))
+    else:
+        click.echo(f"{summary['annotations']}: {summary['images']} images, {summary['digits']} digits")
+        click.echo(f"  digits per image: {summary['digits_per_image']}")
+        click.echo(f"  per digit: {summary['digit_counts']}")
+        click.echo(f"  boxes past the edge (clipped): {summary['clipped_boxes']}"
+                   + "".join(f"\n    {w['file']}: {w['px']:g} px" for w in summary["worst_overshoots_px"]))
+        click.echo(f"  empty or outside boxes: {summary['empty_or_outside_boxes']}")
+        click.echo(f"  missing or unreadable images: {summary['bad_images']}")
+        click.echo(f"  bad entries: {summary['bad_entries']}")
+        for problem in summary["problems"]:
+            click.echo(f"    {problem}")
+    if not report.ok:
+        sys.exit(1)
+
+
+def _split_shares(value: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(v) for v in value.split(":"))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or min(parts) < 0 or sum(parts) <= 0:
+        raise click.BadParameter(f"expected TRAIN:VAL:TEST shares such as 0.9:0.1:0, got {value!r}")
+    return parts  # type: ignore[return-value]
+
+
+@main.command()
+@click.option("--svhn", "svhn", multiple=True, type=click.Path(file_okay=False),
+              help="SVHN folder with images and digitStruct.json/.mat (repeatable).")
+@click.option("--synthetic", default=0, show_default=True, help="How many synthetic photos to add to train.")
+@click.option("--crops-per-digit", default=4, show_default=True,
+              help="Windows cut around each digit of training photos (0: none).")
+@click.option("--size", default=64, show_default=True, help="Input size (square) of the model.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--one-digit-split", default="0:0.5:0.5", show_default=True,
+              help="TRAIN:VAL:TEST shares of one-digit photos (kept for evaluation by default).")
+@click.option("--multi-digit-split", default="0.9:0.1:0", show_default=True,
+              help="TRAIN:VAL:TEST shares of multi-digit photos.")
+@click.option("--fonts", "font_dirs", multiple=True, type=click.Path(file_okay=False),
+              help="Extra folder of TTF/OTF fonts for synthetic digits (repeatable).")
+@click.option("--workers", default=2, show_default=True, help="Worker processes.")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True)
+@FORCE
+def build(svhn: tuple[str, ...], synthetic: int, crops_per_digit: int, size: int, seed: int,
+          one_digit_split: str, multi_digit_split: str, font_dirs: tuple[str, ...], workers: int,
+          output: Path, force: bool) -> None:
+    """Build train/val/test sets (uint8 .npz and manifest.json) into OUTPUT."""
+    from digitloc.train.data import BuildConfig, DatasetError, build_dataset
+
+    cfg = BuildConfig(svhn=list(svhn), size=size, seed=seed, crops_per_digit=crops_per_digit,
+                      synthetic=synthetic, font_dirs=list(font_dirs),
+                      one_digit_split=_split_shares(one_digit_split),
+                      multi_digit_split=_split_shares(multi_digit_split), workers=workers)
+    try:
+        manifest = build_dataset(cfg, output, force=force)
+    except (DatasetError, OutputExistsError) as exc:
+        fail(str(exc))
+    for split, info in manifest["splits"].items():
+        click.echo(f"{split}: {info['samples']} samples {info['per_kind']} from {info['photos']} photos")
+    if manifest["problem_count"]:
+        click.echo(f"{manifest['problem_count']} problems, dropped {manifest['dropped']} "
+                   f"(see {output / 'manifest.json'})", err=True)
+    click.echo(f"wrote {output}")
+
+
+@main.command()
+@click.argument("split", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="PNG file to write.")
+@click.option("--count", default=64, show_default=True, help="How many samples to show.")
+@click.option("--kind", type=click.Choice(["real", "crop", "synth"]), default=None,
+              help="Show only samples of this kind.")
+@click.option("--seed", default=0, show_default=True)
+@FORCE
+def preview(split: Path, output: Path, count: int, kind: str | None, seed: int, force: bool) -> None:
+    """Draw a grid of samples of SPLIT (.npz) with their boxes and labels."""
+    from digitloc.train.data import DataSet, DatasetError
+    from digitloc.train.preview import write_grid
+
+    try:
+        check_writable(output, force)
+        data = DataSet.load(split)
+        shown = write_grid(data, output, count=count, kind=kind, seed=seed)
+    except (DatasetError, OutputExistsError, ValueError) as exc:
+        fail(str(exc))
+    click.echo(f"wrote {output} ({shown} samples)")

@@ -1,0 +1,1 @@
+"""digitloc.benchmarks."""

@@ -1,0 +1,166 @@
+"""Dataset building, synthetic photos, box-aware augmentation and previews."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from digitloc.annotations.cli import main
+from digitloc.runtime.contract import box_iou
+from digitloc.train.augment import AugmentConfig, augment_batch, augment_geometry
+from digitloc.train.data import (
+    BuildConfig,
+    DataSet,
+    DatasetError,
+    Photo,
+    build_dataset,
+    crop_window,
+    split_of,
+)
+from digitloc.train.stats import BoxStats
+from digitloc.train.synth import SynthConfig, synth_batch
+
+from helpers import make_svhn_folder
+
+
+def _box_of(image: np.ndarray, threshold: int = 128) -> np.ndarray:
+    ys, xs = np.nonzero(image[..., 0] > threshold)
+    h, w = image.shape[:2]
+    return np.array([xs.min() / w, ys.min() / h, (xs.max() + 1) / w, (ys.max() + 1) / h])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_geometric_augmentation_moves_the_box_with_the_digit(seed: int) -> None:
+    # A bright "digit" whose pixels are known, on black; after any augmentation its
+    # pixels must still fill the augmented box.
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[16:48, 24:40] = 255
+    box = np.array([24 / 64, 16 / 64, 40 / 64, 48 / 64], np.float32)
+    cfg = AugmentConfig(scale=0.2, shift=0.1, rotate=0.0, shear=0.0)
+    out, out_box = augment_geometry(image, box, cfg, np.random.default_rng(seed))
+    assert box_iou(out_box, _box_of(out)) > 0.9
+    # With rotation the box is the hull of the rotated rectangle: it still holds every pixel.
+    cfg = AugmentConfig(rotate=10.0, shear=0.05)
+    out, out_box = augment_geometry(image, box, cfg, np.random.default_rng(seed))
+    ink = _box_of(out)
+    assert np.all(ink[:2] >= out_box[:2] - 1.5 / 64) and np.all(ink[2:] <= out_box[2:] + 1.5 / 64)
+    assert box_iou(out_box, ink) > 0.75
+
+
+def test_augment_batch_keeps_shapes_and_never_flips() -> None:
+    rng = np.random.default_rng(0)
+    images = np.zeros((8, 32, 32, 3), np.uint8)
+    images[:, 8:24, 4:12] = 255  # a digit on the LEFT
+    boxes = np.tile(np.array([4 / 32, 8 / 32, 12 / 32, 24 / 32], np.float32), (8, 1))
+    out, out_boxes = augment_batch(images, boxes, AugmentConfig(invert_prob=0, grayscale_prob=0), rng)
+    assert out.shape == images.shape and out.dtype == np.uint8
+    assert np.all((out_boxes[:, 0] + out_boxes[:, 2]) / 2 < 0.5)  # still on the left: no flips
+
+
+def test_synthetic_photos_hold_their_box_and_are_deterministic() -> None:
+    stats = BoxStats.default()
+    cfg = SynthConfig(fonts=())  # Hershey faces only: always available
+    samples = synth_batch(30, seed=3, stats=stats, cfg=cfg)
+    assert len({d for d, _, _ in samples}) >= 5
+    for digit, photo, box in samples:
+        h, w = photo.shape[:2]
+        assert 0 <= digit <= 9
+        assert 0 <= box[0] < box[2] <= w and 0 <= box[1] < box[3] <= h
+        assert (box[3] - box[1]) / h > 0.15  # the digit is a real part of the photo
+    # Deterministic for a seed.
+    again = synth_batch(30, seed=3, stats=stats, cfg=cfg)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(samples, again, strict=True))
+
+
+def test_crop_window_holds_the_digit_and_cuts_neighbours() -> None:
+    from digitloc.annotations.check import ClippedBox
+
+    boxes = [ClippedBox(1, 10, 10, 30, 50, 0), ClippedBox(2, 32, 10, 52, 50, 0), ClippedBox(3, 54, 10, 74, 50, 0)]
+    photo = Photo("x/1.png", Path("1.png"), 90, 60, boxes)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        x1, y1, x2, y2 = crop_window(photo, 1, BoxStats.default(), rng)
+        assert x1 <= 32 and x2 >= 52 and y1 <= 10 and y2 >= 50  # the digit is whole
+        assert x1 > 10 and x2 < 74  # neither neighbour is whole
+
+
+def test_split_is_deterministic_and_order_free() -> None:
+    shares = (0.6, 0.2, 0.2)
+    names = [f"f/{i}.png" for i in range(300)]
+    first = {n: split_of(n, shares, 7) for n in names}
+    assert first == {n: split_of(n, shares, 7) for n in reversed(names)}
+    counts = {s: list(first.values()).count(s) for s in ("train", "val", "test")}
+    assert 140 < counts["train"] < 220 and counts["val"] > 30 and counts["test"] > 30
+
+
+def _entries(n: int) -> list[dict]:
+    out = []
+    for i in range(n):
+        boxes = [{"label": (i % 10) or 10, "left": 20, "top": 6, "width": 12, "height": 28}]
+        if i % 2:
+            boxes.append({"label": 3, "left": 34, "top": 6, "width": 12, "height": 28})
+        out.append({"filename": f"{i}.png", "boxes": boxes})
+    return out
+
+
+def test_build_keeps_photos_in_one_split_and_counts_drops(tmp_path: Path) -> None:
+    entries = _entries(40)
+    entries.append({"filename": "gone.png", "boxes": entries[0]["boxes"]})
+    entries.append({"filename": "zero.png", "boxes": [{"label": 4, "left": 3, "top": 3, "width": 0,
+                                                        "height": 9}]})
+    folder = make_svhn_folder(tmp_path / "svhn", [e for e in entries if e["filename"] != "gone.png"])
+    (folder / "digitStruct.json").write_text(json.dumps(entries))
+    cfg = BuildConfig(svhn=[str(folder)], size=32, crops_per_digit=2, synthetic=20, workers=1,
+                      one_digit_split=(0.5, 0.25, 0.25), multi_digit_split=(0.5, 0.25, 0.25))
+    manifest = build_dataset(cfg, tmp_path / "out")
+    sets = {s: DataSet.load(tmp_path / "out" / f"{s}.npz") for s in ("train", "val", "test")}
+    photos = {s: {o for o in d.origins if not o.startswith("synth/")} for s, d in sets.items()}
+    assert not photos["train"] & photos["val"] and not photos["train"] & photos["test"]
+    assert not photos["val"] & photos["test"]
+    assert manifest["dropped"] == {"bad image": 1, "empty box": 1, "photo without usable boxes": 1}
+    assert manifest["splits"]["train"]["per_kind"]["synth"] == 20
+    for data in sets.values():
+        assert data.images.dtype == np.uint8 and data.images.shape[1:] == (32, 32, 3)
+        assert np.all(data.boxes[:, :2] < data.boxes[:, 2:]) and data.boxes.min() >= 0 and data.boxes.max() <= 1
+        assert set(np.unique(data.labels)) <= set(range(10))
+    # Boxes sit on the dark digit rectangles of the photos.
+    real = sets["train"].select(sets["train"].kinds != "synth")
+    for img, box in zip(real.images, real.boxes, strict=True):
+        x1, y1, x2, y2 = (box * 32).round().astype(int)
+        assert img[y1 + 2:y2 - 2, x1 + 1:x2 - 1].mean() < 90
+    # A second build refuses to overwrite without force.
+    with pytest.raises(FileExistsError):
+        build_dataset(cfg, tmp_path / "out")
+
+
+def test_wholly_unusable_source_fails_clearly(tmp_path: Path) -> None:
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    (folder / "digitStruct.json").write_text(json.dumps([{"filename": "nope.png", "boxes": []}]))
+    with pytest.raises(DatasetError, match="no usable photo"):
+        build_dataset(BuildConfig(svhn=[str(folder)], workers=1), tmp_path / "out")
+    result = CliRunner().invoke(main, ["build", "--svhn", str(tmp_path / "missing"), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "missing: not a folder" in result.output
+
+
+def test_build_and_preview_on_the_real_sample(svhn_sample: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    result = CliRunner().invoke(main, ["build", "--svhn", str(svhn_sample), "--crops-per-digit", "1",
+                                       "--synthetic", "50", "--size", "32", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    val, test = manifest["splits"]["val"], manifest["splits"]["test"]
+    # All 272 one-digit photos are held out for evaluation by default.
+    assert val["per_kind"]["real"] + test["per_kind"]["real"] == 272
+    assert "real" not in manifest["splits"]["train"]["per_kind"]
+    assert 0.5 < manifest["real_one_digit_stats"]["rel_h"][2] < 0.9
+    grid = tmp_path / "grid.png"
+    result = CliRunner().invoke(main, ["preview", str(out / "val.npz"), "--kind", "real", "-o", str(grid)])
+    assert result.exit_code == 0, result.output
+    image = cv2.imread(str(grid))
+    assert image is not None and image.shape[0] >= 96

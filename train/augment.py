@@ -1,0 +1,92 @@
+"""Box-aware augmentation for training.
+
+Every geometric change (scale, shift, rotation, shear) is one affine matrix applied to
+the pixels AND to the box corners; the new box is the axis-aligned hull of the moved
+corners, clipped to the image. Digits are never flipped (a flipped 2 is no digit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Ranges of the random changes; zero turns one off."""
+
+    scale: float = 0.15  # zoom factor drawn from 1 +/- scale
+    shift: float = 0.08  # translation as a share of the image size
+    rotate: float = 8.0  # degrees
+    shear: float = 0.08
+    brightness: float = 0.25
+    contrast: float = 0.3
+    invert_prob: float = 0.1  # light digits on dark and the reverse both occur
+    grayscale_prob: float = 0.1
+    blur_prob: float = 0.2
+    noise: float = 6.0
+
+
+def random_affine(size: tuple[int, int], cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """A 2x3 affine matrix about the image centre."""
+    h, w = size
+    scale = 1.0 + rng.uniform(-cfg.scale, cfg.scale)
+    angle = np.deg2rad(rng.uniform(-cfg.rotate, cfg.rotate))
+    shear = rng.uniform(-cfg.shear, cfg.shear)
+    cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
+    linear = np.array([[cos, -sin + shear], [sin, cos]], dtype=np.float64)
+    centre = np.array([w / 2, h / 2])
+    shift = rng.uniform(-cfg.shift, cfg.shift, 2) * np.array([w, h])
+    offset = centre + shift - linear @ centre
+    return np.hstack([linear, offset[:, None]])
+
+
+def transform_box(box: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Move a relative x1, y1, x2, y2 box with a pixel-space affine matrix; clip to the image."""
+    h, w = size
+    x1, y1, x2, y2 = np.asarray(box, np.float64) * np.array([w, h, w, h])
+    corners = np.array([[x1, y1, 1], [x2, y1, 1], [x2, y2, 1], [x1, y2, 1]])
+    moved = corners @ matrix.T
+    out = np.array([moved[:, 0].min() / w, moved[:, 1].min() / h, moved[:, 0].max() / w, moved[:, 1].max() / h])
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def augment_geometry(image: np.ndarray, box: np.ndarray, cfg: AugmentConfig,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Warp the image and its relative box with one random affine (edges replicated)."""
+    size = image.shape[:2]
+    matrix = random_affine(size, cfg, rng)
+    warped = cv2.warpAffine(image, matrix, (size[1], size[0]), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
+    return warped, transform_box(box, matrix, size)
+
+
+def augment_photometric(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Brightness, contrast, inversion, grayscale, blur and noise: the box is unchanged."""
+    img = image.astype(np.float32)
+    if rng.random() < cfg.grayscale_prob:
+        img[:] = img.mean(axis=2, keepdims=True)
+    if rng.random() < cfg.invert_prob:
+        img = 255.0 - img
+    mean = img.mean()
+    img = (img - mean) * (1 + rng.uniform(-cfg.contrast, cfg.contrast)) + mean
+    img = img * (1 + rng.uniform(-cfg.brightness, cfg.brightness))
+    if rng.random() < cfg.blur_prob:
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.4, 1.0))
+    if cfg.noise:
+        img = img + rng.normal(0, rng.uniform(0, cfg.noise), img.shape).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def augment_batch(images: np.ndarray, boxes: np.ndarray, cfg: AugmentConfig,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Augment a uint8 [N, H, W, 3] batch and its relative [N, 4] boxes."""
+    out_images = np.empty_like(images)
+    out_boxes = np.empty_like(boxes, dtype=np.float32)
+    for i in range(len(images)):
+        img, box = augment_geometry(images[i], boxes[i], cfg, rng)
+        out_images[i] = augment_photometric(img, cfg, rng)
+        out_boxes[i] = box
+    return out_images, out_boxes

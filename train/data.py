@@ -1,0 +1,337 @@
+"""Build train/val/test sets from SVHN folders, one-digit crops and synthetic photos.
+
+Every sample is the whole (possibly cropped or generated) photo passed through the
+runtime's ``preprocess`` (stretched to the input size, RGB uint8), with its digit box
+as x1, y1, x2, y2 relative to the photo. Splits are made per source photo, seeded
+and order-independent, so one photo never feeds two splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from digitloc.annotations.check import ClippedBox, clip_to_image, find_annotations, read_image
+from digitloc.annotations.digitstruct import AnnotationError, Problem, Record, read_annotations
+from digitloc.runtime.contract import pixels_to_relative
+from digitloc.runtime.fileio import OutputExistsError, atomic_path, atomic_write_text
+from digitloc.runtime.preprocess import preprocess
+from digitloc.runtime.progress import progress
+from digitloc.train.stats import BoxStats
+from digitloc.train.synth import SynthConfig, find_fonts, synth_batch
+
+SPLITS = ("train", "val", "test")
+KIND_REAL = "real"  # a whole SVHN photo that holds exactly one digit
+KIND_CROP = "crop"  # a window cut around one digit of an SVHN photo
+KIND_SYNTH = "synth"  # a generated photo
+
+
+class DatasetError(ValueError):
+    """A source that cannot be used at all, or an output that cannot be written."""
+
+
+@dataclass
+class BuildConfig:
+    """Everything that decides what a build makes; saved in its manifest."""
+
+    svhn: list[str] = field(default_factory=list)
+    size: int = 64
+    seed: int = 0
+    crops_per_digit: int = 4
+    synthetic: int = 0
+    font_dirs: list[str] = field(default_factory=list)
+    # Shares of photos per split (train, val, test), for one-digit and for multi-digit photos.
+    one_digit_split: tuple[float, float, float] = (0.0, 0.5, 0.5)
+    multi_digit_split: tuple[float, float, float] = (0.9, 0.1, 0.0)
+    workers: int = 2
+
+
+@dataclass
+class DataSet:
+    """Arrays of one split, kept as uint8 images so that 50,000 samples fit in memory."""
+
+    images: np.ndarray  # uint8 [N, S, S, 3] RGB
+    boxes: np.ndarray  # float32 [N, 4] relative x1, y1, x2, y2
+    labels: np.ndarray  # uint8 [N] digits 0-9
+    kinds: np.ndarray  # str [N] real / crop / synth
+    origins: np.ndarray  # str [N] source photo (folder/filename) or synth id
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def select(self, mask: np.ndarray) -> DataSet:
+        return DataSet(self.images[mask], self.boxes[mask], self.labels[mask], self.kinds[mask],
+                       self.origins[mask])
+
+    def save(self, path: Path) -> None:
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, images=self.images, boxes=self.boxes, labels=self.labels, kinds=self.kinds,
+                     origins=self.origins)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> DataSet:
+        """Load a split written by ``build_dataset`` (an .npz file)."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls(data["images"], data["boxes"].astype(np.float32), data["labels"],
+                           data["kinds"], data["origins"])
+        except FileNotFoundError:
+            raise DatasetError(f"{path}: no such file") from None
+        except (OSError, ValueError, KeyError) as exc:
+            raise DatasetError(f"{path}: not a digitloc dataset split ({exc})") from None
+
+    @classmethod
+    def concat(cls, parts: list[DataSet], size: int) -> DataSet:
+        if not parts:
+            return cls(np.zeros((0, size, size, 3), np.uint8), np.zeros((0, 4), np.float32),
+                       np.zeros(0, np.uint8), np.zeros(0, "<U5"), np.zeros(0, "<U64"))
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                     ("images", "boxes", "labels", "kinds", "origins")))
+
+
+def split_of(origin: str, shares: tuple[float, float, float], seed: int) -> str:
+    """The split of a source photo: a seeded hash of its name, independent of order."""
+    digest = hashlib.sha256(f"{seed}:{origin}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    total = sum(shares)
+    if total <= 0:
+        raise DatasetError(f"split shares {shares} add up to nothing")
+    edge = 0.0
+    for name, share in zip(SPLITS, shares, strict=True):
+        edge += share / total
+        if u < edge:
+            return name
+    return SPLITS[-1]
+
+
+@dataclass
+class Photo:
+    """One readable SVHN photo with its clipped boxes."""
+
+    origin: str
+    path: Path
+    width: int
+    height: int
+    boxes: list[ClippedBox]
+
+
+def scan_svhn(folder: str | os.PathLike[str], problems: list[Problem], drops: Counter) -> list[Photo]:
+    """Read an SVHN folder's annotations and image sizes; bad entries are reported and dropped."""
+    folder = Path(folder)
+    path = find_annotations(folder)
+    records: list[Record] = read_annotations(path, problems)
+    photos = []
+    for record in progress(records, desc=f"scan {folder.name}", unit="photo"):
+        image_path = folder / record.filename
+        try:
+            height, width = read_image(image_path).shape[:2]
+        except ValueError as exc:
+            problems.append(Problem(str(image_path), str(exc)))
+            drops["bad image"] += 1
+            continue
+        boxes = []
+        for box in record.boxes:
+            clipped = clip_to_image(box, width, height)
+            if clipped is None:
+                problems.append(Problem(str(image_path), f"empty or outside box dropped: {box.xyxy}"))
+                drops["empty box"] += 1
+            else:
+                boxes.append(clipped)
+        if not boxes:
+            drops["photo without usable boxes"] += 1
+            continue
+        photos.append(Photo(f"{folder.name}/{record.filename}", image_path, width, height, boxes))
+    if not photos:
+        raise DatasetError(f"{folder}: no usable photo (of {len(records)} annotated)")
+    return photos
+
+
+def measure_stats(photos: list[Photo]) -> BoxStats:
+    """Box statistics of the one-digit photos (falls back to the recorded defaults when none)."""
+    boxes = [(p.boxes[0].x1, p.boxes[0].y1, p.boxes[0].x2, p.boxes[0].y2, p.width, p.height)
+             for p in photos if len(p.boxes) == 1]
+    return BoxStats.from_boxes(boxes) if boxes else BoxStats.default()
+
+
+def crop_window(photo: Photo, index: int, stats: BoxStats, rng: np.random.Generator,
+                max_neighbour_share: float = 0.6) -> tuple[int, int, int, int]:
+    """A window x1, y1, x2, y2 (pixels) holding box ``index`` whole, sized and placed like the
+    digit of a real one-digit photo, inside the photo where it can be.
+
+    The window's centre follows the real centre statistics; its width shrinks (never its
+    placement) so that neighbours show at most ``max_neighbour_share`` of their width.
+    """
+    box = photo.boxes[index]
+    bw, bh = box.x2 - box.x1, box.y2 - box.y1
+    win_h = min(bh / stats.draw_rel_h(rng), max(float(photo.height), bh))
+    cy = float(np.clip(stats.draw(rng, "cy"), 0.3, 0.7))
+    y1 = float(np.clip((box.y1 + box.y2) / 2 - cy * win_h, box.y2 - win_h, box.y1))
+    y1 = float(np.clip(y1, min(0.0, box.y1), max(photo.height - win_h, box.y2 - win_h)))
+
+    lo, hi = 0.0, float(photo.width)  # horizontal room: the photo, less all but part of neighbours
+    for j, other in enumerate(photo.boxes):
+        if j == index:
+            continue
+        ow = other.x2 - other.x1
+        if other.x1 >= box.x2 - 0.3 * bw:
+            hi = min(hi, other.x1 + max_neighbour_share * ow)
+        elif other.x2 <= box.x1 + 0.3 * bw:
+            lo = max(lo, other.x2 - max_neighbour_share * ow)
+    lo, hi = min(lo, box.x1), max(hi, box.x2)
+    centre = (box.x1 + box.x2) / 2
+    cx = float(np.clip(stats.draw(rng, "cx"), 0.35, 0.65))
+    win_w = win_h * float(np.clip(stats.draw(rng, "aspect"), 0.7, 3.2))
+    win_w = min(win_w, (centre - lo) / cx, (hi - centre) / (1 - cx))
+    win_w = max(win_w, bw + 2)
+    x1 = float(np.clip(centre - cx * win_w, box.x2 - win_w, box.x1))
+    return int(np.floor(x1)), int(np.floor(y1)), int(np.ceil(x1 + win_w)), int(np.ceil(y1 + win_h))
+
+
+def cut(image: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
+    """The window of an image; parts outside the photo are filled by edge replication."""
+    import cv2
+
+    x1, y1, x2, y2 = window
+    h, w = image.shape[:2]
+    pad = (max(0, -y1), max(0, y2 - h), max(0, -x1), max(0, x2 - w))
+    if any(pad):
+        image = cv2.copyMakeBorder(image, *pad, cv2.BORDER_REPLICATE)
+        x1, x2, y1, y2 = x1 + pad[2], x2 + pad[2], y1 + pad[0], y2 + pad[0]
+    return image[y1:y2, x1:x2]
+
+
+def _sample(photo_bgr: np.ndarray, box_px: np.ndarray, digit: int, kind: str, origin: str, size: int,
+            ) -> tuple[np.ndarray, np.ndarray, int, str, str]:
+    h, w = photo_bgr.shape[:2]
+    rel = np.clip(pixels_to_relative(box_px, w, h), 0.0, 1.0)
+    return preprocess(photo_bgr, (size, size)), rel, digit, kind, origin
+
+
+def _photo_samples(job: tuple[Photo, bool, int, BoxStats, int, int]) -> list:
+    """Samples from one SVHN photo: the whole photo if it holds one digit, plus crops."""
+    photo, whole, crops_per_digit, stats, size, seed = job
+    image = read_image(photo.path)
+    out = []
+    if whole:
+        b = photo.boxes[0]
+        out.append(_sample(image, np.array([b.x1, b.y1, b.x2, b.y2]), b.digit, KIND_REAL, photo.origin, size))
+    rng = np.random.default_rng(seed)
+    for i, b in enumerate(photo.boxes):
+        for _ in range(crops_per_digit):
+            x1, y1, x2, y2 = crop_window(photo, i, stats, rng)
+            box = np.array([b.x1 - x1, b.y1 - y1, b.x2 - x1, b.y2 - y1])
+            out.append(_sample(cut(image, (x1, y1, x2, y2)), box, b.digit, KIND_CROP, photo.origin, size))
+    return out
+
+
+def _synth_samples(job: tuple[int, int, BoxStats, SynthConfig, int, int]) -> list:
+    count, seed, stats, cfg, size, offset = job
+    return [_sample(photo, box, digit, KIND_SYNTH, f"synth/{offset + i}", size)
+            for i, (digit, photo, box) in enumerate(synth_batch(count, seed, stats, cfg))]
+
+
+def _to_dataset(samples: list, size: int) -> DataSet:
+    if not samples:
+        return DataSet.concat([], size)
+    images, boxes, labels, kinds, origins = zip(*samples, strict=True)
+    return DataSet(np.stack(images), np.stack(boxes).astype(np.float32), np.array(labels, np.uint8),
+                   np.array(kinds), np.array(origins))
+
+
+def _run(jobs: list, func, workers: int, desc: str, unit_counts: list[int]) -> list:  # noqa: ANN001
+    """Run jobs (in worker processes when workers > 1) with a progress bar over samples."""
+    results = []
+    bar = progress(total=sum(unit_counts), desc=desc, unit="sample")
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            for out, n in zip(pool.map(func, jobs, chunksize=max(1, len(jobs) // (8 * workers))), unit_counts, strict=True):
+                results.extend(out)
+                bar.update(n)
+    else:
+        for job, n in zip(jobs, unit_counts, strict=True):
+            results.extend(func(job))
+            bar.update(n)
+    bar.close()
+    return results
+
+
+def build_dataset(cfg: BuildConfig, out_dir: str | os.PathLike[str], force: bool = False) -> dict:
+    """Build the splits into ``out_dir`` (train/val/test .npz, manifest.json); returns the manifest."""
+    out_dir = Path(out_dir)
+    targets = [out_dir / f"{s}.npz" for s in SPLITS] + [out_dir / "manifest.json"]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not force:
+        raise OutputExistsError(f"{existing[0]}: already exists (use --force to overwrite)")
+    if not cfg.svhn and cfg.synthetic <= 0:
+        raise DatasetError("nothing to build: give an SVHN folder and/or --synthetic N")
+    problems: list[Problem] = []
+    drops: Counter = Counter()
+    photos: list[Photo] = []
+    for folder in cfg.svhn:
+        try:
+            photos.extend(scan_svhn(folder, problems, drops))
+        except AnnotationError as exc:
+            raise DatasetError(str(exc)) from None
+    stats = measure_stats(photos)
+
+    per_split: dict[str, list[DataSet]] = {s: [] for s in SPLITS}
+    photo_split: dict[str, str] = {}
+    jobs, counts = [], []
+    for k, photo in enumerate(photos):
+        shares = cfg.one_digit_split if len(photo.boxes) == 1 else cfg.multi_digit_split
+        split = split_of(photo.origin, shares, cfg.seed)
+        photo_split[photo.origin] = split
+        whole = len(photo.boxes) == 1
+        # Crops are cut for training only: evaluation keeps to real photos as SVHN has them,
+        # plus crops of held-out multi-digit photos (a second, larger check).
+        crops = cfg.crops_per_digit if (split == "train" or not whole) else 0
+        jobs.append((photo, whole, crops, stats, cfg.size, cfg.seed * 1_000_003 + k))
+        counts.append(int(whole) + crops * len(photo.boxes))
+    samples = _run(jobs, _photo_samples, cfg.workers, "svhn samples", counts)
+    for split in SPLITS:
+        chosen = [s for s in samples if photo_split[s[4]] == split]
+        per_split[split].append(_to_dataset(chosen, cfg.size))
+
+    if cfg.synthetic > 0:
+        fonts = find_fonts(cfg.font_dirs)
+        scfg = SynthConfig(fonts=tuple(fonts))
+        chunk = 250
+        sjobs = [(min(chunk, cfg.synthetic - o), cfg.seed * 7919 + o, stats, scfg, cfg.size, o)
+                 for o in range(0, cfg.synthetic, chunk)]
+        synth = _run(sjobs, _synth_samples, cfg.workers, "synthetic", [j[0] for j in sjobs])
+        per_split["train"].append(_to_dataset(synth, cfg.size))
+    else:
+        fonts = []
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest: dict = {
+        "config": asdict(cfg),
+        "size": cfg.size,
+        "box_format": "x1,y1,x2,y2 relative",
+        "real_one_digit_stats": stats.summary(),
+        "fonts": [Path(f).name for f in fonts],
+        "splits": {},
+        "dropped": dict(drops),
+        "problems": [str(p) for p in problems[:50]],
+        "problem_count": len(problems),
+    }
+    for split in SPLITS:
+        data = DataSet.concat(per_split[split], cfg.size)
+        data.save(out_dir / f"{split}.npz")
+        manifest["splits"][split] = {
+            "samples": len(data),
+            "photos": len({o for o in data.origins if not o.startswith("synth/")}),
+            "per_kind": {k: int(v) for k, v in sorted(Counter(data.kinds.tolist()).items())},
+            "per_class": {str(d): int((data.labels == d).sum()) for d in range(10)},
+            "per_source": {k: int(v) for k, v in sorted(Counter(
+                o.split("/")[0] for o in data.origins.tolist()).items())},
+        }
+    atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=1))
+    return manifest
