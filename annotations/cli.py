@@ -11,14 +11,7 @@ import click
 from digitloc.annotations.check import check_folder
 from digitloc.annotations.digitstruct import AnnotationError, read_annotations, write_json
 from digitloc.runtime.fileio import OutputExistsError, check_writable
-
-FORCE = click.option("--force", is_flag=True, help="Overwrite outputs that already exist.")
-
-
-def fail(message: str) -> None:
-    """Print one line to stderr and exit non-zero."""
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
+from digitloc.runtime.options import fail, force_option
 
 
 @click.group()
@@ -30,7 +23,7 @@ def main() -> None:
 @click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="JSON file to write.")
-@FORCE
+@force_option
 def convert(source: Path, output: Path, force: bool) -> None:
     """Convert SVHN's digitStruct.mat (MATLAB v7.3) to the JSON form."""
     try:
@@ -102,7 +95,7 @@ def _split_shares(value: str) -> tuple[float, float, float]:
               help="Extra folder of TTF/OTF fonts for synthetic digits (repeatable).")
 @click.option("--workers", default=2, show_default=True, help="Worker processes.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True)
-@FORCE
+@force_option
 def build(svhn: tuple[str, ...], synthetic: int, crops_per_digit: int, size: int, seed: int,
           one_digit_split: str, multi_digit_split: str, font_dirs: tuple[str, ...], workers: int,
           output: Path, force: bool) -> None:
@@ -133,7 +126,7 @@ def build(svhn: tuple[str, ...], synthetic: int, crops_per_digit: int, size: int
 @click.option("--kind", type=click.Choice(["real", "crop", "synth"]), default=None,
               help="Show only samples of this kind.")
 @click.option("--seed", default=0, show_default=True)
-@FORCE
+@force_option
 def preview(split: Path, output: Path, count: int, kind: str | None, seed: int, force: bool) -> None:
     """Draw a grid of samples of SPLIT (.npz) with their boxes and labels."""
     from digitloc.train.data import DataSet, DatasetError

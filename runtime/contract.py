@@ -6,6 +6,8 @@ model written by one side is read by the other without guessing.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -42,6 +44,83 @@ class Box(NamedTuple):
     @property
     def height(self) -> float:
         return self.y2 - self.y1
+
+
+# Metadata keys in the ONNX file's metadata_props: everything the runtime needs.
+META_CONTRACT = "digitloc.contract_version"
+META_INPUT_SIZE = "digitloc.input_size"  # "H,W"
+META_INPUT_LAYOUT = "digitloc.input_layout"
+META_INPUT_DTYPE = "digitloc.input_dtype"
+META_COLOR_ORDER = "digitloc.color_order"
+META_RESIZE_MODE = "digitloc.resize_mode"
+META_CLASS_NAMES = "digitloc.class_names"  # JSON list
+META_BOX_FORMAT = "digitloc.box_format"
+META_PRECISION = "digitloc.precision"
+META_BACKBONE = "digitloc.backbone"  # JSON of the model config
+META_TRAINING = "digitloc.training"  # JSON summary of the training data and run
+META_EVALUATION = "digitloc.evaluation"  # JSON figures on real held-out photos
+META_EXCLUDED_NODES = "digitloc.quantization_excluded_nodes"  # JSON list
+META_VERSION = "digitloc.version"
+META_EXPORTED_AT = "digitloc.exported_at"
+REQUIRED_META = (META_CONTRACT, META_INPUT_SIZE, META_RESIZE_MODE, META_CLASS_NAMES, META_BOX_FORMAT)
+
+
+class ContractError(ValueError):
+    """A model that does not follow the digitloc contract (names, shapes, metadata)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the runtime reads from a model's metadata."""
+
+    input_size: tuple[int, int]  # (height, width)
+    class_names: tuple[str, ...]
+    precision: str
+    metadata: dict[str, str]
+
+
+def contract_metadata(input_size: tuple[int, int], precision: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The metadata_props an exporter writes for a model of this input size and precision."""
+    meta = {
+        META_CONTRACT: CONTRACT_VERSION,
+        META_INPUT_SIZE: f"{input_size[0]},{input_size[1]}",
+        META_INPUT_LAYOUT: INPUT_LAYOUT,
+        META_INPUT_DTYPE: INPUT_DTYPE,
+        META_COLOR_ORDER: COLOR_ORDER,
+        META_RESIZE_MODE: RESIZE_MODE,
+        META_CLASS_NAMES: json.dumps(list(CLASS_NAMES)),
+        META_BOX_FORMAT: BOX_FORMAT,
+        META_PRECISION: precision,
+    }
+    meta.update(extra or {})
+    return meta
+
+
+def parse_metadata(meta: dict[str, str], source: str) -> ModelInfo:
+    """Check and read a model's metadata; a ContractError names what is missing or wrong."""
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise ContractError(f"{source}: not a digitloc model (metadata lacks {', '.join(missing)})")
+    if meta[META_CONTRACT] != CONTRACT_VERSION:
+        raise ContractError(f"{source}: contract version {meta[META_CONTRACT]}, this runtime reads {CONTRACT_VERSION}")
+    if meta[META_RESIZE_MODE] != RESIZE_MODE or meta[META_BOX_FORMAT] != BOX_FORMAT:
+        raise ContractError(f"{source}: resize mode {meta[META_RESIZE_MODE]!r} / box format "
+                            f"{meta[META_BOX_FORMAT]!r} not supported")
+    try:
+        height, width = (int(v) for v in meta[META_INPUT_SIZE].split(","))
+        names = tuple(json.loads(meta[META_CLASS_NAMES]))
+    except (ValueError, TypeError):
+        raise ContractError(f"{source}: malformed input size or class names in metadata") from None
+    if len(names) != NUM_CLASSES:
+        raise ContractError(f"{source}: {len(names)} class names, expected {NUM_CLASSES}")
+    return ModelInfo((height, width), names, meta.get(META_PRECISION, "unknown"), dict(meta))
+
+
+def order_box(box: np.ndarray) -> np.ndarray:
+    """x1 <= x2 and y1 <= y2 for box(es) whose corners a model may have swapped."""
+    box = np.asarray(box, dtype=np.float32)
+    xs, ys = np.sort(box[..., 0::2], axis=-1), np.sort(box[..., 1::2], axis=-1)
+    return np.stack([xs[..., 0], ys[..., 0], xs[..., 1], ys[..., 1]], axis=-1)
 
 
 def clip_box(box: np.ndarray, width: float = 1.0, height: float = 1.0) -> np.ndarray:

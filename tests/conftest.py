@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -20,3 +21,47 @@ def svhn_sample() -> Path:
     if not (SHARED_SAMPLE / "digitStruct.json").is_file():
         pytest.skip(f"real SVHN sample not found at {SHARED_SAMPLE}")
     return SHARED_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny two-head model trained briefly on toy bars, saved as run/model.keras with a dataset
+    folder beside it (so exports carry training metadata and have real calibration data)."""
+    pytest.importorskip("tensorflow")
+    import keras
+    import numpy as np
+    from helpers import toy_data
+
+    from digitloc.train.data import DataSet
+    from digitloc.train.fit import TrainConfig, compile_model
+    from digitloc.train.model import ModelConfig, build_model
+
+    root = tmp_path_factory.mktemp("tiny")
+    data = root / "data"
+    data.mkdir()
+    for split, n in (("train", 256), ("val", 64)):
+        images, boxes, labels = toy_data(n, seed=len(split))
+        DataSet(images, boxes, labels.astype(np.uint8), np.array(["crop"] * n),
+                np.array([f"toy/{i}" for i in range(n)])).save(data / f"{split}.npz")
+    keras.utils.set_random_seed(0)
+    cfg = ModelConfig(input_size=32, width=0.125, batchnorm=True, box_units=(16,), class_units=(32,), dropout=0.1)
+    model = build_model(cfg)
+    compile_model(model, TrainConfig(data=str(data), model=cfg), 3e-3)
+    images, boxes, labels = toy_data(256, seed=5)
+    model.fit(images, {"bbox": boxes, "digit": labels}, epochs=12, batch_size=32, verbose=0)
+    run = root / "run"
+    run.mkdir()
+    model.save(run / "model.keras")
+    (run / "config.json").write_text(json.dumps(TrainConfig(data=str(data), model=cfg).to_dict()))
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_run: Path) -> Path:
+    """The tiny model exported to fp32 ONNX through the real export pipeline."""
+    from digitloc.export.api import ExportConfig, export_model
+    from digitloc.export.quantize import Fp32Config
+
+    out = tiny_run.parent / "tiny-fp32.onnx"
+    export_model(tiny_run / "model.keras", ExportConfig(output=out, quant=Fp32Config()))
+    return out

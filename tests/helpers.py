@@ -55,3 +55,18 @@ def make_svhn_folder(folder: Path, entries: list[dict], size: tuple[int, int] = 
         cv2.imwrite(str(folder / entry["filename"]), img)
     (folder / "digitStruct.json").write_text(json.dumps(entries))
     return folder
+
+
+def toy_data(n: int, seed: int = 0, size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bright bars on dark: the class is the bar's column band, the box is the bar (RGB uint8)."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 40, (n, size, size, 3)).astype(np.uint8)
+    labels = rng.integers(0, 10, n)
+    boxes = np.zeros((n, 4), np.float32)
+    scale = size / 32
+    for i, label in enumerate(labels):
+        x1, y1 = int((1 + 3 * label) * scale), int(rng.integers(0, 10) * scale)
+        w, h = int(3 * scale), int(20 * scale)
+        images[i, y1:y1 + h, x1:x1 + w] = 255
+        boxes[i] = [x1 / size, y1 / size, (x1 + w) / size, (y1 + h) / size]
+    return images, boxes, labels

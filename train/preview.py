@@ -18,8 +18,8 @@ def write_grid(data: DataSet, path: Path, count: int = 64, kind: str | None = No
                pred_boxes: np.ndarray | None = None, pred_labels: np.ndarray | None = None) -> int:
     """Write a PNG grid of up to ``count`` random samples; returns how many were drawn.
 
-    True boxes are green with the true digit; predicted ones (if given) red with the
-    predicted digit.
+    True boxes are green with the true digit; predicted ones (if given, aligned
+    with ``data``) red with the predicted digit.
     """
     index = np.arange(len(data))
     if kind is not None:
@@ -36,7 +36,7 @@ def write_grid(data: DataSet, path: Path, count: int = 64, kind: str | None = No
                             cv2.COLOR_RGB2BGR)
         _draw(tile, data.boxes[i], str(int(data.labels[i])), (0, 200, 0), (2, 12))
         if pred_boxes is not None and pred_labels is not None:
-            _draw(tile, pred_boxes[n], str(int(pred_labels[n])), (0, 0, 255), (TILE - 12, 12))
+            _draw(tile, pred_boxes[i], str(int(pred_labels[i])), (0, 0, 255), (TILE - 12, 12))
         r, c = divmod(n, cols)
         grid[r * TILE:(r + 1) * TILE, c * TILE:(c + 1) * TILE] = tile
     with atomic_path(path, suffix=".png") as tmp:

@@ -1,0 +1,157 @@
+"""The export pipeline: load -> convert -> metadata -> precision variant -> parity gate -> write.
+
+Nothing is left at the output path unless the whole pipeline, gate included, succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from digitloc.export.errors import ExportError
+from digitloc.export.parity import compare, gate, onnx_predict
+from digitloc.export.quantize import QuantConfig
+from digitloc.runtime import contract
+from digitloc.runtime.fileio import atomic_write_text, check_writable
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """One export: where to, which precision, how strict the gate is."""
+
+    output: Path
+    quant: QuantConfig
+    opset: int = 17
+    simplify: bool = False
+    parity_images: np.ndarray | None = None  # real uint8 images; random ones when None (noted)
+    parity_size: int = 256
+    max_abs_diff: float = 1e-4
+    min_agreement: float = 0.99
+    force: bool = False
+
+
+def digitloc_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("digitloc")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def model_metadata(keras_path: Path, size: tuple[int, int], precision: str, extra: dict[str, Any]) -> dict[str, str]:
+    """Contract metadata plus what the run folder beside the .keras file says about its training."""
+    run_dir = keras_path.parent
+    meta: dict[str, str] = {}
+    config_path, eval_path = run_dir / "config.json", run_dir / "evaluation.json"
+    if config_path.exists():
+        cfg = json.loads(config_path.read_text())
+        meta[contract.META_BACKBONE] = json.dumps({"name": "vgg19", **cfg.get("model", {})})
+        data_dir = Path(cfg.get("data", ""))
+        manifest = data_dir / "manifest.json"
+        summary: dict[str, Any] = {"data": str(data_dir), "box_loss": cfg.get("box_loss"), "epochs": cfg.get("epochs")}
+        if manifest.exists():
+            summary["splits"] = {k: v.get("per_kind") for k, v in json.loads(manifest.read_text())["splits"].items()}
+        meta[contract.META_TRAINING] = json.dumps(summary)
+    if eval_path.exists():
+        figures = json.loads(eval_path.read_text())
+        meta[contract.META_EVALUATION] = json.dumps({
+            name: {k: figures[name][k] for k in ("samples", "class_accuracy", "mean_iou", "iou_hit_rate", "both_right")}
+            for name in ("val_real", "test_real", "heldout_real") if name in figures})
+    if extra.get("excluded_nodes") is not None:
+        meta[contract.META_EXCLUDED_NODES] = json.dumps(extra["excluded_nodes"])
+    meta[contract.META_VERSION] = digitloc_version()
+    meta[contract.META_EXPORTED_AT] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return contract.contract_metadata(size, precision, meta)
+
+
+def load_keras(path: Path) -> Any:
+    from digitloc.train.model import ModelError, load_model
+
+    if path.suffix != ".keras":
+        raise ExportError(f"{path}: expected a Keras .keras file")
+    try:
+        return load_model(path)
+    except ModelError as exc:
+        raise ExportError(str(exc)) from None
+
+
+def _simplify(path: Path) -> None:
+    """Constant folding and redundant-node removal with ONNX Runtime's portable (basic) optimizer."""
+    import onnx
+    import onnxruntime as ort
+
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(path.with_suffix(".opt.onnx"))
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    proto = onnx.load(options.optimized_model_filepath)
+    onnx.helper.set_model_props(proto, props)
+    onnx.save(proto, str(path))
+    Path(options.optimized_model_filepath).unlink()
+
+
+def export_model(keras_path: str | os.PathLike[str], cfg: ExportConfig) -> dict[str, Any]:
+    """Export ``keras_path`` per ``cfg``; returns the parity report (also written beside the model)."""
+    import onnx
+
+    from digitloc.export.convert import check_two_head, keras_to_onnx, set_metadata
+    from digitloc.export.quantize import quantize
+    from digitloc.train.evaluate import keras_predict
+
+    keras_path = Path(keras_path)
+    output = Path(cfg.output)
+    report_path = output.with_suffix(".parity.json")
+    try:
+        check_writable(output, cfg.force)
+        check_writable(report_path, cfg.force)
+    except OSError as exc:
+        raise ExportError(str(exc)) from None
+    if not os.access(output.parent, os.W_OK):
+        raise ExportError(f"{output.parent}: not writable")
+    model = load_keras(keras_path)
+    size = check_two_head(model, str(keras_path))
+    proto = keras_to_onnx(model, cfg.opset)
+
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".digitloc-export-") as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        set_metadata(proto, model_metadata(keras_path, size, "fp32", {}))
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(fp32))
+        if cfg.simplify:
+            _simplify(fp32)
+        variant = Path(tmp) / "variant.onnx"
+        extra = quantize(fp32, variant, cfg.quant)
+        final = onnx.load(str(variant))
+        set_metadata(final, model_metadata(keras_path, size, cfg.quant.name, extra))
+        onnx.checker.check_model(final)
+        onnx.save(final, str(variant))
+
+        if cfg.parity_images is not None and len(cfg.parity_images):
+            images, source = cfg.parity_images[:cfg.parity_size], "real images"
+        else:
+            rng = np.random.default_rng(0)
+            images, source = rng.integers(0, 256, (min(cfg.parity_size, 32), *size, 3), dtype=np.uint8), \
+                "random images (no parity data given)"
+        reference = keras_predict(model, images)
+        report = compare(reference, onnx_predict(variant, images))
+        report.update({"precision": cfg.quant.name, "parity_inputs": source, "opset": cfg.opset,
+                       "size_bytes": variant.stat().st_size, "fp32_size_bytes": fp32.stat().st_size,
+                       "keras_model": str(keras_path), **{k: v for k, v in extra.items() if k != "excluded_nodes"},
+                       "excluded_nodes": extra.get("excluded_nodes", []),
+                       "gate": {"max_abs_diff": cfg.max_abs_diff, "min_class_agreement": cfg.min_agreement}})
+        failure = gate(report, cfg.quant.name, cfg.max_abs_diff, cfg.min_agreement)
+        report["passed"] = failure is None
+        if failure:
+            raise ExportError(f"parity gate failed for {output.name}: {failure}; nothing written")
+        os.replace(variant, output)
+    atomic_write_text(report_path, json.dumps(report, indent=1))
+    return report

@@ -1,0 +1,104 @@
+"""digitloc-export: a trained Keras model to ONNX, quantized on demand, checked before it is trusted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from digitloc.runtime.options import fail, force_option
+
+
+def load_images(source: str, size: tuple[int, int], split: str, limit: int, seed: int = 0) -> np.ndarray:
+    """Real images for calibration or parity: a dataset folder (its ``split``, real pixels only:
+    SVHN photos and crops, no synthetic ones) or a folder of image files."""
+    from digitloc.export.errors import ExportError
+    from digitloc.runtime.imageio import ImageError, read_image_file
+    from digitloc.runtime.preprocess import preprocess
+    from digitloc.runtime.sources import IMAGE_EXTS
+    from digitloc.train.data import DataSet, DatasetError
+
+    path = Path(source)
+    rng = np.random.default_rng(seed)
+    if (path / f"{split}.npz").is_file():
+        try:
+            data = DataSet.load(path / f"{split}.npz")
+        except DatasetError as exc:
+            raise ExportError(str(exc)) from None
+        data = data.select(data.kinds != "synth")
+        if data.images.shape[1:3] != size:
+            raise ExportError(f"{path}: images are {data.images.shape[1]} px, the model takes {size[0]} px")
+        pick = rng.permutation(len(data))[:limit]
+        images = data.images[np.sort(pick)]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+        files = [files[i] for i in np.sort(rng.permutation(len(files))[:limit])]
+        images_list = []
+        for f in files:
+            try:
+                images_list.append(preprocess(read_image_file(f), size))
+            except ImageError as exc:
+                click.echo(f"warning: skipped {exc}", err=True)
+        images = np.stack(images_list) if images_list else np.zeros((0, *size, 3), np.uint8)
+    else:
+        raise ExportError(f"{source}: neither a dataset folder with {split}.npz nor an image folder")
+    if len(images) == 0:
+        raise ExportError(f"{source}: no readable real images")
+    return images
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--opset", default=17, show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8-dynamic", "int8-static"]), default="fp32",
+              show_default=True)
+@click.option("--calib", default=None, help="Dataset folder (train split) or image folder for int8-static calibration.")
+@click.option("--calib-size", default=512, show_default=True, help="Calibration images.")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+              show_default=True)
+@click.option("--parity-data", default=None, help="Dataset folder (val split) or image folder (default: --calib).")
+@click.option("--parity-size", default=256, show_default=True, help="Images in the parity check.")
+@click.option("--min-agreement", default=0.99, show_default=True, help="Least class agreement with Keras.")
+@click.option("--max-abs-diff", default=1e-4, show_default=True, help="Largest fp32 output difference from Keras.")
+@click.option("--simplify", is_flag=True, help="Fold constants with ONNX Runtime's basic optimizer.")
+@click.option("--triton-repo", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write a Triton model repository here.")
+@force_option
+def main(model: Path, output: Path, opset: int, precision: str, calib: str | None, calib_size: int, calib_method: str,
+         parity_data: str | None, parity_size: int, min_agreement: float, max_abs_diff: float, simplify: bool,
+         triton_repo: Path | None, force: bool) -> None:
+    """Export MODEL (.keras) to ONNX at the chosen precision, then check parity with Keras."""
+    from digitloc.export.api import ExportConfig, export_model, load_keras
+    from digitloc.export.convert import check_two_head
+    from digitloc.export.errors import ExportError
+    from digitloc.export.quantize import Fp16Config, Fp32Config, Int8DynamicConfig, Int8StaticConfig
+    from digitloc.runtime.fileio import OutputExistsError
+
+    try:
+        if not model.is_file():
+            raise ExportError(f"{model}: no such file")
+        size = check_two_head(load_keras(model), str(model))
+        if precision == "int8-static":
+            if not calib:
+                raise ExportError("int8-static needs --calib: real images to calibrate on (never random noise)")
+            quant = Int8StaticConfig(calibration=load_images(calib, size, "train", calib_size), method=calib_method)
+        else:
+            quant = {"fp32": Fp32Config(), "fp16": Fp16Config(), "int8-dynamic": Int8DynamicConfig()}[precision]
+        parity_source = parity_data or calib
+        parity = load_images(parity_source, size, "val", parity_size, seed=1) if parity_source else None
+        cfg = ExportConfig(output=output, quant=quant, opset=opset, simplify=simplify, parity_images=parity,
+                           parity_size=parity_size, max_abs_diff=max_abs_diff, min_agreement=min_agreement, force=force)
+        report = export_model(model, cfg)
+        if triton_repo is not None:
+            from digitloc.export.triton import write_repository
+
+            name = output.stem.replace(" ", "_")
+            folder = write_repository(output, triton_repo, name, force=force)
+            click.echo(f"wrote Triton repository {folder}")
+    except (ExportError, OutputExistsError, ValueError) as exc:
+        fail(str(exc))
+    click.echo(f"wrote {output} ({report['size_bytes'] / 1e6:.2f} MB, {precision}); parity on {report['samples']} "
+               f"{report['parity_inputs']}: max abs diff {report['max_abs_diff']:.3g}, class agreement "
+               f"{report['class_agreement']:.4f}, box IoU {report['box_iou_mean']:.4f}")

@@ -1,0 +1,55 @@
+"""Keras two-head model -> ONNX with tf2onnx, named and shaped by the runtime contract."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from digitloc.export.errors import ExportError
+from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME, NUM_CLASSES
+
+BATCH_DIM = "batch"
+
+
+def check_two_head(model: Any, source: str) -> tuple[int, int]:
+    """Refuse a Keras model that is not a digitloc two-head model; returns its input (H, W)."""
+    inputs = model.inputs
+    if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[-1] != 3:
+        raise ExportError(f"{source}: not a digitloc model (needs one [N, H, W, 3] image input)")
+    if str(inputs[0].dtype) != "uint8":
+        raise ExportError(f"{source}: not a digitloc model (input is {inputs[0].dtype}, needs uint8)")
+    outputs = model.output if isinstance(model.output, dict) else {}
+    if set(outputs) != {BBOX_OUTPUT, DIGIT_OUTPUT}:
+        raise ExportError(f"{source}: not a digitloc model (outputs must be named {BBOX_OUTPUT!r} and "
+                          f"{DIGIT_OUTPUT!r})")
+    if outputs[BBOX_OUTPUT].shape[-1] != 4 or outputs[DIGIT_OUTPUT].shape[-1] != NUM_CLASSES:
+        raise ExportError(f"{source}: not a digitloc model (bbox needs 4 values, digit {NUM_CLASSES})")
+    return int(inputs[0].shape[1]), int(inputs[0].shape[2])
+
+
+def keras_to_onnx(model: Any, opset: int = 17) -> Any:
+    """Convert with tf2onnx (explicit uint8 input signature); batch dimension named ``batch``."""
+    import tensorflow as tf
+    import tf2onnx
+
+    height, width = check_two_head(model, model.name)
+    spec = (tf.TensorSpec((None, height, width, 3), tf.uint8, name=INPUT_NAME),)
+    try:
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    except Exception as exc:  # tf2onnx raises many types for unsupported graphs or opsets
+        raise ExportError(f"tf2onnx could not convert {model.name} at opset {opset}: {exc}") from None
+    names = {o.name for o in proto.graph.output}
+    if names != {BBOX_OUTPUT, DIGIT_OUTPUT}:
+        raise ExportError(f"converted graph has outputs {sorted(names)}, expected {BBOX_OUTPUT} and {DIGIT_OUTPUT}")
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.ClearField("dim_value")
+        dim.dim_param = BATCH_DIM
+    return proto
+
+
+def set_metadata(proto: Any, metadata: dict[str, str]) -> None:
+    """Replace the model's metadata_props with ``metadata`` (all values strings)."""
+    import onnx
+
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, {k: str(v) for k, v in metadata.items()})

@@ -1,0 +1,163 @@
+"""digitloc-run: predict the digit and its box on images, folders, globs, videos and cameras."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import cv2
+
+from digitloc.runtime.contract import ContractError
+from digitloc.runtime.detector import Detector, ProviderError, available_providers
+from digitloc.runtime.draw import annotate
+from digitloc.runtime.fileio import OutputExistsError, atomic_path, check_writable
+from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS
+from digitloc.runtime.progress import progress
+from digitloc.runtime.sources import Frame, Source, expand_sources, iter_frames, video_properties
+
+
+class VideoOut:
+    """An annotated copy of one video (mp4v), written to a temporary file and renamed when done."""
+
+    def __init__(self, target: Path, fps: float) -> None:
+        self.target, self.fps = target, fps
+        self._ctx = atomic_path(target, suffix=".mp4")
+        self._tmp = self._ctx.__enter__()
+        self.writer: cv2.VideoWriter | None = None
+
+    def write(self, frame_bgr) -> None:  # noqa: ANN001
+        if self.writer is None:
+            h, w = frame_bgr.shape[:2]
+            self.writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+        self.writer.write(frame_bgr)
+
+    def close(self, ok: bool) -> None:
+        if self.writer is not None:
+            self.writer.release()
+        if ok and self.writer is not None:
+            self._ctx.__exit__(None, None, None)
+        else:
+            self._ctx.__exit__(RuntimeError, RuntimeError("no frames"), None)
+
+
+def _frames(sources: list[Source], max_pixels: int, max_frames: int | None) -> Iterator[Frame]:
+    for source in sources:
+        yield from iter_frames(source, max_pixels, max_frames)
+
+
+def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
+    batch: list[Frame] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@click.command()
+@click.argument("sources", nargs=-1)
+@click.option("--model", type=click.Path(dir_okay=False), default=None, help="ONNX model (default: the shipped one).")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads.")
+@click.option("--batch", default=8, show_default=True, help="Frames per inference call.")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write annotated copies of images and videos here.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per image or frame on stdout.")
+@click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True, help="Refuse larger images.")
+@click.option("--max-frames", type=int, default=None, help="Stop each video or camera after this many frames.")
+@click.option("--force", is_flag=True, help="Overwrite annotated outputs that exist.")
+@click.option("--list-providers", is_flag=True, help="Show the execution providers and exit.")
+def main(sources: tuple[str, ...], model: str | None, provider: str, threads: int | None, batch: int,
+         output: Path | None, as_json: bool, max_pixels: int, max_frames: int | None, force: bool,
+         list_providers: bool) -> None:
+    """Find and read the digit in SOURCES: image files, folders, globs, videos, camera:N."""
+    if list_providers:
+        for name in available_providers():
+            click.echo(name)
+        return
+    if not sources:
+        raise click.UsageError("give at least one image, folder, glob, video or camera:N")
+    if batch < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--batch")
+    try:
+        detector = Detector(model, provider=provider, threads=threads, max_pixels=max_pixels)
+    except (ContractError, ProviderError, FileNotFoundError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"model {detector.model_path.name} ({detector.info.precision}, "
+               f"{detector.input_size[1]}x{detector.input_size[0]}) on {detector.provider}", err=True)
+
+    items = expand_sources(list(sources))
+    total = sum(1 if s.kind in ("image", "error") else max(video_properties(s.location)[3], 0) if s.kind == "video"
+                else 0 for s in items)
+    failures: list[str] = []
+    videos: dict[str, VideoOut | None] = {}
+    done = 0
+    started = time.perf_counter()
+    bar = progress(total=total or None, desc="predict", unit="frame")
+    for chunk in _batches(_frames(items, max_pixels, max_frames), batch):
+        good = [f for f in chunk if f.error is None]
+        for f in chunk:
+            if f.error is not None:
+                failures.append(f.error)
+                click.echo(f"error: {f.error}", err=True)
+        if good:
+            detections, ms = detector.timed_batch([f.image for f in good])
+            for frame, det in zip(good, detections, strict=True):
+                if as_json:
+                    click.echo(json.dumps({"source": frame.source.location, "frame": frame.index,
+                                           **det.to_dict(), "latency_ms": round(ms / len(good), 3)}))
+                if output is not None:
+                    err = _write_output(output, frame, det, videos, force)
+                    if err:
+                        failures.append(err)
+                        click.echo(f"error: {err}", err=True)
+        done += len(good)
+        bar.update(len(chunk))
+    bar.close()
+    for video in videos.values():
+        if video is not None:
+            video.close(ok=True)
+    seconds = time.perf_counter() - started
+    click.echo(f"{done} frames predicted, {len(failures)} failed, {seconds:.2f} s, "
+               f"{done / seconds if seconds > 0 else 0:.1f} frames/s on {detector.provider}", err=True)
+    if failures:
+        sys.exit(1)
+
+
+def _write_output(output: Path, frame: Frame, det, videos: dict[str, VideoOut | None], force: bool) -> str | None:  # noqa: ANN001
+    """Write one annotated image or video frame; returns an error message instead of raising."""
+    source = frame.source
+    annotated = annotate(frame.image, det)
+    if source.kind == "image":
+        target = output / source.name
+        if target.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp"):
+            target = target.with_suffix(".png")
+        try:
+            check_writable(target, force)
+            with atomic_path(target) as tmp:
+                if not cv2.imwrite(str(tmp), annotated):
+                    return f"{target}: could not write image"
+        except OutputExistsError as exc:
+            return str(exc)
+        return None
+    key = source.location
+    if key not in videos:
+        target = (output / source.name).with_suffix(".mp4")
+        try:
+            check_writable(target, force)
+        except OutputExistsError as exc:
+            videos[key] = None
+            return str(exc)
+        fps = video_properties(source.location)[0] if source.kind == "video" else 30.0
+        videos[key] = VideoOut(target, fps)
+    video = videos[key]
+    if video is not None:
+        video.write(annotated)
+    return None

@@ -1,0 +1,156 @@
+"""Detector: one ONNX Runtime session, everything it needs read from the model's metadata.
+
+Provider choice is explicit: "cuda" fails when CUDA is not really in use (ONNX Runtime
+would otherwise log an error and quietly run on the CPU), "auto" takes CUDA when a
+session can actually use it and says which provider it got.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from digitloc.runtime.contract import (
+    BBOX_OUTPUT,
+    DIGIT_OUTPUT,
+    INPUT_NAME,
+    ContractError,
+    ModelInfo,
+    clip_box,
+    order_box,
+    parse_metadata,
+    relative_to_pixels,
+)
+from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS, read_image_file
+from digitloc.runtime.preprocess import preprocess
+
+DEFAULT_MODEL_NAME = "digitloc-default-int8.onnx"
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+class ProviderError(RuntimeError):
+    """The asked-for execution provider cannot be used here."""
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One photo's answer: the digit, its probability, its box in pixels of the original photo."""
+
+    digit: int
+    confidence: float
+    bbox: tuple[float, float, float, float]  # x1, y1, x2, y2 in original pixels
+    probs: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"digit": self.digit, "confidence": round(self.confidence, 6),
+                "bbox": [round(v, 2) for v in self.bbox], "probs": [round(p, 6) for p in self.probs]}
+
+
+def default_model_path() -> Path:
+    """The default model shipped in digitloc.models (source checkout or regular install)."""
+    path = Path(str(resources.files("digitloc.models") / DEFAULT_MODEL_NAME))
+    if not path.is_file():
+        raise FileNotFoundError(f"the default model {DEFAULT_MODEL_NAME} is not installed; pass a model path")
+    return path
+
+
+def available_providers() -> list[str]:
+    """Execution providers this onnxruntime build offers (not proof that they work: see Detector)."""
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+class Detector:
+    """Find and read the digit of photos with an exported digitloc ONNX model.
+
+    ``predict`` and ``predict_batch`` may be called from several threads at once: the
+    ONNX Runtime session is thread-safe and the detector holds no other mutable state.
+    """
+
+    def __init__(self, model: str | os.PathLike[str] | None = None, provider: str = "auto",
+                 threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        import onnxruntime as ort
+
+        if provider not in ("auto", *PROVIDERS):
+            raise ProviderError(f"unknown provider {provider!r}: choose auto, cpu or cuda")
+        self.model_path = Path(model) if model is not None else default_model_path()
+        if not self.model_path.is_file():
+            raise FileNotFoundError(f"{self.model_path}: no such model file")
+        self.max_pixels = max_pixels
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        available = ort.get_available_providers()
+        if provider == "cuda" and PROVIDERS["cuda"] not in available:
+            raise ProviderError("CUDA was asked for but this onnxruntime has no CUDA provider "
+                                "(install digitloc[gpu], i.e. onnxruntime-gpu, in place of onnxruntime)")
+        wanted = [PROVIDERS["cpu"]]
+        if provider == "cuda" or (provider == "auto" and PROVIDERS["cuda"] in available):
+            wanted = [PROVIDERS["cuda"], PROVIDERS["cpu"]]
+        try:
+            self.session = ort.InferenceSession(str(self.model_path), options, providers=wanted)
+        except Exception as exc:  # onnxruntime raises its own exception types for bad files
+            raise ContractError(f"{self.model_path}: not a loadable ONNX model ({exc})") from None
+        self.provider = self.session.get_providers()[0]
+        if provider == "cuda" and self.provider != PROVIDERS["cuda"]:
+            raise ProviderError(f"CUDA was asked for but the session runs on {self.provider}: "
+                                "no usable GPU, driver or CUDA/cuDNN libraries")
+        self.info: ModelInfo = parse_metadata(self.session.get_modelmeta().custom_metadata_map, str(self.model_path))
+        self._check_io()
+
+    def _check_io(self) -> None:
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name for o in self.session.get_outputs()}
+        if INPUT_NAME not in inputs or inputs[INPUT_NAME].type != "tensor(uint8)":
+            raise ContractError(f"{self.model_path}: needs a uint8 input named {INPUT_NAME!r}, has {sorted(inputs)}")
+        if not {BBOX_OUTPUT, DIGIT_OUTPUT} <= outputs:
+            raise ContractError(f"{self.model_path}: needs outputs {BBOX_OUTPUT!r} and {DIGIT_OUTPUT!r}, "
+                                f"has {sorted(outputs)}")
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.info.input_size
+
+    def load(self, image: str | os.PathLike[str] | np.ndarray) -> np.ndarray:
+        """A path (read with the pixel limit) or an OpenCV array, as an OpenCV array."""
+        if isinstance(image, np.ndarray):
+            return image
+        return read_image_file(image, self.max_pixels)
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw model outputs for a preprocessed uint8 [N, H, W, 3] RGB batch: relative boxes, probs."""
+        boxes, probs = self.session.run([BBOX_OUTPUT, DIGIT_OUTPUT], {INPUT_NAME: batch})
+        return np.asarray(boxes, np.float32), np.asarray(probs, np.float32)
+
+    def predict_batch(self, images: list[str | os.PathLike[str] | np.ndarray]) -> list[Detection]:
+        """Detections for several photos (paths or OpenCV arrays), run as one batch."""
+        if not images:
+            return []
+        loaded = [self.load(im) for im in images]
+        batch = np.stack([preprocess(im, self.input_size) for im in loaded])
+        boxes, probs = self.run(batch)
+        out = []
+        for im, box, p in zip(loaded, boxes, probs, strict=True):
+            h, w = im.shape[:2]
+            px = clip_box(relative_to_pixels(order_box(box), w, h), w, h)
+            digit = int(np.argmax(p))
+            out.append(Detection(digit, float(p[digit]), tuple(float(v) for v in px), tuple(float(v) for v in p)))
+        return out
+
+    def predict(self, image: str | os.PathLike[str] | np.ndarray) -> Detection:
+        """The detection for one photo (a path, or an OpenCV BGR array)."""
+        return self.predict_batch([image])[0]
+
+    def timed_batch(self, images: list[np.ndarray]) -> tuple[list[Detection], float]:
+        """predict_batch plus its wall time in milliseconds."""
+        start = time.perf_counter()
+        result = self.predict_batch(images)
+        return result, (time.perf_counter() - start) * 1000.0

@@ -1,0 +1,116 @@
+"""Inputs of digitloc-run: image files, folders (recursive), globs, video files and cameras.
+
+Every input becomes a stream of frames; what cannot be read becomes an error item that
+names the file and the reason, so the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS, ImageError, read_image_file
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm"}
+VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg"}
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input: an image, a video or a camera; ``name`` is its path relative to what was given."""
+
+    kind: str  # "image", "video", "camera", or "error"
+    location: str  # file path, or the camera index
+    name: str  # for output file names
+    error: str | None = None
+
+
+@dataclass
+class Frame:
+    """A frame to predict on (an image is a video of one frame, numbered None)."""
+
+    source: Source
+    index: int | None
+    image: np.ndarray | None
+    error: str | None = None
+
+
+def _kind_of(path: Path) -> str | None:
+    ext = path.suffix.lower()
+    return "image" if ext in IMAGE_EXTS else "video" if ext in VIDEO_EXTS else None
+
+
+def expand_sources(specs: list[str]) -> list[Source]:
+    """Turn command-line inputs into sources; unknown or missing ones become error sources."""
+    out: list[Source] = []
+    for spec in specs:
+        if spec.startswith("camera:"):
+            index = spec.split(":", 1)[1]
+            if not index.isdigit():
+                out.append(Source("error", spec, spec, f"{spec}: camera index must be a number"))
+            else:
+                out.append(Source("camera", index, f"camera{index}"))
+            continue
+        path = Path(spec)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and _kind_of(p))
+            if not found:
+                out.append(Source("error", spec, spec, f"{spec}: folder holds no image or video files"))
+            out.extend(Source(_kind_of(p), str(p), str(p.relative_to(path))) for p in found)  # type: ignore[arg-type]
+        elif path.is_file():
+            kind = _kind_of(path) or "image"  # unknown extension: try to decode it as an image
+            out.append(Source(kind, str(path), path.name))
+        elif any(c in spec for c in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+            if not matches:
+                out.append(Source("error", spec, spec, f"{spec}: pattern matches no file"))
+            out.extend(Source(_kind_of(p) or "image", str(p), p.name) for p in matches)
+        else:
+            out.append(Source("error", spec, spec, f"{spec}: no such file or folder"))
+    return out
+
+
+def iter_frames(source: Source, max_pixels: int = DEFAULT_MAX_PIXELS, max_frames: int | None = None,
+                ) -> Iterator[Frame]:
+    """Frames of one source; failures come as a Frame with ``error`` set."""
+    if source.kind == "error":
+        yield Frame(source, None, None, source.error)
+        return
+    if source.kind == "image":
+        try:
+            yield Frame(source, None, read_image_file(source.location, max_pixels))
+        except ImageError as exc:
+            yield Frame(source, None, None, str(exc))
+        return
+    capture = cv2.VideoCapture(int(source.location) if source.kind == "camera" else source.location)
+    try:
+        if not capture.isOpened():
+            yield Frame(source, None, None, f"{source.location}: cannot open {source.kind}")
+            return
+        index = 0
+        while max_frames is None or index < max_frames:
+            ok, frame = capture.read()
+            if not ok or frame is None:
+                break
+            yield Frame(source, index, frame)
+            index += 1
+        if index == 0:
+            yield Frame(source, None, None, f"{source.location}: {source.kind} has no frames")
+    finally:
+        capture.release()
+
+
+def video_properties(path: str) -> tuple[float, int, int, int]:
+    """fps, width, height, frame count of a video file (fps 25 when the file does not say)."""
+    capture = cv2.VideoCapture(path)
+    try:
+        fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+        return (fps if fps > 0 else 25.0, int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+    finally:
+        capture.release()

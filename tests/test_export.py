@@ -1,0 +1,182 @@
+"""digitloc-export: every precision, parity at explicit tolerances, metadata, Triton, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("tf2onnx")
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+
+from digitloc.export.api import ExportConfig, export_model  # noqa: E402
+from digitloc.export.cli import main  # noqa: E402
+from digitloc.export.errors import ExportError  # noqa: E402
+from digitloc.export.parity import compare, onnx_predict  # noqa: E402
+from digitloc.export.quantize import Fp16Config, Fp32Config, Int8DynamicConfig, Int8StaticConfig  # noqa: E402
+from digitloc.export.triton import write_repository  # noqa: E402
+from digitloc.runtime import contract  # noqa: E402
+from digitloc.train.data import DataSet  # noqa: E402
+from digitloc.train.evaluate import keras_predict  # noqa: E402
+from digitloc.train.model import load_model  # noqa: E402
+
+# (precision, config factory, max abs diff, least class agreement, least mean IoU between the two
+# models' boxes) on the toy validation images. The toy boxes are thin bars (3 of 32 px wide), so a
+# fraction of a pixel of int8 error costs much IoU.
+CASES = [
+    ("fp32", lambda cal: Fp32Config(), 1e-4, 1.0, 0.999),
+    ("fp16", lambda cal: Fp16Config(), 5e-3, 0.98, 0.95),
+    ("int8-dynamic", lambda cal: Int8DynamicConfig(), 0.1, 0.95, 0.5),
+    ("int8-static", lambda cal: Int8StaticConfig(calibration=cal), 0.1, 0.95, 0.5),
+]
+
+
+@pytest.fixture(scope="module")
+def val_images(tiny_run: Path) -> np.ndarray:
+    data = json.loads((tiny_run / "config.json").read_text())["data"]
+    return DataSet.load(Path(data) / "val.npz").images
+
+
+@pytest.mark.parametrize(("precision", "make", "max_diff", "min_agree", "min_iou"), CASES)
+def test_every_precision_holds_parity(tiny_run: Path, tmp_path: Path, val_images: np.ndarray, precision: str,
+                                      make, max_diff: float, min_agree: float, min_iou: float) -> None:  # noqa: ANN001
+    train = DataSet.load(Path(json.loads((tiny_run / "config.json").read_text())["data"]) / "train.npz")
+    out = tmp_path / f"m-{precision}.onnx"
+    report = export_model(tiny_run / "model.keras", ExportConfig(output=out, quant=make(train.images[:128]),
+                                                                 parity_images=val_images, min_agreement=min_agree))
+    assert report["passed"] and report["parity_inputs"] == "real images"
+    onnx.checker.check_model(str(out))
+    # Independent re-check of what was written, at this precision's tolerance.
+    ours = compare(keras_predict(load_model(tiny_run / "model.keras"), val_images), onnx_predict(out, val_images))
+    assert ours["max_abs_diff"] <= max_diff
+    assert ours["class_agreement"] >= min_agree
+    assert ours["box_iou_mean"] >= min_iou
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert inp.name == contract.INPUT_NAME and inp.type == "tensor(uint8)" and inp.shape == ["batch", 32, 32, 3]
+    assert {o.name: o.type for o in session.get_outputs()} == {"bbox": "tensor(float)", "digit": "tensor(float)"}
+    info = contract.parse_metadata(session.get_modelmeta().custom_metadata_map, str(out))
+    assert info.precision == precision and info.input_size == (32, 32)
+    assert json.loads((tmp_path / f"m-{precision}.parity.json").read_text())["precision"] == precision
+    if precision == "int8-static":
+        excluded = json.loads(info.metadata[contract.META_EXCLUDED_NODES])
+        assert any("bbox" in n for n in excluded) and any("digit" in n for n in excluded)
+        assert out.stat().st_size < 0.5 * report["fp32_size_bytes"]
+
+
+def test_metadata_round_trips(tiny_onnx: Path) -> None:
+    meta = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    info = contract.parse_metadata(meta, "tiny")
+    assert info.class_names == tuple("0123456789")
+    assert meta[contract.META_RESIZE_MODE] == "stretch" and meta[contract.META_BOX_FORMAT] == "xyxy-relative"
+    backbone = json.loads(meta[contract.META_BACKBONE])
+    assert backbone["name"] == "vgg19" and backbone["width"] == 0.125 and backbone["batchnorm"] is True
+    assert json.loads(meta[contract.META_TRAINING])["box_loss"] == "mse+giou"
+    assert re.match(r"\d{4}-\d\d-\d\dT", meta[contract.META_EXPORTED_AT])
+    assert contract.parse_metadata(contract.contract_metadata((48, 64), "fp32"), "x").input_size == (48, 64)
+
+
+def _parse_pbtxt(text: str) -> dict:
+    tensors = re.findall(r'name: "(\w+)"\s+data_type: (\w+)\s+dims: \[ ([^\]]*) \]', text)
+    return {name: (dtype, [int(d) for d in dims.split(",")]) for name, dtype, dims in tensors}
+
+
+def test_triton_config_matches_the_graph(tiny_onnx: Path, tmp_path: Path) -> None:
+    folder = write_repository(tiny_onnx, tmp_path / "repo", "digitloc")
+    text = (folder / "config.pbtxt").read_text()
+    assert (folder / "1" / "model.onnx").read_bytes() == tiny_onnx.read_bytes()
+    assert 'backend: "onnxruntime"' in text and "max_batch_size: 64" in text and "dynamic_batching" in text
+    tensors = _parse_pbtxt(text)
+    graph = onnx.load(str(tiny_onnx)).graph
+    types = {1: "TYPE_FP32", 2: "TYPE_UINT8"}
+    for value in list(graph.input) + list(graph.output):
+        dims = [d.dim_value for d in value.type.tensor_type.shape.dim][1:]
+        assert tensors[value.name] == (types[value.type.tensor_type.elem_type], dims)
+    assert set(tensors) == {"image", "bbox", "digit"}
+    with pytest.raises(FileExistsError):
+        write_repository(tiny_onnx, tmp_path / "repo", "digitloc")
+
+
+def test_cli_exports_with_triton_repo_and_refuses_overwrite(tiny_run: Path, tmp_path: Path) -> None:
+    data = json.loads((tiny_run / "config.json").read_text())["data"]
+    out = tmp_path / "m.onnx"
+    args = [str(tiny_run / "model.keras"), "-o", str(out), "--precision", "int8-static", "--calib", data,
+            "--calib-size", "64", "--min-agreement", "0.9", "--triton-repo", str(tmp_path / "triton")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "class agreement" in result.output and (tmp_path / "triton" / "m" / "config.pbtxt").is_file()
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 1 and "already exists" in again.output
+
+
+def test_failed_gate_leaves_nothing(tiny_run: Path, tmp_path: Path, val_images: np.ndarray) -> None:
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ExportError, match="parity gate failed"):
+        export_model(tiny_run / "model.keras", ExportConfig(output=out, quant=Fp16Config(), parity_images=val_images,
+                                                            min_agreement=1.01))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_inputs_fail_clearly(tiny_run: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    model = str(tiny_run / "model.keras")
+    cases = [
+        ([str(tmp_path / "missing.keras"), "-o", str(tmp_path / "a.onnx")], "no such file"),
+        ([str(tiny_run / "config.json"), "-o", str(tmp_path / "a.onnx")], "expected a Keras .keras file"),
+        ([model, "-o", str(tmp_path / "a.onnx"), "--precision", "int8-static"], "needs --calib"),
+        ([model, "-o", str(tmp_path / "a.onnx"), "--precision", "int8-static", "--calib", str(tmp_path / "nope")],
+         "neither a dataset folder"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(main, args)
+        assert result.exit_code == 1 and message in result.output, (args, result.output)
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip")
+    result = runner.invoke(main, [str(broken), "-o", str(tmp_path / "a.onnx")])
+    assert result.exit_code == 1 and "not a Keras model" in result.output
+    empty_images = tmp_path / "imgs"
+    empty_images.mkdir()
+    (empty_images / "x.png").write_bytes(b"garbage")
+    result = runner.invoke(main, [model, "-o", str(tmp_path / "a.onnx"), "--precision", "int8-static", "--calib",
+                                  str(empty_images)])
+    assert result.exit_code == 1 and "no readable real images" in result.output
+    assert not (tmp_path / "a.onnx").exists()
+
+
+def test_a_keras_model_of_another_shape_is_refused(tmp_path: Path) -> None:
+    import keras
+
+    inp = keras.Input((32, 32, 3), dtype="uint8", name="image")
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inp))
+    other = keras.Model(inp, keras.layers.Dense(10, activation="softmax")(x))
+    path = tmp_path / "other.keras"
+    other.save(path)
+    result = CliRunner().invoke(main, [str(path), "-o", str(tmp_path / "o.onnx")])
+    assert result.exit_code == 1 and "not a digitloc model" in result.output
+
+
+def test_unwritable_output_is_refused(tiny_run: Path, tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if (locked / "probe").exists() or _can_write(locked):
+            pytest.skip("running as a user that ignores permissions")
+        result = CliRunner().invoke(main, [str(tiny_run / "model.keras"), "-o", str(locked / "m.onnx")])
+        assert result.exit_code == 1 and "not writable" in result.output
+    finally:
+        locked.chmod(0o700)
+
+
+def _can_write(folder: Path) -> bool:
+    try:
+        (folder / ".probe").write_text("x")
+    except OSError:
+        return False
+    (folder / ".probe").unlink()
+    return True

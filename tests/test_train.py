@@ -1,0 +1,119 @@
+"""The two-head model: building, a few training steps, save/reload, losses and evaluation figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+import keras  # noqa: E402
+
+from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME  # noqa: E402
+from digitloc.train.data import DataSet  # noqa: E402
+from digitloc.train.evaluate import constant_box_baseline, evaluate_predictions  # noqa: E402
+from digitloc.train.fit import TrainConfig, compile_model, train  # noqa: E402
+from digitloc.train.losses import giou_loss, mse_giou_loss  # noqa: E402
+from digitloc.train.model import ModelConfig, ModelError, build_model, load_model  # noqa: E402
+from helpers import toy_data as _toy_data  # noqa: E402
+
+TINY = ModelConfig(input_size=32, width=0.125, batchnorm=True, box_units=(16,), class_units=(16,))
+
+
+def test_model_contract() -> None:
+    model = build_model(TINY)
+    assert model.inputs[0].name == INPUT_NAME and model.inputs[0].dtype == "uint8"
+    out = model(np.zeros((2, 32, 32, 3), np.uint8))
+    assert set(out) == {BBOX_OUTPUT, DIGIT_OUTPUT}
+    assert out[BBOX_OUTPUT].shape == (2, 4) and out[DIGIT_OUTPUT].shape == (2, 10)
+    np.testing.assert_allclose(np.asarray(out[DIGIT_OUTPUT]).sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_bad_model_options_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="width 1.0"):
+        build_model(ModelConfig(width=0.5, weights="imagenet"))
+    with pytest.raises(ModelError, match="weights file not found"):
+        build_model(ModelConfig(weights=str(tmp_path / "vgg19_notop.h5")))
+    with pytest.raises(ModelError, match="minimum of 32"):
+        build_model(ModelConfig(input_size=16))
+
+
+def test_a_few_steps_lower_the_loss() -> None:
+    keras.utils.set_random_seed(0)
+    images, boxes, labels = _toy_data(256)
+    model = build_model(TINY)
+    compile_model(model, TrainConfig(data=""), 3e-3)
+    y = {BBOX_OUTPUT: boxes, DIGIT_OUTPUT: labels}
+    history = model.fit(images, y, epochs=8, batch_size=32, verbose=0).history["loss"]
+    assert history[-1] < 0.7 * history[0]
+
+
+def test_saved_model_reloads_with_identical_outputs(tmp_path: Path) -> None:
+    model = build_model(TINY)
+    compile_model(model, TrainConfig(data=""), 1e-3)
+    images, _, _ = _toy_data(8)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    again = load_model(path)
+    a, b = model(images, training=False), again(images, training=False)
+    for key in (BBOX_OUTPUT, DIGIT_OUTPUT):
+        np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]))
+
+
+def test_box_losses_stay_finite_for_degenerate_boxes() -> None:
+    true = tf.constant([[0.2, 0.2, 0.2, 0.2], [0.1, 0.1, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0]], tf.float32)
+    pred = tf.constant([[0.2, 0.2, 0.2, 0.2], [0.5, 0.5, 0.1, 0.1], [0.0, 0.0, 0.0, 0.0]], tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(pred)
+        loss = mse_giou_loss(true, pred)
+    grad = tape.gradient(loss, pred)
+    assert np.all(np.isfinite(loss.numpy())) and np.all(np.isfinite(grad.numpy()))
+    # A perfect box scores GIoU loss 0; disjoint boxes more than 1.
+    same = tf.constant([[0.1, 0.1, 0.5, 0.5]])
+    assert abs(float(giou_loss(same, same)[0])) < 1e-5
+    assert float(giou_loss(same, tf.constant([[0.6, 0.6, 0.9, 0.9]]))[0]) > 1.0
+
+
+def test_evaluation_figures_on_a_hand_made_case() -> None:
+    true_boxes = np.array([[0, 0, 1, 1], [0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1], [0, 0, 1, 1]], float)
+    pred_boxes = np.array([[0, 0, 1, 1], [0, 0, 0.5, 0.25], [0, 0, 0.5, 0.5], [0, 0, 1, 1]], float)
+    probs = np.eye(10)[[3, 7, 7, 0]]
+    labels = np.array([3, 7, 2, 1])
+    fig = evaluate_predictions(true_boxes, labels, pred_boxes, probs)
+    assert fig["class_accuracy"] == pytest.approx(0.5)
+    assert fig["mean_iou"] == pytest.approx((1 + 0.5 + 0 + 1) / 4)
+    assert fig["iou_hit_rate"] == pytest.approx(0.75)  # 0.5 counts as a hit
+    assert fig["both_right"] == pytest.approx(0.5)  # samples 0 and 1
+    assert fig["per_class_accuracy"]["2"] == 0.0 and fig["per_class_accuracy"]["4"] is None
+    cm = np.array(fig["confusion_matrix"])
+    assert cm[3, 3] == 1 and cm[2, 7] == 1 and cm[1, 0] == 1 and cm.sum() == 4
+    base = constant_box_baseline(np.array([[0, 0, 1, 1], [0, 0, 0, 0]]), true_boxes[:1])
+    assert base["box"] == [0, 0, 0.5, 0.5] and base["mean_iou"] == pytest.approx(0.25)
+
+
+def _write_split(path: Path, images: np.ndarray, boxes: np.ndarray, labels: np.ndarray, kind: str) -> None:
+    n = len(labels)
+    DataSet(images, boxes, labels.astype(np.uint8), np.array([kind] * n), np.array([f"t/{i}" for i in range(n)])).save(path)
+
+
+def test_train_writes_a_complete_run_folder(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, n, kind in (("train", 96, "synth"), ("val", 32, "real"), ("test", 16, "real")):
+        _write_split(data / f"{split}.npz", *_toy_data(n, seed=len(split)), kind)
+    cfg = TrainConfig(data=str(data), model=TINY, epochs=2, batch_size=32)
+    evaluation = train(cfg, tmp_path / "run")
+    run = tmp_path / "run"
+    for name in ("model.keras", "last.keras", "config.json", "history.json", "history.csv", "evaluation.json",
+                 "curves.png", "confusion.png", "val-predictions.png"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "config.json").read_text())["model"]["width"] == 0.125
+    assert evaluation["epochs_run"] == 2 and 0 <= evaluation["val_real"]["class_accuracy"] <= 1
+    assert len(json.loads((run / "history.json").read_text())) == 2
+    with pytest.raises(FileExistsError):
+        train(cfg, run)
+    # Resume continues from last.keras up to the new epoch count.
+    evaluation = train(TrainConfig(data=str(data), model=TINY, epochs=3, batch_size=32), run, resume=True)
+    assert evaluation["epochs_run"] == 3

@@ -1,0 +1,106 @@
+"""digitloc-train: train the VGG19 two-head model and evaluate saved models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from digitloc.runtime.fileio import OutputExistsError, atomic_write_text
+from digitloc.runtime.options import fail, force_option
+
+
+@click.group()
+def main() -> None:
+    """Train and evaluate digitloc models (TensorFlow/Keras)."""
+
+
+@main.command()
+@click.option("--data", type=click.Path(file_okay=False), required=True, help="Dataset folder from digitloc-data build.")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder.")
+@click.option("--size", default=64, show_default=True, help="Input size (must match the data).")
+@click.option("--width", default=1.0, show_default=True, help="Width multiplier of VGG19's conv blocks.")
+@click.option("--batchnorm/--no-batchnorm", default=False, show_default=True, help="BatchNorm after each conv.")
+@click.option("--weights", default=None, help="'imagenet' or a VGG19 notop weights file (width 1.0 only).")
+@click.option("--epochs", default=30, show_default=True)
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--lr", "learning_rate", default=1e-3, show_default=True)
+@click.option("--finetune-lr", "finetune_learning_rate", default=1e-4, show_default=True)
+@click.option("--frozen-epochs", default=5, show_default=True, help="Phase 1 epochs when pretrained.")
+@click.option("--box-loss", type=click.Choice(["mse", "giou", "mse+giou"]), default="mse+giou", show_default=True)
+@click.option("--patience", default=6, show_default=True, help="Early stopping patience (epochs).")
+@click.option("--no-augment", is_flag=True, help="Train without augmentation.")
+@click.option("--max-minutes", type=float, default=None, help="Stop after this many minutes.")
+@click.option("--strategy", type=click.Choice(["default", "mirrored"]), default="default", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in OUTPUT from last.keras.")
+@force_option
+def fit(data: str, output: Path, size: int, width: float, batchnorm: bool, weights: str | None, epochs: int,
+        batch_size: int, learning_rate: float, finetune_learning_rate: float, frozen_epochs: int, box_loss: str,
+        patience: int, no_augment: bool, max_minutes: float | None, strategy: str, seed: int, resume: bool,
+        force: bool) -> None:
+    """Train a model on a built dataset; writes the run folder OUTPUT."""
+    from digitloc.train.data import DatasetError
+    from digitloc.train.fit import TrainConfig, train
+    from digitloc.train.model import ModelConfig, ModelError
+
+    cfg = TrainConfig(data=data, model=ModelConfig(input_size=size, width=width, batchnorm=batchnorm, weights=weights),
+                      epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                      finetune_learning_rate=finetune_learning_rate, frozen_epochs=frozen_epochs, box_loss=box_loss,
+                      patience=patience, augment=not no_augment, seed=seed, max_minutes=max_minutes, strategy=strategy)
+    try:
+        evaluation = train(cfg, output, resume=resume, force=force)
+    except (DatasetError, ModelError, OutputExistsError, FileNotFoundError) as exc:
+        fail(str(exc))
+    _print_summary(evaluation)
+    click.echo(f"wrote {output}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("data", type=click.Path())
+@click.option("--kind", type=click.Choice(["real", "crop", "synth", "all"]), default="real", show_default=True,
+              help="Which samples of the split to score.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the figures as JSON here.")
+@force_option
+def evaluate(model: str, data: str, kind: str, output: Path | None, force: bool) -> None:
+    """Score a saved model on DATA (a split .npz, or a dataset folder: its val and test)."""
+    from digitloc.runtime.fileio import check_writable
+    from digitloc.train.data import DataSet, DatasetError
+    from digitloc.train.evaluate import evaluate_predictions, keras_predict
+    from digitloc.train.model import ModelError, load_model
+
+    try:
+        if output:
+            check_writable(output, force)
+        path = Path(data)
+        parts = [DataSet.load(path / f"{s}.npz") for s in ("val", "test") if (path / f"{s}.npz").exists()] \
+            if path.is_dir() else [DataSet.load(path)]
+        if not parts:
+            raise DatasetError(f"{path}: holds no val.npz or test.npz")
+        split = DataSet.concat(parts, parts[0].images.shape[1])
+        if kind != "all":
+            split = split.select(split.kinds == kind)
+        if len(split) == 0:
+            raise DatasetError(f"{data}: no samples of kind {kind}")
+        keras_model = load_model(model)
+        boxes, probs = keras_predict(keras_model, split.images)
+        figures = evaluate_predictions(split.boxes, split.labels, boxes, probs)
+    except (DatasetError, ModelError, OutputExistsError) as exc:
+        fail(str(exc))
+    _print_summary({f"{Path(data).name} ({kind})": figures})
+    if output:
+        atomic_write_text(output, json.dumps(figures, indent=1))
+
+
+def _print_summary(evaluation: dict) -> None:
+    for name, fig in evaluation.items():
+        if not isinstance(fig, dict) or "class_accuracy" not in fig:
+            continue
+        base = fig.get("constant_box_baseline")
+        extra = f" (constant box: {base['mean_iou']:.3f})" if base else ""
+        click.echo(f"{name}: {fig['samples']} photos, class accuracy {fig['class_accuracy']:.4f}, "
+                   f"mean IoU {fig['mean_iou']:.4f}{extra}, IoU>=0.5 {fig['iou_hit_rate']:.4f}, "
+                   f"both right {fig['both_right']:.4f}")

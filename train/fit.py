@@ -1,0 +1,243 @@
+"""Train the two-head model on a built dataset and write a run folder.
+
+The run folder holds: ``model.keras`` (best on validation), ``last.keras`` (for
+``--resume``), ``config.json``, ``history.json`` and ``history.csv``, plots, and
+``evaluation.json`` on the real held-out photos.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT
+from digitloc.runtime.fileio import OutputExistsError, atomic_write_text
+from digitloc.train.augment import AugmentConfig, augment_batch
+from digitloc.train.data import KIND_CROP, KIND_REAL, DataSet, DatasetError
+from digitloc.train.model import ModelConfig
+
+
+@dataclass
+class TrainConfig:
+    """One training run, saved as config.json beside what it produced."""
+
+    data: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    finetune_learning_rate: float = 1e-4
+    frozen_epochs: int = 5  # phase 1 length when the backbone is pretrained
+    box_loss: str = "mse+giou"
+    box_weight: float = 1.0
+    patience: int = 6
+    augment: bool = True
+    seed: int = 0
+    max_minutes: float | None = None  # stop after this long (the best checkpoint stays)
+    strategy: str = "default"  # or "mirrored" (tf.distribute, several GPUs)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["model"] = self.model.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        data["model"] = ModelConfig.from_dict(data["model"])
+        return cls(**data)
+
+
+def load_splits(data_dir: str | os.PathLike[str]) -> tuple[DataSet, DataSet, DataSet | None]:
+    """train, val and (if present) test splits of a built dataset folder."""
+    data_dir = Path(data_dir)
+    train, val = DataSet.load(data_dir / "train.npz"), DataSet.load(data_dir / "val.npz")
+    test = DataSet.load(data_dir / "test.npz") if (data_dir / "test.npz").exists() else None
+    if len(train) == 0 or len(val) == 0:
+        raise DatasetError(f"{data_dir}: train and val must both hold samples")
+    return train, val, test
+
+
+def make_dataset(data: DataSet, batch_size: int, augment: AugmentConfig | None, seed: int, shuffle: bool) -> Any:
+    """A tf.data pipeline over in-memory uint8 arrays; augmentation runs per batch on both cores."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    images, boxes, labels = data.images, data.boxes, data.labels.astype(np.int32)
+    size = images.shape[1]
+
+    def load(index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        idx = np.sort(index)
+        batch_images, batch_boxes = images[idx], boxes[idx]
+        if augment is not None:
+            batch_images, batch_boxes = augment_batch(batch_images, batch_boxes, augment,
+                                                      np.random.default_rng(rng.integers(2**63)))
+        return batch_images, batch_boxes.astype(np.float32), labels[idx]
+
+    def to_tensors(index: Any) -> Any:
+        im, bx, lb = tf.numpy_function(load, [index], [tf.uint8, tf.float32, tf.int32])
+        im.set_shape([None, size, size, 3])
+        bx.set_shape([None, 4])
+        lb.set_shape([None])
+        return im, {BBOX_OUTPUT: bx, DIGIT_OUTPUT: lb}
+
+    ds = tf.data.Dataset.range(len(data))
+    if shuffle:
+        ds = ds.shuffle(len(data), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(to_tensors, num_parallel_calls=2, deterministic=not shuffle)
+    return ds.prefetch(4)
+
+
+def compile_model(model: Any, cfg: TrainConfig, learning_rate: float) -> None:
+    import keras
+
+    from digitloc.train.losses import BOX_LOSSES, MeanIoU
+
+    if cfg.box_loss not in BOX_LOSSES:
+        raise ValueError(f"unknown box loss {cfg.box_loss!r}; choose one of {sorted(BOX_LOSSES)}")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss={BBOX_OUTPUT: BOX_LOSSES[cfg.box_loss], DIGIT_OUTPUT: "sparse_categorical_crossentropy"},
+        loss_weights={BBOX_OUTPUT: cfg.box_weight, DIGIT_OUTPUT: 1.0},
+        metrics={BBOX_OUTPUT: [MeanIoU()], DIGIT_OUTPUT: ["accuracy"]},
+    )
+
+
+def _callbacks(run_dir: Path, cfg: TrainConfig, val_real: DataSet | None, started: float) -> list[Any]:
+    import keras
+
+    class RealPhotos(keras.callbacks.Callback):
+        """Log class accuracy and IoU on the real held-out one-digit photos each epoch."""
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if logs is None or val_real is None or len(val_real) == 0:
+                return
+            from digitloc.train.evaluate import evaluate_predictions, keras_predict
+
+            boxes, probs = keras_predict(self.model, val_real.images)
+            figures = evaluate_predictions(val_real.boxes, val_real.labels, boxes, probs)
+            logs["val_real_accuracy"] = figures["class_accuracy"]
+            logs["val_real_iou"] = figures["mean_iou"]
+            print(f"  real val photos: accuracy {figures['class_accuracy']:.4f}, mean IoU {figures['mean_iou']:.4f}",
+                  flush=True)
+
+    class TimeBudget(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if cfg.max_minutes is not None and time.time() - started > cfg.max_minutes * 60:
+                print(f"time budget of {cfg.max_minutes} min reached after epoch {epoch + 1}", flush=True)
+                self.model.stop_training = True
+
+    monitor = "val_digit_accuracy"
+    return [
+        RealPhotos(),
+        keras.callbacks.ModelCheckpoint(run_dir / "model.keras", monitor=monitor, mode="max", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(run_dir / "last.keras"),
+        keras.callbacks.CSVLogger(run_dir / "history.csv", append=True),
+        keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.3, patience=2, min_lr=1e-6),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience),
+        TimeBudget(),
+    ]
+
+
+def _history_epochs(run_dir: Path) -> int:
+    path = run_dir / "history.csv"
+    if not path.exists():
+        return 0
+    with path.open() as handle:
+        return sum(1 for _ in csv.DictReader(handle))
+
+
+def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], resume: bool = False, force: bool = False) -> dict:
+    """Train per ``cfg`` into ``run_dir``; returns the evaluation figures."""
+    import keras
+    import tensorflow as tf
+
+    from digitloc.train.model import backbone_layers, build_model, load_model
+
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()) and not (resume or force):
+        raise OutputExistsError(f"{run_dir}: already holds a run (use --resume to continue or --force)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        saved = json.loads((run_dir / "config.json").read_text())
+        cfg = TrainConfig.from_dict({**saved, "epochs": cfg.epochs, "max_minutes": cfg.max_minutes})
+    keras.utils.set_random_seed(cfg.seed)
+    train_set, val_set, test_set = load_splits(cfg.data)
+    if train_set.images.shape[1] != cfg.model.input_size:
+        raise DatasetError(f"{cfg.data}: images are {train_set.images.shape[1]} px but the model takes "
+                           f"{cfg.model.input_size} px; rebuild the data or change --size")
+    atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
+    val_real = val_set.select(val_set.kinds == KIND_REAL)
+
+    strategy = tf.distribute.MirroredStrategy() if cfg.strategy == "mirrored" else tf.distribute.get_strategy()
+    augment = AugmentConfig() if cfg.augment else None
+    train_ds = make_dataset(train_set, cfg.batch_size, augment, cfg.seed, shuffle=True)
+    val_ds = make_dataset(val_set, 256, None, cfg.seed, shuffle=False)
+    started = time.time()
+    initial_epoch = _history_epochs(run_dir) if resume else 0
+    with strategy.scope():
+        if resume:
+            model = load_model(run_dir / "last.keras")
+        else:
+            model = build_model(cfg.model)
+    phases = []
+    if cfg.model.pretrained and initial_epoch < cfg.frozen_epochs:
+        phases.append(("frozen", cfg.learning_rate, min(cfg.frozen_epochs, cfg.epochs), False))
+    phases.append(("all", cfg.finetune_learning_rate if cfg.model.pretrained else cfg.learning_rate, cfg.epochs, True))
+    for name, lr, end_epoch, trainable in phases:
+        if initial_epoch >= end_epoch:
+            continue
+        for layer in backbone_layers(model):
+            layer.trainable = trainable
+        with strategy.scope():
+            compile_model(model, cfg, lr)
+        print(f"phase {name}: epochs {initial_epoch + 1}-{end_epoch}, learning rate {lr:g}", flush=True)
+        model.fit(train_ds, validation_data=val_ds, epochs=end_epoch, initial_epoch=initial_epoch,
+                  callbacks=_callbacks(run_dir, cfg, val_real, started), verbose=2)
+        initial_epoch = _history_epochs(run_dir)
+        if model.stop_training and initial_epoch < end_epoch:
+            break
+    minutes = (time.time() - started) / 60
+    best = load_model(run_dir / "model.keras")
+    evaluation = evaluate_run(best, train_set, val_set, test_set)
+    evaluation["training_minutes"] = round(minutes, 1)
+    evaluation["epochs_run"] = _history_epochs(run_dir)
+    atomic_write_text(run_dir / "evaluation.json", json.dumps(evaluation, indent=1))
+    write_history_json(run_dir)
+    from digitloc.train.plots import plot_run
+
+    plot_run(run_dir, best, val_set)
+    return evaluation
+
+
+def evaluate_run(model: Any, train_set: DataSet, val_set: DataSet, test_set: DataSet | None) -> dict:
+    """Figures per held-out group: real one-digit photos (val, test, both) and crops, with the
+    constant-box baseline beside them."""
+    from digitloc.train.evaluate import constant_box_baseline, evaluate_predictions, keras_predict
+
+    groups = {"val_real": val_set.select(val_set.kinds == KIND_REAL),
+              "val_crop": val_set.select(val_set.kinds == KIND_CROP)}
+    if test_set is not None:
+        groups["test_real"] = test_set.select(test_set.kinds == KIND_REAL)
+        groups["heldout_real"] = DataSet.concat([groups["val_real"], groups["test_real"]], val_set.images.shape[1])
+    out: dict[str, Any] = {}
+    for name, data in groups.items():
+        if len(data) == 0:
+            continue
+        boxes, probs = keras_predict(model, data.images)
+        out[name] = evaluate_predictions(data.boxes, data.labels, boxes, probs)
+        out[name]["constant_box_baseline"] = constant_box_baseline(train_set.boxes, data.boxes)
+    return out
+
+
+def write_history_json(run_dir: Path) -> None:
+    with (run_dir / "history.csv").open() as handle:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    atomic_write_text(run_dir / "history.json", json.dumps(rows, indent=1))

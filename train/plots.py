@@ -1,0 +1,82 @@
+"""Charts of a run: loss and accuracy per head, confusion matrix, validation predictions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from digitloc.runtime.fileio import atomic_path
+from digitloc.train.data import KIND_REAL, DataSet
+
+
+def plot_run(run_dir: Path, model: Any, val_set: DataSet) -> list[Path]:
+    """Write curves.png, confusion.png and val-predictions.png into ``run_dir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from digitloc.train.evaluate import keras_predict
+    from digitloc.train.preview import write_grid
+
+    history = json.loads((run_dir / "history.json").read_text())
+    epochs = [int(h["epoch"]) + 1 for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, (title, keys) in zip(axes, [
+        ("loss", ["loss", "val_loss", "bbox_loss", "val_bbox_loss", "digit_loss", "val_digit_loss"]),
+        ("class accuracy", ["digit_accuracy", "val_digit_accuracy", "val_real_accuracy"]),
+        ("box mean IoU", ["bbox_iou", "val_bbox_iou", "val_real_iou"]),
+    ], strict=True):
+        for key in keys:
+            if key in history[0]:
+                ax.plot(epochs, [h[key] for h in history], label=key, marker=".")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    written = [_save(fig, run_dir / "curves.png")]
+
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    group = "heldout_real" if "heldout_real" in evaluation else "val_real"
+    if group in evaluation:
+        written.append(plot_confusion(np.array(evaluation[group]["confusion_matrix"]), run_dir / "confusion.png",
+                                      f"{group}: accuracy {evaluation[group]['class_accuracy']:.3f}"))
+    real = val_set.select(val_set.kinds == KIND_REAL)
+    if len(real):
+        shown = real.select(np.arange(len(real)) < 64)
+        boxes, probs = keras_predict(model, shown.images)
+        path = run_dir / "val-predictions.png"
+        write_grid(shown, path, count=64, pred_boxes=boxes, pred_labels=probs.argmax(1))
+        written.append(path)
+    return written
+
+
+def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    im = ax.imshow(matrix, cmap="Blues")
+    for (i, j), v in np.ndenumerate(matrix):
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=8, color="white" if v > matrix.max() / 2 else "black")
+    ax.set_xticks(range(10))
+    ax.set_yticks(range(10))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(im)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
