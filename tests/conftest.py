@@ -30,11 +30,12 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("tensorflow")
     import keras
     import numpy as np
-    from helpers import toy_data
 
     from digitloc.train.data import DataSet
     from digitloc.train.fit import TrainConfig, compile_model
     from digitloc.train.model import ModelConfig, build_model
+
+    from helpers import toy_data
 
     root = tmp_path_factory.mktemp("tiny")
     data = root / "data"

@@ -17,6 +17,7 @@ from digitloc.train.evaluate import constant_box_baseline, evaluate_predictions 
 from digitloc.train.fit import TrainConfig, compile_model, train  # noqa: E402
 from digitloc.train.losses import giou_loss, mse_giou_loss  # noqa: E402
 from digitloc.train.model import ModelConfig, ModelError, build_model, load_model  # noqa: E402
+
 from helpers import toy_data as _toy_data  # noqa: E402
 
 TINY = ModelConfig(input_size=32, width=0.125, batchnorm=True, box_units=(16,), class_units=(16,))

@@ -1,0 +1,155 @@
+"""digitloc-bench: latency per variant/provider/batch, and accuracy drift against Keras."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from digitloc.runtime.options import fail, force_option
+
+
+def _ints(value: str) -> list[int]:
+    try:
+        out = [int(v) for v in value.split(",") if v]
+    except ValueError:
+        raise click.BadParameter(f"expected numbers separated by commas, got {value!r}") from None
+    if not out or min(out) < 1:
+        raise click.BadParameter(f"expected positive numbers, got {value!r}")
+    return out
+
+
+@click.group()
+def main() -> None:
+    """Measure digitloc models: speed per provider and batch, accuracy drift of each variant."""
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--keras", "keras_model", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Time the Keras original on the same inputs too.")
+@click.option("--providers", default="cpu", show_default=True, help="Comma list of cpu, cuda.")
+@click.option("--batch", "batches", default="1,8,32", show_default=True, help="Comma list of batch sizes.")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores).")
+@click.option("--warmup", default=5, show_default=True)
+@click.option("--runs", default=50, show_default=True)
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-out"),
+              show_default=True, help="Folder for latency.json, latency.md and latency.png.")
+@force_option
+def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, batches: str, threads: int | None,
+            warmup: int, runs: int, output: Path, force: bool) -> None:
+    """Time MODELS (ONNX) for every provider x batch size; p50/p90/p99/mean/min, images/s, GMAC/s."""
+    from digitloc.benchmarks.latency import matmul_gmacs, time_keras, time_onnx
+    from digitloc.benchmarks.macs import count_macs
+    from digitloc.benchmarks.report import environment, latency_chart, latency_markdown, write_outputs
+    from digitloc.runtime.contract import parse_metadata
+    from digitloc.runtime.progress import progress
+
+    batch_sizes = _ints(batches)
+    provider_list = [p.strip() for p in providers.split(",") if p.strip()]
+    if not set(provider_list) <= {"cpu", "cuda"}:
+        fail(f"unknown provider in {providers!r}: choose cpu and/or cuda")
+    import onnxruntime as ort
+
+    first = ort.InferenceSession(str(models[0]), providers=["CPUExecutionProvider"])
+    try:
+        size = parse_metadata(first.get_modelmeta().custom_metadata_map, str(models[0])).input_size
+    except ValueError as exc:
+        fail(str(exc))
+    images = np.random.default_rng(0).integers(0, 256, (max(batch_sizes), *size, 3), dtype=np.uint8)
+    rows, errors = [], []
+    jobs = [(m, p, b) for m in models for p in provider_list for b in batch_sizes]
+    macs = {m: count_macs(m) for m in models}
+    bar = progress(total=len(jobs) + (len(batch_sizes) if keras_model else 0), desc="latency", unit="config")
+    for model, provider, batch in jobs:
+        try:
+            rows.append(time_onnx(model, provider, batch, images, warmup, runs, threads, macs[model]).to_dict())
+        except Exception as exc:  # noqa: BLE001 - one provider failing must not lose the rest
+            errors.append(f"{model.name} on {provider}: {exc}")
+            click.echo(f"error: {errors[-1]}", err=True)
+        bar.update(1)
+    if keras_model:
+        for batch in batch_sizes:
+            rows.append(time_keras(keras_model, batch, images, warmup, runs).to_dict())
+            bar.update(1)
+    bar.close()
+    peak = matmul_gmacs()
+    payload = {"command": "digitloc-bench latency " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+               "environment": environment(), "inputs": "random uint8 images (timing does not depend on content)",
+               "macs_per_image": {m.name: macs[m] for m in models}, "matmul_gmacs_per_s": peak, "rows": rows,
+               "errors": errors}
+    ratios = _ratios(rows)
+    payload["ratios"] = ratios
+    md = latency_markdown(rows) + f"\nfloat32 matrix product peak on this machine: {peak:.1f} GMAC/s\n"
+    md += "".join(f"\n- {line}" for line in ratios) + "\n"
+    try:
+        paths = write_outputs(output, "latency", payload, md, force)
+    except FileExistsError as exc:
+        fail(str(exc))
+    paths.append(latency_chart(rows, output / "latency.png"))
+    click.echo(md)
+    click.echo("wrote " + ", ".join(str(p) for p in paths))
+    if errors:
+        sys.exit(1)
+
+
+def _ratios(rows: list[dict]) -> list[str]:
+    """Speed-ups a reader looks for: ONNX vs Keras and each variant vs the fp32 one, per batch."""
+    out = []
+    by = {(r["model"], r["provider"], r["batch"]): r for r in rows}
+    fp32 = {(p, b): r for (m, p, b), r in by.items() if "fp32" in m}
+    keras = {b: r for (m, p, b), r in by.items() if p == "keras-tf-cpu"}
+    for (model, provider, batch), r in sorted(by.items()):
+        if provider == "keras-tf-cpu":
+            continue
+        if batch in keras and provider == "cpu":
+            out.append(f"{model} ({provider}) vs Keras at batch {batch}: "
+                       f"{keras[batch]['p50_ms'] / r['p50_ms']:.2f}x faster")
+        ref = fp32.get((provider, batch))
+        if ref is not None and ref is not r:
+            out.append(f"{model} vs {ref['model']} ({provider}) at batch {batch}: "
+                       f"{r['images_per_s'] / ref['images_per_s']:.2f}x throughput")
+    return out
+
+
+@main.command()
+@click.argument("keras_model", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("onnx_models", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
+              help="A split .npz or a dataset folder (its val and test real photos).")
+@click.option("--kind", type=click.Choice(["real", "crop", "all"]), default="real", show_default=True)
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-out"),
+              show_default=True, help="Folder for drift.json, drift.md and drift.png.")
+@force_option
+def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: str, output: Path, force: bool) -> None:
+    """Accuracy of each ONNX variant against the ground truth and against KERAS_MODEL."""
+    from digitloc.benchmarks.drift import drift_table
+    from digitloc.benchmarks.report import drift_chart, drift_markdown, environment, write_outputs
+    from digitloc.train.data import DataSet, DatasetError
+
+    try:
+        parts = [DataSet.load(data / f"{s}.npz") for s in ("val", "test") if (data / f"{s}.npz").exists()] \
+            if data.is_dir() else [DataSet.load(data)]
+        if not parts:
+            raise DatasetError(f"{data}: holds no val.npz or test.npz")
+        split = DataSet.concat(parts, parts[0].images.shape[1])
+        if kind != "all":
+            split = split.select(split.kinds == kind)
+        if len(split) == 0:
+            raise DatasetError(f"{data}: no samples of kind {kind}")
+        result = drift_table(keras_model, list(onnx_models), split)
+    except (DatasetError, ValueError) as exc:
+        fail(str(exc))
+    result["command"] = "digitloc-bench drift " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    result["environment"] = environment()
+    md = drift_markdown(result)
+    try:
+        paths = write_outputs(output, "drift", result, md, force)
+    except FileExistsError as exc:
+        fail(str(exc))
+    paths.append(drift_chart(result, output / "drift.png"))
+    click.echo(md)
+    click.echo("wrote " + ", ".join(str(p) for p in paths))

@@ -1,0 +1,126 @@
+"""Latency and throughput of ONNX variants (and the Keras original) per provider and batch size."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME
+
+
+@dataclass
+class Timing:
+    """Statistics of one model x provider x batch size; times in milliseconds per batch."""
+
+    model: str
+    provider: str
+    batch: int
+    runs: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+    images_per_s: float
+    first_run_ms: float  # the first call after session start (CUDA: cuDNN algorithm search)
+    peak_rss_mb: float | None = None
+    gmacs_per_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize(times_ms: list[float], batch: int) -> dict[str, float]:
+    """Percentiles (linear interpolation), mean, min and images/s from the median batch time."""
+    arr = np.asarray(times_ms, dtype=np.float64)
+    if arr.size == 0:
+        raise ValueError("no timed runs")
+    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
+    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": float(arr.mean()),
+            "min_ms": float(arr.min()), "images_per_s": float(batch * 1000.0 / p50)}
+
+
+def time_calls(fn: Callable[[], Any], warmup: int, runs: int) -> tuple[float, list[float]]:
+    """(first call ms, steady-state call times ms) of ``fn``; warm-up calls are not timed."""
+    start = time.perf_counter()
+    fn()
+    first = (time.perf_counter() - start) * 1000.0
+    for _ in range(max(0, warmup - 1)):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return first, times
+
+
+def reset_peak_rss() -> None:
+    """Reset the kernel's peak-RSS mark for this process (Linux); silently nothing elsewhere."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def onnx_session(path: Path, provider: str, threads: int | None) -> Any:
+    """A session on exactly ``provider`` (cpu/cuda); refuses a silent CPU fallback."""
+    import onnxruntime as ort
+
+    from digitloc.runtime.detector import PROVIDERS
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=[PROVIDERS[provider]])
+    if session.get_providers()[0] != PROVIDERS[provider]:
+        raise RuntimeError(f"{path.name}: {provider} was asked for but the session runs on {session.get_providers()[0]}")
+    return session
+
+
+def time_onnx(path: Path, provider: str, batch: int, images: np.ndarray, warmup: int, runs: int,
+              threads: int | None, macs_per_image: float | None = None) -> Timing:
+    reset_peak_rss()
+    session = onnx_session(path, provider, threads)
+    feed = {INPUT_NAME: images[:batch]}
+    first, times = time_calls(lambda: session.run([BBOX_OUTPUT, DIGIT_OUTPUT], feed), warmup, runs)
+    stats = summarize(times, batch)
+    gmacs = macs_per_image * stats["images_per_s"] / 1e9 if macs_per_image else None
+    return Timing(path.name, provider, batch, runs, **stats, first_run_ms=first, peak_rss_mb=peak_rss_mb(),
+                  gmacs_per_s=gmacs)
+
+
+def time_keras(path: Path, batch: int, images: np.ndarray, warmup: int, runs: int) -> Timing:
+    """The Keras model called directly (no predict() machinery), on TensorFlow's CPU."""
+    from digitloc.train.model import load_model
+
+    reset_peak_rss()
+    model = load_model(path)
+    x = images[:batch]
+    first, times = time_calls(lambda: model(x, training=False), warmup, runs)
+    return Timing(path.name, "keras-tf-cpu", batch, runs, **summarize(times, batch), first_run_ms=first,
+                  peak_rss_mb=peak_rss_mb())
+
+
+def matmul_gmacs(n: int = 2048, runs: int = 10) -> float:
+    """What this machine reaches on a plain float32 matrix product (numpy/BLAS), in GMAC/s."""
+    rng = np.random.default_rng(0)
+    a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+    _, times = time_calls(lambda: a @ b, warmup=2, runs=runs)
+    return n ** 3 / (min(times) / 1000.0) / 1e9

@@ -1,0 +1,148 @@
+"""Benchmark output: environment, JSON, Markdown tables and PNG charts."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from digitloc.runtime.fileio import atomic_path, atomic_write_text
+
+
+def environment() -> dict[str, Any]:
+    """CPU model, cores, library versions and providers: what the figures were measured on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for name in ("digitloc", "onnxruntime", "onnxruntime-gpu", "onnx", "numpy", "opencv-python-headless",
+                 "tensorflow-cpu", "tensorflow", "keras", "tf2onnx"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    import onnxruntime as ort
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+            "versions": versions, "providers": ort.get_available_providers()}
+
+
+def latency_markdown(rows: list[dict[str, Any]]) -> str:
+    head = "| model | provider | batch | p50 ms | p90 ms | p99 ms | images/s | GMAC/s | first run ms | peak RSS MB |\n"
+    head += "|---|---|---|---|---|---|---|---|---|---|\n"
+    body = "".join(
+        f"| {r['model']} | {r['provider']} | {r['batch']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} "
+        f"| {r['images_per_s']:.1f} | {'' if r.get('gmacs_per_s') is None else format(r['gmacs_per_s'], '.1f')} "
+        f"| {r['first_run_ms']:.1f} | {'' if r.get('peak_rss_mb') is None else format(r['peak_rss_mb'], '.0f')} |\n"
+        for r in rows)
+    return head + body
+
+
+def drift_markdown(result: dict[str, Any]) -> str:
+    k = result["keras"]
+    head = ("| model | size MB | class acc | mean IoU | IoU>=0.5 | both right | Δ acc (pt) | Δ IoU | agreement w/ Keras "
+            "| max abs diff | box IoU w/ Keras |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+    body = (f"| {k['model']} (Keras) | | {k['class_accuracy']:.4f} | {k['mean_iou']:.4f} | {k['iou_hit_rate']:.4f} "
+            f"| {k['both_right']:.4f} | | | | | |\n")
+    for r in result["variants"]:
+        v = r["vs_keras"]
+        body += (f"| {r['model']} | {r['size_mb']:.2f} | {r['class_accuracy']:.4f} | {r['mean_iou']:.4f} "
+                 f"| {r['iou_hit_rate']:.4f} | {r['both_right']:.4f} | {100 * r['delta_class_accuracy']:+.2f} "
+                 f"| {r['delta_mean_iou']:+.4f} | {v['class_agreement']:.4f} | {v['max_abs_diff']:.2g} "
+                 f"| {v['box_iou_mean']:.4f} |\n")
+    return head + body
+
+
+def write_outputs(out_dir: Path, stem: str, payload: dict[str, Any], markdown: str, force: bool) -> list[Path]:
+    """stem.json and stem.md in out_dir (atomically; refusing to overwrite without force)."""
+    from digitloc.runtime.fileio import check_writable
+
+    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
+    for p in paths:
+        check_writable(p, force)
+    atomic_write_text(paths[0], json.dumps(payload, indent=1))
+    atomic_write_text(paths[1], markdown)
+    return paths
+
+
+def latency_chart(rows: list[dict[str, Any]], path: Path) -> Path:
+    """p50 latency per model x provider at each batch size, with a p50-p99 bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batches = sorted({r["batch"] for r in rows})
+    fig, axes = plt.subplots(1, len(batches), figsize=(5 * len(batches), 4), squeeze=False)
+    for ax, batch in zip(axes[0], batches, strict=True):
+        sel = [r for r in rows if r["batch"] == batch]
+        labels = [f"{r['model']}\n{r['provider']}" for r in sel]
+        p50 = [r["p50_ms"] / batch for r in sel]
+        err = [[0] * len(sel), [(r["p99_ms"] - r["p50_ms"]) / batch for r in sel]]
+        ax.bar(range(len(sel)), p50, yerr=err, capsize=4, color="tab:blue")
+        ax.set_xticks(range(len(sel)))
+        ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel("ms per image (p50, bar to p99)")
+        ax.set_title(f"batch {batch}")
+        ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def accuracy_latency_chart(drift: dict[str, Any], latency_rows: list[dict[str, Any]], path: Path) -> Path:
+    """Class accuracy against CPU ms per image (largest batch measured) for each variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in drift["variants"]:
+        times = [x for x in latency_rows if x["model"] == r["model"] and x["provider"] == "cpu"]
+        if not times:
+            continue
+        best = max(times, key=lambda x: x["batch"])
+        ax.scatter(best["p50_ms"] / best["batch"], 100 * r["class_accuracy"])
+        ax.annotate(r["model"], (best["p50_ms"] / best["batch"], 100 * r["class_accuracy"]), fontsize=7)
+    ax.set_xlabel("CPU ms per image (p50, largest batch)")
+    ax.set_ylabel("class accuracy %")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def drift_chart(drift: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["keras"] + [r["model"] for r in drift["variants"]]
+    acc = [drift["keras"]["class_accuracy"]] + [r["class_accuracy"] for r in drift["variants"]]
+    iou = [drift["keras"]["mean_iou"]] + [r["mean_iou"] for r in drift["variants"]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = range(len(names))
+    ax.bar([i - 0.2 for i in x], acc, width=0.4, label="class accuracy")
+    ax.bar([i + 0.2 for i in x], iou, width=0.4, label="mean IoU")
+    ax.set_xticks(list(x))
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title(f"accuracy drift on {drift['samples']} real held-out photos")
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path

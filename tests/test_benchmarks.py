@@ -1,0 +1,71 @@
+"""digitloc-bench: statistics on known timings, drift figures on a hand-made case, tiny end-to-end runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from digitloc.benchmarks.cli import main
+from digitloc.benchmarks.latency import summarize, time_calls
+from digitloc.export.parity import compare
+
+
+def test_statistics_on_known_timings() -> None:
+    times = list(range(1, 101))  # 1..100 ms per batch of 4
+    stats = summarize([float(t) for t in times], batch=4)
+    assert stats["p50_ms"] == pytest.approx(50.5)
+    assert stats["p90_ms"] == pytest.approx(90.1)
+    assert stats["p99_ms"] == pytest.approx(99.01)
+    assert stats["mean_ms"] == pytest.approx(50.5) and stats["min_ms"] == 1.0
+    assert stats["images_per_s"] == pytest.approx(4 * 1000 / 50.5)
+    with pytest.raises(ValueError):
+        summarize([], 1)
+
+
+def test_time_calls_excludes_warmup() -> None:
+    calls = []
+    first, times = time_calls(lambda: calls.append(1), warmup=3, runs=7)
+    assert len(calls) == 3 + 7 and len(times) == 7 and first >= 0
+
+
+def test_drift_figures_on_a_hand_made_case() -> None:
+    ref_boxes = np.array([[0, 0, 1, 1], [0, 0, 0.5, 0.5]], np.float32)
+    ref_probs = np.array([[0.9, 0.1] + [0] * 8, [0.2, 0.8] + [0] * 8], np.float32)
+    boxes = np.array([[0, 0, 1, 0.5], [0, 0, 0.5, 0.5]], np.float32)
+    probs = np.array([[0.4, 0.6] + [0] * 8, [0.2, 0.8] + [0] * 8], np.float32)
+    r = compare((ref_boxes, ref_probs), (boxes, probs))
+    assert r["class_agreement"] == 0.5
+    assert r["bbox_max_abs_diff"] == pytest.approx(0.5) and r["bbox_mean_abs_diff"] == pytest.approx(0.5 / 8)
+    assert r["digit_max_abs_diff"] == pytest.approx(0.5)
+    assert r["box_iou_mean"] == pytest.approx(0.75) and r["box_iou_min"] == pytest.approx(0.5)
+
+
+def test_latency_and_drift_commands_end_to_end(tiny_run: Path, tiny_onnx: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(main, ["latency", str(tiny_onnx), "--keras", str(tiny_run / "model.keras"),
+                                       "--batch", "1,4", "--runs", "3", "--warmup", "1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((out / "latency.json").read_text())
+    assert {(r["provider"], r["batch"]) for r in payload["rows"]} == {("cpu", 1), ("cpu", 4), ("keras-tf-cpu", 1),
+                                                                      ("keras-tf-cpu", 4)}
+    assert payload["macs_per_image"][tiny_onnx.name] > 0 and payload["matmul_gmacs_per_s"] > 0
+    assert all(r["runs"] == 3 and r["p50_ms"] > 0 for r in payload["rows"])
+    assert "| model | provider | batch |" in (out / "latency.md").read_text()
+    assert cv2.imread(str(out / "latency.png")) is not None
+    data = Path(json.loads((tiny_run / "config.json").read_text())["data"])
+    result = CliRunner().invoke(main, ["drift", str(tiny_run / "model.keras"), str(tiny_onnx),
+                                       "--data", str(data / "val.npz"), "--kind", "all", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    drift = json.loads((out / "drift.json").read_text())
+    (variant,) = drift["variants"]
+    assert drift["samples"] == 64 and variant["vs_keras"]["class_agreement"] == 1.0
+    assert abs(variant["delta_class_accuracy"]) < 1e-9
+    assert cv2.imread(str(out / "drift.png")) is not None and (out / "drift.md").read_text().count("|") > 20
+    again = CliRunner().invoke(main, ["drift", str(tiny_run / "model.keras"), str(tiny_onnx),
+                                      "--data", str(data / "val.npz"), "--kind", "all", "-o", str(out)])
+    assert again.exit_code == 1 and "already exists" in again.output

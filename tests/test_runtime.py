@@ -1,0 +1,214 @@
+"""digitloc.runtime and digitloc-run: predictions, every source kind, every bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from digitloc.runtime.cli import main
+from digitloc.runtime.contract import ContractError
+from digitloc.runtime.detector import Detector, ProviderError
+from digitloc.runtime.imageio import ImageError, header_size
+from digitloc.runtime.preprocess import preprocess
+
+
+def test_runtime_imports_no_training_framework() -> None:
+    code = ("import sys, digitloc.runtime, digitloc.runtime.detector, digitloc.runtime.cli, digitloc.runtime.sources;"
+            "bad = [m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnx', 'matplotlib') if m in sys.modules];"
+            "print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _photo(path: Path, size: tuple[int, int] = (60, 90)) -> Path:
+    img = np.full((*size, 3), 30, np.uint8)
+    cv2.rectangle(img, (40, 10), (48, 50), (240, 240, 240), -1)
+    cv2.imwrite(str(path), img)
+    return path
+
+
+def test_keras_and_onnx_give_the_same_answer_through_their_own_paths(tiny_run: Path, tiny_onnx: Path,
+                                                                      tmp_path: Path) -> None:
+    from digitloc.train.evaluate import keras_predict
+    from digitloc.train.model import load_model
+
+    files = [_photo(tmp_path / f"{i}.png", (40 + 10 * i, 70 + 15 * i)) for i in range(4)]
+    keras_model = load_model(tiny_run / "model.keras")
+    detector = Detector(tiny_onnx, provider="cpu")
+    for f in files:
+        image = cv2.imread(str(f))
+        boxes, probs = keras_predict(keras_model, preprocess(image, (32, 32))[None])
+        det = detector.predict(f)
+        assert det.digit == int(probs[0].argmax())
+        np.testing.assert_allclose(det.probs, probs[0], atol=1e-4)
+        h, w = image.shape[:2]
+        x1, x2 = sorted(boxes[0][0::2] * w)
+        y1, y2 = sorted(boxes[0][1::2] * h)
+        np.testing.assert_allclose(det.bbox, np.clip([x1, y1, x2, y2], 0, [w, h, w, h]), atol=0.01 * max(w, h))
+
+
+def test_paths_arrays_and_odd_pixel_formats(tiny_onnx: Path, tmp_path: Path) -> None:
+    detector = Detector(tiny_onnx, provider="cpu")
+    path = _photo(tmp_path / "a.png")
+    bgr = cv2.imread(str(path))
+    from_path, from_array = detector.predict(path), detector.predict(bgr)
+    assert from_path == from_array
+    assert 0 <= from_path.bbox[0] <= from_path.bbox[2] <= 90 and 0 <= from_path.bbox[1] <= from_path.bbox[3] <= 60
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    bgra = cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA)
+    deep = bgr.astype(np.uint16) * 257
+    for name, img in (("gray.png", gray), ("bgra.png", bgra), ("deep.png", deep)):
+        cv2.imwrite(str(tmp_path / name), img)
+        det = detector.predict(tmp_path / name)
+        assert det.digit == from_path.digit and np.allclose(det.bbox, from_path.bbox, atol=2.0), name
+
+
+def test_concurrent_calls_match_sequential_ones(tiny_onnx: Path, tmp_path: Path) -> None:
+    detector = Detector(tiny_onnx, provider="cpu", threads=1)
+    images = [np.random.default_rng(i).integers(0, 255, (50, 80, 3), dtype=np.uint8) for i in range(16)]
+    expected = [detector.predict(im) for im in images]
+    results: dict[int, object] = {}
+
+    def work(k: int) -> None:
+        for _ in range(5):
+            results[k] = detector.predict_batch(images[k::4])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(4):
+        assert results[k] == expected[k::4]
+
+
+def test_model_and_provider_errors(tiny_onnx: Path, tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    other = tmp_path / "other.onnx"
+    onnx.save(helper.make_model(graph), str(other))
+    with pytest.raises(ContractError, match="not a digitloc model .metadata lacks digitloc.contract_version"):
+        Detector(other, provider="cpu")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"nonsense")
+    with pytest.raises(ContractError, match="not a loadable ONNX model"):
+        Detector(junk, provider="cpu")
+    with pytest.raises(FileNotFoundError):
+        Detector(tmp_path / "none.onnx")
+    # Asking for CUDA either gets CUDA or fails loudly: never a quiet fall back to the CPU.
+    try:
+        det = Detector(tiny_onnx, provider="cuda")
+    except ProviderError as exc:
+        assert "CUDA" in str(exc)
+    else:
+        assert det.provider == "CUDAExecutionProvider"
+    with pytest.raises(ProviderError, match="unknown provider"):
+        Detector(tiny_onnx, provider="tpu")
+    auto = Detector(tiny_onnx, provider="auto")
+    assert auto.provider in ("CPUExecutionProvider", "CUDAExecutionProvider")
+
+
+def test_pixel_limit_is_checked_before_decoding(tmp_path: Path) -> None:
+    big = tmp_path / "big.png"
+    cv2.imwrite(str(big), np.zeros((300, 400), np.uint8))
+    assert header_size(big.read_bytes()) == (400, 300)
+    jpg = tmp_path / "big.jpg"
+    cv2.imwrite(str(jpg), np.zeros((30, 40, 3), np.uint8))
+    assert header_size(jpg.read_bytes()) == (40, 30)
+    from digitloc.runtime.imageio import read_image_file
+
+    with pytest.raises(ImageError, match="exceeds the 1,000-pixel limit"):
+        read_image_file(big, max_pixels=1000)
+
+
+def _video(path: Path, frames: int = 6, size: tuple[int, int] = (64, 48)) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, size)
+    for i in range(frames):
+        img = np.full((size[1], size[0], 3), 20 * i, np.uint8)
+        cv2.rectangle(img, (20 + i, 8), (30 + i, 40), (255, 255, 255), -1)
+        writer.write(img)
+    writer.release()
+    return path
+
+
+def test_cli_on_every_source_kind(tiny_onnx: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    _photo(src / "a.png", (60, 90))
+    _photo(src / "sub" / "b.jpg", (45, 70))
+    _photo(tmp_path / "c.png", (33, 50))
+    _video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, [str(src), str(tmp_path / "c*.png"), str(tmp_path / "clip.mp4"),
+                                       "--model", str(tiny_onnx), "--provider", "cpu", "--json",
+                                       "--output", str(out), "--batch", "4"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 3 + 6
+    by_source = {(r["source"], r["frame"]) for r in lines}
+    assert (str(src / "a.png"), None) in by_source and (str(tmp_path / "clip.mp4"), 5) in by_source
+    for r in lines:
+        assert set(r) == {"source", "frame", "digit", "confidence", "bbox", "probs", "latency_ms"}
+        assert abs(sum(r["probs"]) - 1) < 1e-3
+    a = next(r for r in lines if r["source"].endswith("a.png"))
+    assert 0 <= a["bbox"][0] <= a["bbox"][2] <= 90 and 0 <= a["bbox"][1] <= a["bbox"][3] <= 60
+    assert cv2.imread(str(out / "a.png")).shape == (60, 90, 3)
+    assert cv2.imread(str(out / "sub" / "b.jpg")).shape == (45, 70, 3)
+    assert cv2.imread(str(out / "c.png")).shape == (33, 50, 3)
+    cap = cv2.VideoCapture(str(out / "clip.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    assert (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (64, 48)
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(10.0)
+    cap.release()
+    assert "9 frames predicted, 0 failed" in result.stderr
+    # A second run without --force keeps what exists and says so.
+    again = CliRunner().invoke(main, [str(src / "a.png"), "--model", str(tiny_onnx), "--output", str(out)])
+    assert again.exit_code == 1 and "already exists (use --force" in again.stderr
+
+
+def test_cli_reports_bad_inputs_and_goes_on(tiny_onnx: Path, tmp_path: Path) -> None:
+    good = _photo(tmp_path / "good.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("not an image at all")
+    (tmp_path / "trunc.png").write_bytes(good.read_bytes()[:60])
+    (tmp_path / "novideo.mp4").write_bytes(b"\x00" * 100)
+    _video(tmp_path / "zero.avi", frames=0)
+    cv2.imwrite(str(tmp_path / "huge.png"), np.zeros((200, 200), np.uint8))
+    args = [str(good), str(tmp_path / "empty.png"), str(tmp_path / "text.png"), str(tmp_path / "trunc.png"),
+            str(tmp_path / "novideo.mp4"), str(tmp_path / "zero.avi"), str(tmp_path / "huge.png"),
+            str(tmp_path / "missing.png"), "camera:97", "--model", str(tiny_onnx), "--json", "--max-pixels", "20000"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r["source"] for r in lines] == [str(good)]
+    err = result.stderr
+    assert "empty.png: empty file" in err
+    assert "text.png: not an image, or a corrupt one" in err
+    assert "trunc.png: not an image, or a corrupt one" in err
+    assert "novideo.mp4: cannot open video" in err or "novideo.mp4: video has no frames" in err
+    assert "zero.avi" in err
+    assert "huge.png: 200x200 image exceeds the 20,000-pixel limit" in err
+    assert "missing.png: no such file or folder" in err
+    assert "97: cannot open camera" in err
+    assert "1 frames predicted, 8 failed" in err
+
+
+def test_cli_model_errors_and_providers(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"x")
+    result = CliRunner().invoke(main, [str(tmp_path), "--model", str(junk)])
+    assert result.exit_code == 2 and "not a loadable ONNX model" in result.stderr
+    listed = CliRunner().invoke(main, ["--list-providers"])
+    assert listed.exit_code == 0 and "CPUExecutionProvider" in listed.stdout
