@@ -13,7 +13,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[train,export,dev]"
+	$(BIN)/python -m pip install -q -e ".[train,export,serve,dev]"
 	touch $@
 
 lint: venv

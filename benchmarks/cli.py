@@ -153,3 +153,22 @@ def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: st
     paths.append(drift_chart(result, output / "drift.png"))
     click.echo(md)
     click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+@main.command()
+@click.option("--model", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="ONNX model (default: the shipped one).")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--repeats", default=5, show_default=True, help="Fresh processes to take the median of.")
+def startup(model: str | None, provider: str, repeats: int) -> None:
+    """Import of digitloc.runtime plus session start, each in a fresh Python process."""
+    from digitloc.benchmarks.startup import measure_startup
+
+    try:
+        result = measure_startup(model, provider, repeats)
+    except Exception as exc:  # noqa: BLE001 - the child's error text is the message
+        fail(f"startup probe failed: {getattr(exc, 'stderr', '') or exc}")
+    click.echo(f"import {result['import_s'] * 1000:.0f} ms + session {result['session_s'] * 1000:.0f} ms = "
+               f"{result['import_plus_session_s'] * 1000:.0f} ms (median of {repeats}), first prediction "
+               f"{result['first_predict_s'] * 1000:.0f} ms on {result['provider']}; TensorFlow loaded: "
+               f"{result['tensorflow_loaded']}")

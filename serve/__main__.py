@@ -1,0 +1,3 @@
+from digitloc.serve.cli import main
+
+main()
