@@ -20,6 +20,7 @@ from digitloc.train.data import (
     Photo,
     build_dataset,
     crop_window,
+    cut,
     split_of,
 )
 from digitloc.train.stats import BoxStats
@@ -83,10 +84,22 @@ def test_crop_window_holds_the_digit_and_cuts_neighbours() -> None:
     boxes = [ClippedBox(1, 10, 10, 30, 50, 0), ClippedBox(2, 32, 10, 52, 50, 0), ClippedBox(3, 54, 10, 74, 50, 0)]
     photo = Photo("x/1.png", Path("1.png"), 90, 60, boxes)
     rng = np.random.default_rng(0)
+    widths = []
     for _ in range(200):
-        x1, y1, x2, y2 = crop_window(photo, 1, BoxStats.default(), rng)
+        (x1, y1, x2, y2), (lo, hi) = crop_window(photo, 1, BoxStats.default(), rng)
         assert x1 <= 32 and x2 >= 52 and y1 <= 10 and y2 >= 50  # the digit is whole
-        assert x1 > 10 and x2 < 74  # neither neighbour is whole
+        assert lo > 10 and hi < 74  # neither neighbour's pixels are kept whole
+        widths.append((x2 - x1) / (y2 - y1))
+    assert np.median(widths) > 1.5  # the window keeps a real one-digit photo's aspect (about 2)
+
+
+def test_cut_fills_outside_the_kept_range_without_neighbour_pixels() -> None:
+    image = np.zeros((20, 60, 3), np.uint8)
+    image[:, :20] = 255  # a bright "neighbour" on the left
+    image[:, 20:40] = 100
+    out = cut(image, (5, -5, 45, 25), keep=(22, 40))
+    assert out.shape == (30, 40, 3)
+    assert out.max() <= 100  # nothing of the neighbour, nothing invented brighter than the kept wall
 
 
 def test_split_is_deterministic_and_order_free() -> None:

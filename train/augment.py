@@ -18,6 +18,7 @@ class AugmentConfig:
     """Ranges of the random changes; zero turns one off."""
 
     scale: float = 0.15  # zoom factor drawn from 1 +/- scale
+    aspect: float = 0.25  # horizontal stretch exp(+/- aspect): photos come at many aspect ratios
     shift: float = 0.08  # translation as a share of the image size
     rotate: float = 8.0  # degrees
     shear: float = 0.08
@@ -36,7 +37,8 @@ def random_affine(size: tuple[int, int], cfg: AugmentConfig, rng: np.random.Gene
     angle = np.deg2rad(rng.uniform(-cfg.rotate, cfg.rotate))
     shear = rng.uniform(-cfg.shear, cfg.shear)
     cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
-    linear = np.array([[cos, -sin + shear], [sin, cos]], dtype=np.float64)
+    stretch = np.exp(rng.uniform(-cfg.aspect, cfg.aspect))
+    linear = np.array([[cos, -sin + shear], [sin, cos]], dtype=np.float64) @ np.diag([stretch, 1.0])
     centre = np.array([w / 2, h / 2])
     shift = rng.uniform(-cfg.shift, cfg.shift, 2) * np.array([w, h])
     offset = centre + shift - linear @ centre

@@ -161,12 +161,13 @@ def measure_stats(photos: list[Photo]) -> BoxStats:
 
 
 def crop_window(photo: Photo, index: int, stats: BoxStats, rng: np.random.Generator,
-                max_neighbour_share: float = 0.6) -> tuple[int, int, int, int]:
+                max_neighbour_share: float = 0.6) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
     """A window x1, y1, x2, y2 (pixels) holding box ``index`` whole, sized and placed like the
-    digit of a real one-digit photo, inside the photo where it can be.
+    digit of a real one-digit photo, and the horizontal range (lo, hi) of real pixels to keep.
 
-    The window's centre follows the real centre statistics; its width shrinks (never its
-    placement) so that neighbours show at most ``max_neighbour_share`` of their width.
+    Outside (lo, hi) a neighbour would show more than ``max_neighbour_share`` of its width;
+    ``cut`` fills those columns from the edge of the kept range instead, so the window keeps
+    the real photos' aspect (digit about 0.2 of the width) without showing whole neighbours.
     """
     box = photo.boxes[index]
     bw, bh = box.x2 - box.x1, box.y2 - box.y1
@@ -175,36 +176,45 @@ def crop_window(photo: Photo, index: int, stats: BoxStats, rng: np.random.Genera
     y1 = float(np.clip((box.y1 + box.y2) / 2 - cy * win_h, box.y2 - win_h, box.y1))
     y1 = float(np.clip(y1, min(0.0, box.y1), max(photo.height - win_h, box.y2 - win_h)))
 
-    lo, hi = 0.0, float(photo.width)  # horizontal room: the photo, less all but part of neighbours
+    lo, hi = 0.0, float(photo.width)
     for j, other in enumerate(photo.boxes):
         if j == index:
             continue
         ow = other.x2 - other.x1
         if other.x1 >= box.x2 - 0.3 * bw:
-            hi = min(hi, other.x1 + max_neighbour_share * ow)
+            hi = min(hi, other.x1 + rng.uniform(0.0, max_neighbour_share) * ow)
         elif other.x2 <= box.x1 + 0.3 * bw:
-            lo = max(lo, other.x2 - max_neighbour_share * ow)
+            lo = max(lo, other.x2 - rng.uniform(0.0, max_neighbour_share) * ow)
     lo, hi = min(lo, box.x1), max(hi, box.x2)
-    centre = (box.x1 + box.x2) / 2
     cx = float(np.clip(stats.draw(rng, "cx"), 0.35, 0.65))
-    win_w = win_h * float(np.clip(stats.draw(rng, "aspect"), 0.7, 3.2))
-    win_w = min(win_w, (centre - lo) / cx, (hi - centre) / (1 - cx))
-    win_w = max(win_w, bw + 2)
-    x1 = float(np.clip(centre - cx * win_w, box.x2 - win_w, box.x1))
-    return int(np.floor(x1)), int(np.floor(y1)), int(np.ceil(x1 + win_w)), int(np.ceil(y1 + win_h))
+    win_w = max(win_h * float(np.clip(stats.draw(rng, "aspect"), 0.7, 3.2)), bw + 2)
+    x1 = float(np.clip((box.x1 + box.x2) / 2 - cx * win_w, box.x2 - win_w, box.x1))
+    window = (int(np.floor(x1)), int(np.floor(y1)), int(np.ceil(x1 + win_w)), int(np.ceil(y1 + win_h)))
+    return window, (int(np.floor(lo)), int(np.ceil(hi)))
 
 
-def cut(image: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
-    """The window of an image; parts outside the photo are filled by edge replication."""
+def cut(image: np.ndarray, window: tuple[int, int, int, int], keep: tuple[int, int] | None = None) -> np.ndarray:
+    """The window of an image. Columns outside ``keep`` (and parts outside the photo) are
+    filled by replicating the nearest kept column, blurred so they read as plain wall."""
     import cv2
 
     x1, y1, x2, y2 = window
     h, w = image.shape[:2]
-    pad = (max(0, -y1), max(0, y2 - h), max(0, -x1), max(0, x2 - w))
+    lo, hi = keep if keep is not None else (0, w)
+    lo, hi = max(lo, 0, min(x1, w - 1)), min(hi, w, max(x2, 1))
+    src = image[:, lo:hi]
+    pad = (max(0, -y1), max(0, y2 - h), max(0, lo - x1), max(0, x2 - hi))
     if any(pad):
-        image = cv2.copyMakeBorder(image, *pad, cv2.BORDER_REPLICATE)
-        x1, x2, y1, y2 = x1 + pad[2], x2 + pad[2], y1 + pad[0], y2 + pad[0]
-    return image[y1:y2, x1:x2]
+        filled = cv2.copyMakeBorder(src, *pad, cv2.BORDER_REPLICATE)
+        if pad[2] or pad[3]:
+            soft = cv2.blur(filled, (9, 9))
+            filled[:, :pad[2]] = soft[:, :pad[2]]
+            if pad[3]:
+                filled[:, filled.shape[1] - pad[3]:] = soft[:, filled.shape[1] - pad[3]:]
+        src = filled
+    top = y1 + pad[0]
+    left = x1 - lo + pad[2]
+    return src[top:top + (y2 - y1), left:left + (x2 - x1)]
 
 
 def _sample(photo_bgr: np.ndarray, box_px: np.ndarray, digit: int, kind: str, origin: str, size: int,
@@ -225,9 +235,9 @@ def _photo_samples(job: tuple[Photo, bool, int, BoxStats, int, int]) -> list:
     rng = np.random.default_rng(seed)
     for i, b in enumerate(photo.boxes):
         for _ in range(crops_per_digit):
-            x1, y1, x2, y2 = crop_window(photo, i, stats, rng)
+            (x1, y1, x2, y2), keep = crop_window(photo, i, stats, rng)
             box = np.array([b.x1 - x1, b.y1 - y1, b.x2 - x1, b.y2 - y1])
-            out.append(_sample(cut(image, (x1, y1, x2, y2)), box, b.digit, KIND_CROP, photo.origin, size))
+            out.append(_sample(cut(image, (x1, y1, x2, y2), keep), box, b.digit, KIND_CROP, photo.origin, size))
     return out
 
 

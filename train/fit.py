@@ -134,8 +134,23 @@ def _callbacks(run_dir: Path, cfg: TrainConfig, val_real: DataSet | None, starte
                 print(f"time budget of {cfg.max_minutes} min reached after epoch {epoch + 1}", flush=True)
                 self.model.stop_training = True
 
+    class Progress(keras.callbacks.Callback):
+        """A progress bar over each epoch's batches, with images/s."""
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            from digitloc.runtime.progress import progress
+
+            self.bar = progress(total=self.params.get("steps"), desc=f"epoch {epoch + 1}", unit="batch")
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            self.bar.update(1)
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.bar.close()
+
     monitor = "val_digit_accuracy"
     return [
+        Progress(),
         RealPhotos(),
         keras.callbacks.ModelCheckpoint(run_dir / "model.keras", monitor=monitor, mode="max", save_best_only=True),
         keras.callbacks.ModelCheckpoint(run_dir / "last.keras"),

@@ -111,7 +111,7 @@ class SynthConfig:
 
     fonts: tuple[str, ...] = ()
     hershey_share: float = 0.35  # share of digits drawn with Hershey faces (all, when no fonts)
-    neighbour_prob: float = 0.45  # chance of a (partly visible) neighbour on each side
+    neighbour_prob: float = 0.3  # chance of a (partly visible) neighbour on each side
     min_native_height: int = 22  # photos are rendered, then scaled to a native height in this range
     max_native_height: int = 110
 
@@ -200,22 +200,19 @@ def synth_photo(digit: int, stats: BoxStats, cfg: SynthConfig,
     target[y0: y0 + gh, x0: x0 + gw] = glyph
     others = np.zeros_like(target)
     gap = int(gh * rng.uniform(0.05, 0.35))
-    keep_x1, keep_x2 = 0, photo_w  # the photo is cut so that neighbours show only in part
     for side in (-1, 1):
         if rng.random() >= cfg.neighbour_prob:
             continue
+        # A neighbour shows only in part (its near side), as where a plate or the photo ends.
         nb = _render_digit(int(rng.integers(10)), cfg, rng, style)
         nbw = max(2, int(round(nb.shape[1] * gh / max(nb.shape[0], 1) * style["stretch"])))
         nb = cv2.resize(nb, (nbw, gh), interpolation=cv2.INTER_AREA)
-        nx = x0 - gap - nbw if side < 0 else x0 + gw + gap
-        lo, hi = max(nx, 0), min(nx + nbw, photo_w)
+        shown = max(1, int(nbw * rng.uniform(0.15, 0.6)))
+        nb = nb[:, nbw - shown:] if side < 0 else nb[:, :shown]
+        nx = x0 - gap - shown if side < 0 else x0 + gw + gap
+        lo, hi = max(nx, 0), min(nx + shown, photo_w)
         if lo < hi:
             others[y0: y0 + gh, lo:hi] = np.maximum(others[y0: y0 + gh, lo:hi], nb[:, lo - nx: hi - nx])
-        visible = rng.uniform(0.15, 0.6)
-        if side < 0:
-            keep_x1 = max(keep_x1, int(nx + (1 - visible) * nbw))
-        else:
-            keep_x2 = min(keep_x2, int(nx + visible * nbw) + 1)
 
     # Plate behind the digits (sometimes), wall around it.
     bg = _background(photo_h, photo_w, rng)
@@ -233,7 +230,6 @@ def synth_photo(digit: int, stats: BoxStats, cfg: SynthConfig,
         shadow = np.roll(np.roll(alpha, shift, 0), shift, 1)
         bg = bg * (1 - shadow) + _contrasting_colour(ink, rng) * shadow
     img = bg * (1 - alpha) + ink * alpha
-    img, target = img[:, keep_x1:keep_x2], target[:, keep_x1:keep_x2]
 
     # Geometry: a mild perspective warp moves the target mask with the pixels.
     img, target = _perspective(img, target, rng)
