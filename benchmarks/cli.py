@@ -128,18 +128,10 @@ def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: st
     """Accuracy of each ONNX variant against the ground truth and against KERAS_MODEL."""
     from digitloc.benchmarks.drift import drift_table
     from digitloc.benchmarks.report import drift_chart, drift_markdown, environment, write_outputs
-    from digitloc.train.data import DataSet, DatasetError
+    from digitloc.train.data import DatasetError, load_heldout
 
     try:
-        parts = [DataSet.load(data / f"{s}.npz") for s in ("val", "test") if (data / f"{s}.npz").exists()] \
-            if data.is_dir() else [DataSet.load(data)]
-        if not parts:
-            raise DatasetError(f"{data}: holds no val.npz or test.npz")
-        split = DataSet.concat(parts, parts[0].images.shape[1])
-        if kind != "all":
-            split = split.select(split.kinds == kind)
-        if len(split) == 0:
-            raise DatasetError(f"{data}: no samples of kind {kind}")
+        split = load_heldout(data, kind)
         result = drift_table(keras_model, list(onnx_models), split)
     except (DatasetError, ValueError) as exc:
         fail(str(exc))

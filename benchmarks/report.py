@@ -8,7 +8,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from digitloc.runtime.fileio import atomic_path, atomic_write_text
+from digitloc.runtime.fileio import atomic_write_text
 
 
 def environment() -> dict[str, Any]:
@@ -140,9 +140,6 @@ def drift_chart(drift: dict[str, Any], path: Path) -> Path:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+    from digitloc.train.plots import save_figure
 
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -68,23 +68,14 @@ def fit(data: str, output: Path, size: int, width: float, batchnorm: bool, weigh
 def evaluate(model: str, data: str, kind: str, output: Path | None, force: bool) -> None:
     """Score a saved model on DATA (a split .npz, or a dataset folder: its val and test)."""
     from digitloc.runtime.fileio import check_writable
-    from digitloc.train.data import DataSet, DatasetError
+    from digitloc.train.data import DatasetError, load_heldout
     from digitloc.train.evaluate import evaluate_predictions, keras_predict
     from digitloc.train.model import ModelError, load_model
 
     try:
         if output:
             check_writable(output, force)
-        path = Path(data)
-        parts = [DataSet.load(path / f"{s}.npz") for s in ("val", "test") if (path / f"{s}.npz").exists()] \
-            if path.is_dir() else [DataSet.load(path)]
-        if not parts:
-            raise DatasetError(f"{path}: holds no val.npz or test.npz")
-        split = DataSet.concat(parts, parts[0].images.shape[1])
-        if kind != "all":
-            split = split.select(split.kinds == kind)
-        if len(split) == 0:
-            raise DatasetError(f"{data}: no samples of kind {kind}")
+        split = load_heldout(data, kind)
         keras_model = load_model(model)
         boxes, probs = keras_predict(keras_model, split.images)
         figures = evaluate_predictions(split.boxes, split.labels, boxes, probs)

@@ -96,6 +96,24 @@ class DataSet:
                      ("images", "boxes", "labels", "kinds", "origins")))
 
 
+def load_heldout(path: str | os.PathLike[str], kind: str = "real") -> DataSet:
+    """Samples to score: a split .npz, or a dataset folder's val and test together; ``kind``
+    keeps one kind of sample (real, crop, synth) or ``all``."""
+    path = Path(path)
+    if path.is_dir():
+        parts = [DataSet.load(path / f"{s}.npz") for s in ("val", "test") if (path / f"{s}.npz").exists()]
+        if not parts:
+            raise DatasetError(f"{path}: holds no val.npz or test.npz")
+    else:
+        parts = [DataSet.load(path)]
+    data = DataSet.concat(parts, parts[0].images.shape[1])
+    if kind != "all":
+        data = data.select(data.kinds == kind)
+    if len(data) == 0:
+        raise DatasetError(f"{path}: no samples of kind {kind}")
+    return data
+
+
 def split_of(origin: str, shares: tuple[float, float, float], seed: int) -> str:
     """The split of a source photo: a seeded hash of its name, independent of order."""
     digest = hashlib.sha256(f"{seed}:{origin}".encode()).digest()

@@ -37,7 +37,7 @@ def plot_run(run_dir: Path, model: Any, val_set: DataSet) -> list[Path]:
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    written = [_save(fig, run_dir / "curves.png")]
+    written = [save_figure(fig, run_dir / "curves.png")]
 
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     group = "heldout_real" if "heldout_real" in evaluation else "val_real"
@@ -70,10 +70,11 @@ def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> Path:
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.colorbar(im)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write a matplotlib figure as PNG atomically and close it."""
     import matplotlib.pyplot as plt
 
     with atomic_path(path, suffix=".png") as tmp:
