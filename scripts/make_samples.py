@@ -2,7 +2,7 @@
 
 Photos: the first held-out (test split) one-digit SVHN photos in file-name order with
 distinct digits, copied from the shared sample. Video: each photo stretched to
-640x480, shown for 12 frames at 24 fps (mp4v), so digitloc-run has a real video to read.
+640x480, shown for 48 frames at 24 fps (mp4v), so digitloc-run has a real video to read.
 Run: python scripts/make_samples.py --data data/svhn64 --svhn ../shared/data/svhn-train-sample/train
 """
 
@@ -42,7 +42,7 @@ def main() -> None:
         photo = cv2.imread(str(args.svhn / name))
         # Stretched like the model's own input, so each frame shows the model what the photo does.
         frame = cv2.resize(photo, (640, 480), interpolation=cv2.INTER_LINEAR)
-        for _ in range(12):
+        for _ in range(48):
             writer.write(frame)
     writer.release()
     print("samples:", ", ".join(chosen))
