@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -123,14 +124,18 @@ def _ratios(rows: list[dict]) -> list[str]:
 @click.option("--kind", type=click.Choice(["real", "crop", "all"]), default="real", show_default=True)
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-out"),
               show_default=True, help="Folder for drift.json, drift.md and drift.png.")
+@click.option("--latency", "latency_json", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="A latency.json of these models: adds accuracy-latency.png (accuracy against CPU ms per image).")
 @force_option
-def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: str, output: Path, force: bool) -> None:
+def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: str, output: Path,
+          latency_json: Path | None, force: bool) -> None:
     """Accuracy of each ONNX variant against the ground truth and against KERAS_MODEL."""
     from digitloc.benchmarks.drift import drift_table
-    from digitloc.benchmarks.report import drift_chart, drift_markdown, environment, write_outputs
+    from digitloc.benchmarks.report import accuracy_latency_chart, drift_chart, drift_markdown, environment, write_outputs
     from digitloc.train.data import DatasetError, load_heldout
 
     try:
+        latency_rows = _latency_rows(latency_json, onnx_models) if latency_json else None
         split = load_heldout(data, kind)
         result = drift_table(keras_model, list(onnx_models), split)
     except (DatasetError, ValueError) as exc:
@@ -143,8 +148,23 @@ def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: st
     except FileExistsError as exc:
         fail(str(exc))
     paths.append(drift_chart(result, output / "drift.png"))
+    if latency_rows:
+        paths.append(accuracy_latency_chart(result, latency_rows, output / "accuracy-latency.png"))
     click.echo(md)
     click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _latency_rows(path: Path, onnx_models: tuple[Path, ...]) -> list[dict]:
+    """The CPU rows of a latency.json; every model of the drift run must be in it."""
+    try:
+        rows = json.loads(path.read_text())["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a latency.json written by digitloc-bench latency ({exc})") from exc
+    timed = {r["model"] for r in rows if r.get("provider") == "cpu"}
+    missing = [m.name for m in onnx_models if m.name not in timed]
+    if missing:
+        raise ValueError(f"{path}: holds no CPU timings of {', '.join(missing)}")
+    return rows
 
 
 @main.command()

@@ -58,6 +58,8 @@ def load_images(source: str, size: tuple[int, int], split: str, limit: int, seed
 @click.option("--calib-size", default=512, show_default=True, help="Calibration images.")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True)
+@click.option("--activations", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True,
+              help="int8-static activation type: uint8 (U8S8) runs faster on x86 VNNI than int8 (S8S8).")
 @click.option("--parity-data", default=None, help="Dataset folder (val split) or image folder (default: --calib).")
 @click.option("--parity-size", default=256, show_default=True, help="Images in the parity check.")
 @click.option("--min-agreement", default=0.99, show_default=True, help="Least class agreement with Keras.")
@@ -67,8 +69,8 @@ def load_images(source: str, size: tuple[int, int], split: str, limit: int, seed
               help="Also write a Triton model repository here.")
 @force_option
 def main(model: Path, output: Path, opset: int, precision: str, calib: str | None, calib_size: int, calib_method: str,
-         parity_data: str | None, parity_size: int, min_agreement: float, max_abs_diff: float, simplify: bool,
-         triton_repo: Path | None, force: bool) -> None:
+         activations: str, parity_data: str | None, parity_size: int, min_agreement: float, max_abs_diff: float,
+         simplify: bool, triton_repo: Path | None, force: bool) -> None:
     """Export MODEL (.keras) to ONNX at the chosen precision, then check parity with Keras."""
     from digitloc.export.api import ExportConfig, export_model, load_keras
     from digitloc.export.convert import check_two_head
@@ -83,7 +85,8 @@ def main(model: Path, output: Path, opset: int, precision: str, calib: str | Non
         if precision == "int8-static":
             if not calib:
                 raise ExportError("int8-static needs --calib: real images to calibrate on (never random noise)")
-            quant = Int8StaticConfig(calibration=load_images(calib, size, "train", calib_size), method=calib_method)
+            quant = Int8StaticConfig(calibration=load_images(calib, size, "train", calib_size), method=calib_method,
+                                     activations=activations)
         else:
             quant = {"fp32": Fp32Config(), "fp16": Fp16Config(), "int8-dynamic": Int8DynamicConfig()}[precision]
         parity_source = parity_data or calib

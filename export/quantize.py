@@ -3,7 +3,9 @@
 - fp32: the converted graph as it is.
 - fp16: weights and activations in float16, inputs/outputs kept as the contract says.
 - int8-dynamic: weights int8, activations quantized at run time (slow for these convs).
-- int8-static: QDQ, per-channel weights, activations calibrated on real images. The
+- int8-static: QDQ, per-channel int8 weights, uint8 activations calibrated on real images
+  (U8S8: on this AVX-512 VNNI CPU about 19 % faster than int8 activations at batch 32,
+  see the model card). The
   two heads' last layers stay in float so that box coordinates and class probabilities
   are not squeezed through one shared scale; the excluded nodes are returned.
 """
@@ -46,6 +48,7 @@ class Int8StaticConfig:
     calibration: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 1, 1, 3), np.uint8))
     method: str = "minmax"  # minmax | entropy | percentile
     per_channel: bool = True
+    activations: str = "uint8"  # uint8 (U8S8, asymmetric) | int8 (S8S8)
     batch_size: int = 16
     keep_float: tuple[str, ...] = ("bbox", "digit")  # layer-name prefixes of nodes kept in float
 
@@ -119,13 +122,17 @@ def quantize(fp32_path: Path, out_path: Path, config: QuantConfig) -> dict[str, 
                    "percentile": CalibrationMethod.Percentile}
         if config.method not in methods:
             raise ExportError(f"unknown calibration method {config.method!r}; choose {', '.join(methods)}")
+        activations = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+        if config.activations not in activations:
+            raise ExportError(f"unknown activation type {config.activations!r}; choose {', '.join(activations)}")
         excluded = _float_nodes(onnx.load(str(fp32_path)), config.keep_float)
         quantize_static(
             str(fp32_path), str(out_path), ImageCalibrationReader(config.calibration, config.batch_size),
-            quant_format=QuantFormat.QDQ, per_channel=config.per_channel, activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8, calibrate_method=methods[config.method], nodes_to_exclude=excluded,
+            quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
+            activation_type=activations[config.activations], weight_type=QuantType.QInt8,
+            calibrate_method=methods[config.method], nodes_to_exclude=excluded,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
         return {"excluded_nodes": excluded, "calibration_images": int(len(config.calibration)),
-                "calibration_method": config.method}
+                "calibration_method": config.method, "activations": config.activations}
     raise ExportError(f"unknown precision config {config!r}")

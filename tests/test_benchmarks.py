@@ -69,3 +69,15 @@ def test_latency_and_drift_commands_end_to_end(tiny_run: Path, tiny_onnx: Path, 
     again = CliRunner().invoke(main, ["drift", str(tiny_run / "model.keras"), str(tiny_onnx),
                                       "--data", str(data / "val.npz"), "--kind", "all", "-o", str(out)])
     assert again.exit_code == 1 and "already exists" in again.output
+    # With the latency run beside it: the accuracy-vs-latency chart too.
+    charted = CliRunner().invoke(main, ["drift", str(tiny_run / "model.keras"), str(tiny_onnx), "--data",
+                                        str(data / "val.npz"), "--kind", "all", "-o", str(out), "--force",
+                                        "--latency", str(out / "latency.json")])
+    assert charted.exit_code == 0, charted.output
+    assert cv2.imread(str(out / "accuracy-latency.png")) is not None
+    # A latency file without these models is refused by name.
+    (tmp_path / "other.json").write_text(json.dumps({"rows": [{"model": "x.onnx", "provider": "cpu"}]}))
+    refused = CliRunner().invoke(main, ["drift", str(tiny_run / "model.keras"), str(tiny_onnx), "--data",
+                                        str(data / "val.npz"), "-o", str(tmp_path / "b2"), "--latency",
+                                        str(tmp_path / "other.json")])
+    assert refused.exit_code == 1 and f"holds no CPU timings of {tiny_onnx.name}" in refused.output

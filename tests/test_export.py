@@ -166,3 +166,27 @@ def test_unwritable_output_is_refused(tiny_run: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, [str(tiny_run / "model.keras"), "-o", str(blocker / "m.onnx")])
     assert result.exit_code == 1 and "error:" in result.output and "file" in result.output
     assert blocker.read_text().startswith("a file")
+
+
+@pytest.mark.parametrize(("activations", "dtype"), [("uint8", onnx.TensorProto.UINT8), ("int8", onnx.TensorProto.INT8)])
+def test_int8_static_activation_type(tiny_run: Path, tmp_path: Path, val_images: np.ndarray, activations: str,
+                                     dtype: int) -> None:
+    train = DataSet.load(Path(json.loads((tiny_run / "config.json").read_text())["data"]) / "train.npz")
+    out = tmp_path / f"m-{activations}.onnx"
+    report = export_model(tiny_run / "model.keras", ExportConfig(
+        output=out, quant=Int8StaticConfig(calibration=train.images[:128], activations=activations),
+        parity_images=val_images, min_agreement=0.95))
+    assert report["passed"] and report["activations"] == activations
+    proto = onnx.load(str(out))
+    inits = {t.name: t for t in proto.graph.initializer}
+    zero_points = [inits[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    assert zero_points and all(z.data_type == dtype for z in zero_points)
+
+
+def test_int8_static_refuses_an_unknown_activation_type(tiny_run: Path, tmp_path: Path) -> None:
+    from digitloc.export.errors import ExportError
+    from digitloc.export.quantize import quantize
+
+    with pytest.raises(ExportError, match="unknown activation type 'int4'"):
+        quantize(tmp_path / "x.onnx", tmp_path / "y.onnx",
+                 Int8StaticConfig(calibration=np.zeros((2, 32, 32, 3), np.uint8), activations="int4"))

@@ -118,3 +118,30 @@ def test_train_writes_a_complete_run_folder(tmp_path: Path) -> None:
     # Resume continues from last.keras up to the new epoch count.
     evaluation = train(TrainConfig(data=str(data), model=TINY, epochs=3, batch_size=32), run, resume=True)
     assert evaluation["epochs_run"] == 3
+
+
+def test_init_copies_weights_and_refuses_another_architecture() -> None:
+    from digitloc.train.fit import copy_weights
+
+    images, _, _ = _toy_data(4)
+    source, target = build_model(TINY), build_model(TINY)
+    copy_weights(source, target, "source.keras")
+    np.testing.assert_array_equal(np.asarray(source(images)[DIGIT_OUTPUT]), np.asarray(target(images)[DIGIT_OUTPUT]))
+    wider = build_model(ModelConfig(input_size=32, width=0.25, batchnorm=True, box_units=(16,), class_units=(16,)))
+    with pytest.raises(ModelError, match="source.keras: its weights do not fit"):
+        copy_weights(source, wider, "source.keras")
+
+
+def test_fine_tune_from_a_saved_model_with_short_epochs(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, n, kind in (("train", 96, "synth"), ("val", 32, "real")):
+        _write_split(data / f"{split}.npz", *_toy_data(n, seed=len(split)), kind)
+    start = build_model(TINY)
+    start.save(tmp_path / "start.keras")
+    cfg = TrainConfig(data=str(data), model=TINY, epochs=3, batch_size=16, init=str(tmp_path / "start.keras"),
+                      steps_per_epoch=2)
+    evaluation = train(cfg, tmp_path / "run")
+    assert evaluation["epochs_run"] == 3
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["init"].endswith("start.keras") and saved["steps_per_epoch"] == 2

@@ -34,12 +34,16 @@ def main() -> None:
 @click.option("--max-minutes", type=float, default=None, help="Stop after this many minutes.")
 @click.option("--strategy", type=click.Choice(["default", "mirrored"]), default="default", show_default=True)
 @click.option("--seed", default=0, show_default=True)
+@click.option("--init", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Start from this saved model's weights (same width, size and BatchNorm): fine-tuning.")
+@click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
+              help="Batches per epoch (default: the whole train split once).")
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT from last.keras.")
 @force_option
 def fit(data: str, output: Path, size: int, width: float, batchnorm: bool, weights: str | None, epochs: int,
         batch_size: int, learning_rate: float, finetune_learning_rate: float, frozen_epochs: int, box_loss: str,
-        patience: int, no_augment: bool, max_minutes: float | None, strategy: str, seed: int, resume: bool,
-        force: bool) -> None:
+        patience: int, no_augment: bool, max_minutes: float | None, strategy: str, seed: int,
+        init: str | None, steps_per_epoch: int | None, resume: bool, force: bool) -> None:
     """Train a model on a built dataset; writes the run folder OUTPUT."""
     from digitloc.train.data import DatasetError
     from digitloc.train.fit import TrainConfig, train
@@ -48,7 +52,8 @@ def fit(data: str, output: Path, size: int, width: float, batchnorm: bool, weigh
     cfg = TrainConfig(data=data, model=ModelConfig(input_size=size, width=width, batchnorm=batchnorm, weights=weights),
                       epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                       finetune_learning_rate=finetune_learning_rate, frozen_epochs=frozen_epochs, box_loss=box_loss,
-                      patience=patience, augment=not no_augment, seed=seed, max_minutes=max_minutes, strategy=strategy)
+                      patience=patience, augment=not no_augment, seed=seed, max_minutes=max_minutes, strategy=strategy,
+                      init=init, steps_per_epoch=steps_per_epoch)
     try:
         evaluation = train(cfg, output, resume=resume, force=force)
     except (DatasetError, ModelError, OutputExistsError, FileNotFoundError) as exc:

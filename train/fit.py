@@ -42,6 +42,8 @@ class TrainConfig:
     seed: int = 0
     max_minutes: float | None = None  # stop after this long (the best checkpoint stays)
     strategy: str = "default"  # or "mirrored" (tf.distribute, several GPUs)
+    init: str | None = None  # start from this saved model's weights (same architecture): fine-tuning
+    steps_per_epoch: int | None = None  # shorter epochs (more checkpoints) for slow, wide models
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -65,8 +67,10 @@ def load_splits(data_dir: str | os.PathLike[str]) -> tuple[DataSet, DataSet, Dat
     return train, val, test
 
 
-def make_dataset(data: DataSet, batch_size: int, augment: AugmentConfig | None, seed: int, shuffle: bool) -> Any:
-    """A tf.data pipeline over in-memory uint8 arrays; augmentation runs per batch on both cores."""
+def make_dataset(data: DataSet, batch_size: int, augment: AugmentConfig | None, seed: int, shuffle: bool,
+                 repeat: bool = False) -> Any:
+    """A tf.data pipeline over in-memory uint8 arrays; augmentation runs per batch on both cores.
+    ``repeat`` makes it endless, for epochs given as a number of steps."""
     import tensorflow as tf
 
     rng = np.random.default_rng(seed)
@@ -91,6 +95,8 @@ def make_dataset(data: DataSet, batch_size: int, augment: AugmentConfig | None, 
     ds = tf.data.Dataset.range(len(data))
     if shuffle:
         ds = ds.shuffle(len(data), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
     ds = ds.batch(batch_size).map(to_tensors, num_parallel_calls=2, deterministic=not shuffle)
     return ds.prefetch(4)
 
@@ -129,9 +135,13 @@ def _callbacks(run_dir: Path, cfg: TrainConfig, val_real: DataSet | None, starte
                   flush=True)
 
     class TimeBudget(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Stop when the budget is spent, checked after every batch: the epoch is cut short, still
+        validated and checkpointed."""
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
             if cfg.max_minutes is not None and time.time() - started > cfg.max_minutes * 60:
-                print(f"time budget of {cfg.max_minutes} min reached after epoch {epoch + 1}", flush=True)
+                if not self.model.stop_training:
+                    print(f"time budget of {cfg.max_minutes} min reached at batch {batch + 1}", flush=True)
                 self.model.stop_training = True
 
     class Progress(keras.callbacks.Callback):
@@ -193,7 +203,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], resume: bool = Fals
 
     strategy = tf.distribute.MirroredStrategy() if cfg.strategy == "mirrored" else tf.distribute.get_strategy()
     augment = AugmentConfig() if cfg.augment else None
-    train_ds = make_dataset(train_set, cfg.batch_size, augment, cfg.seed, shuffle=True)
+    train_ds = make_dataset(train_set, cfg.batch_size, augment, cfg.seed, shuffle=True,
+                            repeat=cfg.steps_per_epoch is not None)
     val_ds = make_dataset(val_set, 256, None, cfg.seed, shuffle=False)
     started = time.time()
     initial_epoch = _history_epochs(run_dir) if resume else 0
@@ -202,6 +213,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], resume: bool = Fals
             model = load_model(run_dir / "last.keras")
         else:
             model = build_model(cfg.model)
+            if cfg.init:
+                copy_weights(load_model(cfg.init), model, cfg.init)
     phases = []
     if cfg.model.pretrained and initial_epoch < cfg.frozen_epochs:
         phases.append(("frozen", cfg.learning_rate, min(cfg.frozen_epochs, cfg.epochs), False))
@@ -215,7 +228,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], resume: bool = Fals
             compile_model(model, cfg, lr)
         print(f"phase {name}: epochs {initial_epoch + 1}-{end_epoch}, learning rate {lr:g}", flush=True)
         model.fit(train_ds, validation_data=val_ds, epochs=end_epoch, initial_epoch=initial_epoch,
-                  callbacks=_callbacks(run_dir, cfg, val_real, started), verbose=2)
+                  steps_per_epoch=cfg.steps_per_epoch, callbacks=_callbacks(run_dir, cfg, val_real, started), verbose=2)
         initial_epoch = _history_epochs(run_dir)
         if model.stop_training and initial_epoch < end_epoch:
             break
@@ -230,6 +243,17 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], resume: bool = Fals
 
     plot_run(run_dir, best, val_set)
     return evaluation
+
+
+def copy_weights(source: Any, target: Any, origin: str) -> None:
+    """Start ``target`` from ``source``'s weights; both must be the same architecture."""
+    from digitloc.train.model import ModelError
+
+    src, dst = source.get_weights(), target.get_weights()
+    shapes = [w.shape for w in src], [w.shape for w in dst]
+    if shapes[0] != shapes[1]:
+        raise ModelError(f"{origin}: its weights do not fit this model (another width, size or BatchNorm setting?)")
+    target.set_weights(src)
 
 
 def evaluate_run(model: Any, train_set: DataSet, val_set: DataSet, test_set: DataSet | None) -> dict:
