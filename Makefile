@@ -45,7 +45,8 @@ test: venv lint
 # build (8 windows per digit, 60,000 synthetic photos; 70 min). Both builds split the real
 # photos alike (seed 0), so the held-out photos stay held out.
 default-model: venv
-	$(BIN)/digitloc-data build --svhn $(SAMPLE) --crops-per-digit 4 --synthetic 30000 --size 64 -o $(BASE_DATA) --force
+	$(BIN)/digitloc-data build --svhn $(SAMPLE) --crops-per-digit 4 --synthetic 30000 --glyph-width 1.0 \
+		--box-margin 0.06 --size 64 -o $(BASE_DATA) --force
 	$(BIN)/digitloc-train fit --data $(BASE_DATA) -o $(BASE_RUN) --size 64 --width 0.25 --batchnorm --epochs 40 \
 		--batch-size 64 --lr 1e-3 --box-loss mse+giou --patience 8 --max-minutes 70 --force
 	$(BIN)/digitloc-data build --svhn $(SAMPLE) --crops-per-digit 8 --synthetic 60000 --size 64 -o $(DATA) --force

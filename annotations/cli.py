@@ -93,17 +93,22 @@ def _split_shares(value: str) -> tuple[float, float, float]:
               help="TRAIN:VAL:TEST shares of multi-digit photos.")
 @click.option("--fonts", "font_dirs", multiple=True, type=click.Path(file_okay=False),
               help="Extra folder of TTF/OTF fonts for synthetic digits (repeatable).")
+@click.option("--glyph-width", type=click.FloatRange(min=0.2, max=2.0), default=0.68, show_default=True,
+              help="Width factor of synthetic glyphs (1.0: the font's own; SVHN's digits are narrower).")
+@click.option("--box-margin", type=click.FloatRange(min=0.0, max=0.5), default=0.03, show_default=True,
+              help="Side margin of synthetic boxes, as a share of the digit height.")
 @click.option("--workers", default=2, show_default=True, help="Worker processes.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True)
 @force_option
 def build(svhn: tuple[str, ...], synthetic: int, crops_per_digit: int, size: int, seed: int,
-          one_digit_split: str, multi_digit_split: str, font_dirs: tuple[str, ...], workers: int,
-          output: Path, force: bool) -> None:
+          one_digit_split: str, multi_digit_split: str, font_dirs: tuple[str, ...], glyph_width: float,
+          box_margin: float, workers: int, output: Path, force: bool) -> None:
     """Build train/val/test sets (uint8 .npz and manifest.json) into OUTPUT."""
     from digitloc.train.data import BuildConfig, DatasetError, build_dataset
 
     cfg = BuildConfig(svhn=list(svhn), size=size, seed=seed, crops_per_digit=crops_per_digit,
-                      synthetic=synthetic, font_dirs=list(font_dirs),
+                      synthetic=synthetic, font_dirs=list(font_dirs), glyph_width=glyph_width,
+                      box_margin=box_margin,
                       one_digit_split=_split_shares(one_digit_split),
                       multi_digit_split=_split_shares(multi_digit_split), workers=workers)
     try:

@@ -76,6 +76,13 @@ def test_synthetic_photos_hold_their_box_and_are_deterministic() -> None:
     # Deterministic for a seed.
     again = synth_batch(30, seed=3, stats=stats, cfg=cfg)
     assert all(np.array_equal(a[1], b[1]) for a, b in zip(samples, again, strict=True))
+    # The glyph width factor narrows the digits (and their boxes) against the font's own width.
+    wide = synth_batch(30, seed=3, stats=stats, cfg=SynthConfig(fonts=(), glyph_width=1.0, box_margin=0.06))
+
+    def mean_share(batch: list) -> float:
+        return float(np.mean([(b[2] - b[0]) / p.shape[1] for _, p, b in batch]))
+
+    assert mean_share(samples) < 0.8 * mean_share(wide)
 
 
 def test_crop_window_holds_the_digit_and_cuts_neighbours() -> None:
@@ -164,13 +171,19 @@ def test_wholly_unusable_source_fails_clearly(tmp_path: Path) -> None:
 def test_build_and_preview_on_the_real_sample(svhn_sample: Path, tmp_path: Path) -> None:
     out = tmp_path / "ds"
     result = CliRunner().invoke(main, ["build", "--svhn", str(svhn_sample), "--crops-per-digit", "1",
-                                       "--synthetic", "50", "--size", "32", "-o", str(out)])
+                                       "--synthetic", "300", "--size", "32", "-o", str(out)])
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     val, test = manifest["splits"]["val"], manifest["splits"]["test"]
     # All 272 one-digit photos are held out for evaluation by default.
     assert val["per_kind"]["real"] + test["per_kind"]["real"] == 272
     assert "real" not in manifest["splits"]["train"]["per_kind"]
+    # Synthetic digits take the width share of real one-digit photos (0.198 mean on this sample).
+    train, held = DataSet.load(out / "train.npz"), DataSet.load(out / "val.npz")
+    synth = train.boxes[train.kinds == "synth"]
+    real = held.boxes[held.kinds == "real"]
+    share = float(np.mean(synth[:, 2] - synth[:, 0])) / float(np.mean(real[:, 2] - real[:, 0]))
+    assert 0.85 < share < 1.15, share
     assert 0.5 < manifest["real_one_digit_stats"]["rel_h"][2] < 0.9
     grid = tmp_path / "grid.png"
     result = CliRunner().invoke(main, ["preview", str(out / "val.npz"), "--kind", "real", "-o", str(grid)])

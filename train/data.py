@@ -47,6 +47,8 @@ class BuildConfig:
     crops_per_digit: int = 4
     synthetic: int = 0
     font_dirs: list[str] = field(default_factory=list)
+    glyph_width: float = SynthConfig.glyph_width  # synthetic glyph width factor (1.0: the font's own)
+    box_margin: float = SynthConfig.box_margin  # synthetic box side margin (share of the digit height)
     # Shares of photos per split (train, val, test), for one-digit and for multi-digit photos.
     one_digit_split: tuple[float, float, float] = (0.0, 0.5, 0.5)
     multi_digit_split: tuple[float, float, float] = (0.9, 0.1, 0.0)
@@ -329,7 +331,8 @@ def build_dataset(cfg: BuildConfig, out_dir: str | os.PathLike[str], force: bool
 
     if cfg.synthetic > 0:
         fonts = find_fonts(cfg.font_dirs)
-        scfg = SynthConfig(fonts=tuple(fonts))
+        scfg = SynthConfig(fonts=tuple(fonts), glyph_width=cfg.glyph_width,
+                           box_margin=cfg.box_margin)
         chunk = 250
         sjobs = [(min(chunk, cfg.synthetic - o), cfg.seed * 7919 + o, stats, scfg, cfg.size, o)
                  for o in range(0, cfg.synthetic, chunk)]
