@@ -184,6 +184,8 @@ def test_build_and_preview_on_the_real_sample(svhn_sample: Path, tmp_path: Path)
     real = held.boxes[held.kinds == "real"]
     share = float(np.mean(synth[:, 2] - synth[:, 0])) / float(np.mean(real[:, 2] - real[:, 0]))
     assert 0.85 < share < 1.15, share
+    shares = manifest["splits"]["train"]["box_share_per_kind"]["synth"]
+    assert shares["width"] == pytest.approx(float(np.mean(synth[:, 2] - synth[:, 0])), abs=1e-4)
     assert 0.5 < manifest["real_one_digit_stats"]["rel_h"][2] < 0.9
     grid = tmp_path / "grid.png"
     result = CliRunner().invoke(main, ["preview", str(out / "val.npz"), "--kind", "real", "-o", str(grid)])

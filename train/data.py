@@ -15,6 +15,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -178,6 +179,23 @@ def measure_stats(photos: list[Photo]) -> BoxStats:
     boxes = [(p.boxes[0].x1, p.boxes[0].y1, p.boxes[0].x2, p.boxes[0].y2, p.width, p.height)
              for p in photos if len(p.boxes) == 1]
     return BoxStats.from_boxes(boxes) if boxes else BoxStats.default()
+
+
+def split_summary(data: DataSet) -> dict[str, Any]:
+    """Counts per kind, class and source of one split, and its mean box shares per kind (the
+    kinds should agree: a gap between synthetic and real boxes is a domain gap)."""
+    def shares(kind: str) -> dict[str, float]:
+        b = data.boxes[data.kinds == kind]
+        return {"width": round(float(np.mean(b[:, 2] - b[:, 0])), 4), "height": round(float(np.mean(b[:, 3] - b[:, 1])), 4)}
+
+    return {
+        "samples": len(data),
+        "photos": len({o for o in data.origins if not o.startswith("synth/")}),
+        "per_kind": {k: int(v) for k, v in sorted(Counter(data.kinds.tolist()).items())},
+        "per_class": {str(d): int((data.labels == d).sum()) for d in range(10)},
+        "per_source": {k: int(v) for k, v in sorted(Counter(o.split("/")[0] for o in data.origins.tolist()).items())},
+        "box_share_per_kind": {str(k): shares(k) for k in sorted(set(data.kinds.tolist()))},
+    }
 
 
 def crop_window(photo: Photo, index: int, stats: BoxStats, rng: np.random.Generator,
@@ -356,13 +374,6 @@ def build_dataset(cfg: BuildConfig, out_dir: str | os.PathLike[str], force: bool
     for split in SPLITS:
         data = DataSet.concat(per_split[split], cfg.size)
         data.save(out_dir / f"{split}.npz")
-        manifest["splits"][split] = {
-            "samples": len(data),
-            "photos": len({o for o in data.origins if not o.startswith("synth/")}),
-            "per_kind": {k: int(v) for k, v in sorted(Counter(data.kinds.tolist()).items())},
-            "per_class": {str(d): int((data.labels == d).sum()) for d in range(10)},
-            "per_source": {k: int(v) for k, v in sorted(Counter(
-                o.split("/")[0] for o in data.origins.tolist()).items())},
-        }
+        manifest["splits"][split] = split_summary(data)
     atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=1))
     return manifest
