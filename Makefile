@@ -55,14 +55,14 @@ default-model: venv
 	$(BIN)/digitloc-export $(RUN)/model.keras -o models/digitloc-default-fp32.onnx --parity-data $(DATA) \
 		--parity-size 512 --force
 	$(BIN)/digitloc-export $(RUN)/model.keras -o models/digitloc-default-int8.onnx --precision int8-static \
-		--calib $(DATA) --calib-size 512 --parity-size 512 --force
+		--calib $(DATA) --calib-size 512 --calib-method percentile --parity-size 512 --force
 	$(BIN)/digitloc-export $(RUN)/model.keras -o $(RUN)/export/w025-64-fp16.onnx --precision fp16 \
 		--parity-data $(DATA) --parity-size 512 --force
 	$(BIN)/digitloc-export $(RUN)/model.keras -o $(RUN)/export/w025-64-int8-dynamic.onnx --precision int8-dynamic \
 		--parity-data $(DATA) --parity-size 512 --force
 	$(BIN)/digitloc-export $(RUN)/model.keras -o $(RUN)/export/w025-64-int8-s8s8.onnx --precision int8-static \
-		--activations int8 --calib $(DATA) --calib-size 512 --parity-size 512 --force
-	$(MAKE) keep-run FROM=$(BASE_RUN) TO=models/w025-64-run
+		--activations int8 --calib $(DATA) --calib-size 512 --calib-method percentile --parity-size 512 --force
+	$(MAKE) keep-run FROM=$(BASE_RUN) TO=models/w025-64-run WEIGHTS=1
 	$(MAKE) keep-run FROM=$(RUN) TO=models/w025-64-ft-run WEIGHTS=1
 
 # VGG19 at full width (the reference's backbone; from scratch, so with BatchNorm), 45 minutes on
@@ -73,7 +73,7 @@ full-width: venv
 	$(BIN)/digitloc-export $(FULL_RUN)/model.keras -o $(FULL_RUN)/export/w100-64-fp32.onnx --parity-data $(DATA) \
 		--parity-size 256 --force
 	$(BIN)/digitloc-export $(FULL_RUN)/model.keras -o $(FULL_RUN)/export/w100-64-int8.onnx --precision int8-static \
-		--calib $(DATA) --calib-size 256 --parity-size 256 --force
+		--calib $(DATA) --calib-size 256 --calib-method percentile --parity-size 256 --force
 	$(MAKE) keep-run FROM=$(FULL_RUN) TO=models/w100-64-run
 
 # A run's record into models/: config, history, evaluation, plots, parity reports; WEIGHTS=1 adds

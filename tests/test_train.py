@@ -118,6 +118,9 @@ def test_train_writes_a_complete_run_folder(tmp_path: Path) -> None:
     # Resume continues from last.keras up to the new epoch count.
     evaluation = train(TrainConfig(data=str(data), model=TINY, epochs=3, batch_size=32), run, resume=True)
     assert evaluation["epochs_run"] == 3
+    # --force starts over: the earlier run's history is not carried into the new one.
+    evaluation = train(TrainConfig(data=str(data), model=TINY, epochs=1, batch_size=32), run, force=True)
+    assert evaluation["epochs_run"] == 1 and len(json.loads((run / "history.json").read_text())) == 1
 
 
 def test_init_copies_weights_and_refuses_another_architecture() -> None:

@@ -23,6 +23,9 @@ from digitloc.train.augment import AugmentConfig, augment_batch
 from digitloc.train.data import KIND_CROP, KIND_REAL, DataSet, DatasetError
 from digitloc.train.model import ModelConfig
 
+RUN_FILES = ("model.keras", "last.keras", "config.json", "history.csv", "history.json", "evaluation.json",
+             "curves.png", "confusion.png", "val-predictions.png")
+
 
 @dataclass
 class TrainConfig:
@@ -190,6 +193,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], resume: bool = Fals
     if run_dir.exists() and any(run_dir.iterdir()) and not (resume or force):
         raise OutputExistsError(f"{run_dir}: already holds a run (use --resume to continue or --force)")
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:  # --force: nothing of an earlier run may leak in (history.csv is appended to)
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
     if resume:
         saved = json.loads((run_dir / "config.json").read_text())
         cfg = TrainConfig.from_dict({**saved, "epochs": cfg.epochs, "max_minutes": cfg.max_minutes})
