@@ -31,7 +31,7 @@ def main() -> None:
 @main.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--keras", "keras_model", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="Time the Keras original on the same inputs too.")
+              help="Time the Keras original of the first MODEL on the same inputs too.")
 @click.option("--providers", default="cpu", show_default=True, help="Comma list of cpu, cuda.")
 @click.option("--batch", "batches", default="1,8,32", show_default=True, help="Comma list of batch sizes.")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores).")
@@ -82,7 +82,7 @@ def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, 
                "environment": environment(), "inputs": "random uint8 images (timing does not depend on content)",
                "macs_per_image": {m.name: macs[m] for m in models}, "matmul_gmacs_per_s": peak, "rows": rows,
                "errors": errors}
-    ratios = _ratios(rows)
+    ratios = _ratios(rows, {m.name: macs[m] for m in models})
     payload["ratios"] = ratios
     md = latency_markdown(rows) + f"\nfloat32 matrix product peak on this machine: {peak:.1f} GMAC/s\n"
     md += "".join(f"\n- {line}" for line in ratios) + "\n"
@@ -97,61 +97,27 @@ def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, 
         sys.exit(1)
 
 
-def _ratios(rows: list[dict]) -> list[str]:
-    """Speed-ups a reader looks for: ONNX vs Keras and each variant vs the fp32 one, per batch."""
+def _ratios(rows: list[dict], macs: dict[str, float]) -> list[str]:
+    """Speed-ups a reader looks for, per batch: each variant against the fp32 model of its own
+    architecture (same MACs per image), and the Keras model against the variants of the first
+    ONNX model's architecture (``--keras`` is that model's Keras original)."""
     out = []
     by = {(r["model"], r["provider"], r["batch"]): r for r in rows}
-    fp32 = {(p, b): r for (m, p, b), r in by.items() if "fp32" in m}
+    onnx_models = list(dict.fromkeys(m for m, p, _ in by if p != "keras-tf-cpu"))
+    fp32 = {(macs.get(m), p, b): r for (m, p, b), r in by.items() if "fp32" in m}
     keras = {b: r for (m, p, b), r in by.items() if p == "keras-tf-cpu"}
+    keras_family = macs.get(onnx_models[0]) if onnx_models else None
     for (model, provider, batch), r in sorted(by.items()):
         if provider == "keras-tf-cpu":
             continue
-        if batch in keras and provider == "cpu":
+        if batch in keras and provider == "cpu" and macs.get(model) == keras_family:
             out.append(f"{model} ({provider}) vs Keras at batch {batch}: "
                        f"{keras[batch]['p50_ms'] / r['p50_ms']:.2f}x faster")
-        ref = fp32.get((provider, batch))
+        ref = fp32.get((macs.get(model), provider, batch))
         if ref is not None and ref is not r:
             out.append(f"{model} vs {ref['model']} ({provider}) at batch {batch}: "
                        f"{r['images_per_s'] / ref['images_per_s']:.2f}x throughput")
     return out
-
-
-@main.command()
-@click.argument("keras_model", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.argument("onnx_models", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
-              help="A split .npz or a dataset folder (its val and test real photos).")
-@click.option("--kind", type=click.Choice(["real", "crop", "all"]), default="real", show_default=True)
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-out"),
-              show_default=True, help="Folder for drift.json, drift.md and drift.png.")
-@click.option("--latency", "latency_json", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="A latency.json of these models: adds accuracy-latency.png (accuracy against CPU ms per image).")
-@force_option
-def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: str, output: Path,
-          latency_json: Path | None, force: bool) -> None:
-    """Accuracy of each ONNX variant against the ground truth and against KERAS_MODEL."""
-    from digitloc.benchmarks.drift import drift_table
-    from digitloc.benchmarks.report import accuracy_latency_chart, drift_chart, drift_markdown, environment, write_outputs
-    from digitloc.train.data import DatasetError, load_heldout
-
-    try:
-        latency_rows = _latency_rows(latency_json, onnx_models) if latency_json else None
-        split = load_heldout(data, kind)
-        result = drift_table(keras_model, list(onnx_models), split)
-    except (DatasetError, ValueError) as exc:
-        fail(str(exc))
-    result["command"] = "digitloc-bench drift " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    result["environment"] = environment()
-    md = drift_markdown(result)
-    try:
-        paths = write_outputs(output, "drift", result, md, force)
-    except FileExistsError as exc:
-        fail(str(exc))
-    paths.append(drift_chart(result, output / "drift.png"))
-    if latency_rows:
-        paths.append(accuracy_latency_chart(result, latency_rows, output / "accuracy-latency.png"))
-    click.echo(md)
-    click.echo("wrote " + ", ".join(str(p) for p in paths))
 
 
 def _latency_rows(path: Path, onnx_models: tuple[Path, ...]) -> list[dict]:

@@ -81,3 +81,20 @@ def test_latency_and_drift_commands_end_to_end(tiny_run: Path, tiny_onnx: Path, 
                                         str(data / "val.npz"), "-o", str(tmp_path / "b2"), "--latency",
                                         str(tmp_path / "other.json")])
     assert refused.exit_code == 1 and f"holds no CPU timings of {tiny_onnx.name}" in refused.output
+
+
+def test_ratios_pair_each_variant_with_the_fp32_of_its_own_architecture() -> None:
+    from digitloc.benchmarks.cli import _ratios
+
+    def row(model: str, per_s: float, provider: str = "cpu") -> dict:
+        return {"model": model, "provider": provider, "batch": 32, "images_per_s": per_s, "p50_ms": 32000 / per_s}
+
+    rows = [row("small-fp32.onnx", 1000), row("small-int8.onnx", 2500), row("big-fp32.onnx", 70),
+            row("big-int8.onnx", 280), row("model.keras", 400, "keras-tf-cpu")]
+    lines = _ratios(rows, {"small-fp32.onnx": 1e8, "small-int8.onnx": 1e8, "big-fp32.onnx": 1.6e9,
+                           "big-int8.onnx": 1.6e9})
+    assert "small-int8.onnx vs small-fp32.onnx (cpu) at batch 32: 2.50x throughput" in lines
+    assert "big-int8.onnx vs big-fp32.onnx (cpu) at batch 32: 4.00x throughput" in lines
+    assert "small-fp32.onnx (cpu) vs Keras at batch 32: 2.50x faster" in lines
+    assert not any(line.startswith("big-") and "Keras" in line for line in lines)
+    assert not any("small-" in line and "big-fp32" in line for line in lines)
