@@ -120,6 +120,44 @@ def _ratios(rows: list[dict], macs: dict[str, float]) -> list[str]:
     return out
 
 
+@main.command()
+@click.argument("keras_model", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("onnx_models", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
+              help="A split .npz or a dataset folder (its val and test real photos).")
+@click.option("--kind", type=click.Choice(["real", "crop", "all"]), default="real", show_default=True)
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-out"),
+              show_default=True, help="Folder for drift.json, drift.md and drift.png.")
+@click.option("--latency", "latency_json", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="A latency.json of these models: adds accuracy-latency.png (accuracy against CPU ms per image).")
+@force_option
+def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: str, output: Path,
+          latency_json: Path | None, force: bool) -> None:
+    """Accuracy of each ONNX variant against the ground truth and against KERAS_MODEL."""
+    from digitloc.benchmarks.drift import drift_table
+    from digitloc.benchmarks.report import accuracy_latency_chart, drift_chart, drift_markdown, environment, write_outputs
+    from digitloc.train.data import DatasetError, load_heldout
+
+    try:
+        latency_rows = _latency_rows(latency_json, onnx_models) if latency_json else None
+        split = load_heldout(data, kind)
+        result = drift_table(keras_model, list(onnx_models), split)
+    except (DatasetError, ValueError) as exc:
+        fail(str(exc))
+    result["command"] = "digitloc-bench drift " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    result["environment"] = environment()
+    md = drift_markdown(result)
+    try:
+        paths = write_outputs(output, "drift", result, md, force)
+    except FileExistsError as exc:
+        fail(str(exc))
+    paths.append(drift_chart(result, output / "drift.png"))
+    if latency_rows:
+        paths.append(accuracy_latency_chart(result, latency_rows, output / "accuracy-latency.png"))
+    click.echo(md)
+    click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
 def _latency_rows(path: Path, onnx_models: tuple[Path, ...]) -> list[dict]:
     """The CPU rows of a latency.json; every model of the drift run must be in it."""
     try:
