@@ -12,6 +12,7 @@ from digitloc.annotations.check import check_folder
 from digitloc.annotations.digitstruct import AnnotationError, read_annotations, write_json
 from digitloc.runtime.fileio import OutputExistsError, check_writable
 from digitloc.runtime.options import fail, force_option
+from digitloc.train.synth import SynthConfig
 
 
 @click.group()
@@ -93,9 +94,10 @@ def _split_shares(value: str) -> tuple[float, float, float]:
               help="TRAIN:VAL:TEST shares of multi-digit photos.")
 @click.option("--fonts", "font_dirs", multiple=True, type=click.Path(file_okay=False),
               help="Extra folder of TTF/OTF fonts for synthetic digits (repeatable).")
-@click.option("--glyph-width", type=click.FloatRange(min=0.2, max=2.0), default=0.68, show_default=True,
+@click.option("--glyph-width", type=click.FloatRange(min=0.2, max=2.0), default=SynthConfig.glyph_width, show_default=True,
               help="Width factor of synthetic glyphs (1.0: the font's own; SVHN's digits are narrower).")
-@click.option("--box-margin", type=click.FloatRange(min=0.0, max=0.5), default=0.03, show_default=True,
+@click.option("--box-margin", type=click.FloatRange(min=0.0, max=0.5), default=SynthConfig.box_margin,
+              show_default=True,
               help="Side margin of synthetic boxes, as a share of the digit height.")
 @click.option("--workers", default=2, show_default=True, help="Worker processes.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True)

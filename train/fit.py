@@ -21,7 +21,7 @@ from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT
 from digitloc.runtime.fileio import OutputExistsError, atomic_write_text
 from digitloc.train.augment import AugmentConfig, augment_batch
 from digitloc.train.data import KIND_CROP, KIND_REAL, DataSet, DatasetError
-from digitloc.train.model import ModelConfig
+from digitloc.train.model import ModelConfig, ModelError
 
 RUN_FILES = ("model.keras", "last.keras", "config.json", "history.csv", "history.json", "evaluation.json",
              "curves.png", "confusion.png", "val-predictions.png")
@@ -253,8 +253,6 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], resume: bool = Fals
 
 def copy_weights(source: Any, target: Any, origin: str) -> None:
     """Start ``target`` from ``source``'s weights; both must be the same architecture."""
-    from digitloc.train.model import ModelError
-
     src, dst = source.get_weights(), target.get_weights()
     shapes = [w.shape for w in src], [w.shape for w in dst]
     if shapes[0] != shapes[1]:
