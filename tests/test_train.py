@@ -17,6 +17,7 @@ from digitloc.train.evaluate import constant_box_baseline, evaluate_predictions 
 from digitloc.train.fit import TrainConfig, compile_model, train  # noqa: E402
 from digitloc.train.losses import giou_loss, mse_giou_loss  # noqa: E402
 from digitloc.train.model import ModelConfig, ModelError, build_model, load_model  # noqa: E402
+from digitloc.train.plots import failure_index  # noqa: E402
 
 from helpers import toy_data as _toy_data  # noqa: E402
 
@@ -87,9 +88,14 @@ def test_evaluation_figures_on_a_hand_made_case() -> None:
     assert fig["mean_iou"] == pytest.approx((1 + 0.5 + 0 + 1) / 4)
     assert fig["iou_hit_rate"] == pytest.approx(0.75)  # 0.5 counts as a hit
     assert fig["both_right"] == pytest.approx(0.5)  # samples 0 and 1
+    assert fig["accuracy_box_found"] == pytest.approx(2 / 3)  # samples 0, 1, 3: right, right, wrong
+    assert fig["accuracy_box_missed"] == 0.0  # sample 2
+    assert fig["box_size_ratio"]["width"] == pytest.approx(1.0)
+    assert fig["box_size_ratio"]["height"] == pytest.approx((1 + 0.5 + 1 + 1) / 4)
     assert fig["per_class_accuracy"]["2"] == 0.0 and fig["per_class_accuracy"]["4"] is None
     cm = np.array(fig["confusion_matrix"])
     assert cm[3, 3] == 1 and cm[2, 7] == 1 and cm[1, 0] == 1 and cm.sum() == 4
+    assert failure_index(true_boxes, labels, pred_boxes, probs).tolist() == [2, 3]  # wrong box; wrong digit
     base = constant_box_baseline(np.array([[0, 0, 1, 1], [0, 0, 0, 0]]), true_boxes[:1])
     assert base["box"] == [0, 0, 0.5, 0.5] and base["mean_iou"] == pytest.approx(0.25)
 

@@ -100,3 +100,7 @@ def _print_summary(evaluation: dict) -> None:
         click.echo(f"{name}: {fig['samples']} photos, class accuracy {fig['class_accuracy']:.4f}, "
                    f"mean IoU {fig['mean_iou']:.4f}{extra}, IoU>=0.5 {fig['iou_hit_rate']:.4f}, "
                    f"both right {fig['both_right']:.4f}")
+        if fig.get("accuracy_box_found") is not None and fig.get("accuracy_box_missed") is not None:
+            click.echo(f"  class accuracy where the box was found {fig['accuracy_box_found']:.4f}, "
+                       f"where it was missed {fig['accuracy_box_missed']:.4f}; predicted/true box width "
+                       f"{fig['box_size_ratio']['width']:.3f}, height {fig['box_size_ratio']['height']:.3f}")

@@ -14,7 +14,10 @@ from digitloc.runtime.contract import NUM_CLASSES, box_iou
 def evaluate_predictions(true_boxes: np.ndarray, true_labels: np.ndarray, pred_boxes: np.ndarray,
                          probs: np.ndarray, iou_threshold: float = 0.5) -> dict:
     """Class accuracy, per-class accuracy, mean IoU, IoU >= threshold share, both right
-    (class right and IoU >= threshold) and the confusion matrix (rows true, columns predicted).
+    (class right and IoU >= threshold), class accuracy apart for photos whose box was found
+    (IoU >= threshold) and missed (most wrong digits come with a missed box), the mean ratio of
+    predicted to true box width and height (a biased box head shows here first) and the
+    confusion matrix (rows true, columns predicted).
     """
     true_labels = np.asarray(true_labels).astype(int)
     if len(true_labels) == 0:
@@ -25,6 +28,12 @@ def evaluate_predictions(true_boxes: np.ndarray, true_labels: np.ndarray, pred_b
     hit = ious >= iou_threshold
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=int)
     np.add.at(confusion, (true_labels, pred), 1)
+    true_boxes, pred_boxes = np.asarray(true_boxes, np.float64), np.asarray(pred_boxes, np.float64)
+    sizes = {}
+    for name, (lo, hi) in (("width", (0, 2)), ("height", (1, 3))):
+        true_size = true_boxes[:, hi] - true_boxes[:, lo]
+        ok = true_size > 0
+        sizes[name] = float(((pred_boxes[ok, hi] - pred_boxes[ok, lo]) / true_size[ok]).mean()) if ok.any() else None
     per_class = {str(d): (float(right[true_labels == d].mean()) if (true_labels == d).any() else None)
                  for d in range(NUM_CLASSES)}
     return {
@@ -36,6 +45,9 @@ def evaluate_predictions(true_boxes: np.ndarray, true_labels: np.ndarray, pred_b
         "iou_threshold": iou_threshold,
         "iou_hit_rate": float(hit.mean()),
         "both_right": float((right & hit).mean()),
+        "accuracy_box_found": float(right[hit].mean()) if hit.any() else None,
+        "accuracy_box_missed": float(right[~hit].mean()) if (~hit).any() else None,
+        "box_size_ratio": sizes,
         "confusion_matrix": confusion.tolist(),
     }
 

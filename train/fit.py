@@ -42,6 +42,7 @@ class TrainConfig:
     box_weight: float = 1.0
     patience: int = 6
     augment: bool = True
+    augmentation: dict[str, float] = field(default_factory=lambda: asdict(AugmentConfig()))  # its ranges
     seed: int = 0
     max_minutes: float | None = None  # stop after this long (the best checkpoint stays)
     strategy: str = "default"  # or "mirrored" (tf.distribute, several GPUs)
@@ -208,7 +209,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], resume: bool = Fals
     val_real = val_set.select(val_set.kinds == KIND_REAL)
 
     strategy = tf.distribute.MirroredStrategy() if cfg.strategy == "mirrored" else tf.distribute.get_strategy()
-    augment = AugmentConfig() if cfg.augment else None
+    augment = AugmentConfig(**cfg.augmentation) if cfg.augment else None
     train_ds = make_dataset(train_set, cfg.batch_size, augment, cfg.seed, shuffle=True,
                             repeat=cfg.steps_per_epoch is not None)
     val_ds = make_dataset(val_set, 256, None, cfg.seed, shuffle=False)

@@ -13,7 +13,8 @@ from digitloc.train.data import KIND_REAL, DataSet
 
 
 def plot_run(run_dir: Path, model: Any, val_set: DataSet) -> list[Path]:
-    """Write curves.png, confusion.png and val-predictions.png into ``run_dir``."""
+    """Write curves.png, confusion.png, val-predictions.png and failures.png (every real
+    validation photo with a wrong digit or a missed box) into ``run_dir``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,7 +52,23 @@ def plot_run(run_dir: Path, model: Any, val_set: DataSet) -> list[Path]:
         path = run_dir / "val-predictions.png"
         write_grid(shown, path, count=64, pred_boxes=boxes, pred_labels=probs.argmax(1))
         written.append(path)
+        boxes, probs = keras_predict(model, real.images)
+        failures = failure_index(real.boxes, real.labels, boxes, probs)
+        if len(failures):
+            path = run_dir / "failures.png"
+            write_grid(real.select(failures), path, count=len(failures), pred_boxes=boxes[failures],
+                       pred_labels=probs[failures].argmax(1))
+            written.append(path)
     return written
+
+
+def failure_index(true_boxes: np.ndarray, labels: np.ndarray, pred_boxes: np.ndarray, probs: np.ndarray,
+                  iou_threshold: float = 0.5) -> np.ndarray:
+    """Indices of the samples with a wrong digit or a box under the IoU threshold."""
+    from digitloc.runtime.contract import box_iou
+
+    ious = box_iou(np.asarray(true_boxes, np.float64), np.asarray(pred_boxes, np.float64))
+    return np.flatnonzero((np.asarray(probs).argmax(1) != np.asarray(labels)) | (ious < iou_threshold))
 
 
 def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> Path:
