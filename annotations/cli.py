@@ -11,7 +11,7 @@ import click
 from digitloc.annotations.check import check_folder
 from digitloc.annotations.digitstruct import AnnotationError, read_annotations, write_json
 from digitloc.runtime.fileio import OutputExistsError, check_writable
-from digitloc.runtime.options import fail, force_option
+from digitloc.runtime.options import SIZE, fail, force_option
 from digitloc.train.synth import SynthConfig
 
 
@@ -86,7 +86,8 @@ def _split_shares(value: str) -> tuple[float, float, float]:
 @click.option("--synthetic", default=0, show_default=True, help="How many synthetic photos to add to train.")
 @click.option("--crops-per-digit", default=4, show_default=True,
               help="Windows cut around each digit of training photos (0: none).")
-@click.option("--size", default=64, show_default=True, help="Input size (square) of the model.")
+@click.option("--size", type=SIZE, default="64", show_default=True,
+              help="Input size of the model: 64 (square) or WIDTHxHEIGHT such as 128x64.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--one-digit-split", default="0:0.5:0.5", show_default=True,
               help="TRAIN:VAL:TEST shares of one-digit photos (kept for evaluation by default).")
@@ -102,7 +103,7 @@ def _split_shares(value: str) -> tuple[float, float, float]:
 @click.option("--workers", default=2, show_default=True, help="Worker processes.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True)
 @force_option
-def build(svhn: tuple[str, ...], synthetic: int, crops_per_digit: int, size: int, seed: int,
+def build(svhn: tuple[str, ...], synthetic: int, crops_per_digit: int, size: int | tuple[int, int], seed: int,
           one_digit_split: str, multi_digit_split: str, font_dirs: tuple[str, ...], glyph_width: float,
           box_margin: float, workers: int, output: Path, force: bool) -> None:
     """Build train/val/test sets (uint8 .npz and manifest.json) into OUTPUT."""

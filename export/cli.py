@@ -28,7 +28,8 @@ def load_images(source: str, size: tuple[int, int], split: str, limit: int, seed
             raise ExportError(str(exc)) from None
         data = data.select(data.kinds != "synth")
         if data.images.shape[1:3] != size:
-            raise ExportError(f"{path}: images are {data.images.shape[1]} px, the model takes {size[0]} px")
+            raise ExportError(f"{path}: images are {data.images.shape[2]}x{data.images.shape[1]} px, "
+                              f"the model takes {size[1]}x{size[0]} px")
         pick = rng.permutation(len(data))[:limit]
         images = data.images[np.sort(pick)]
     elif path.is_dir():

@@ -79,6 +79,14 @@ class ModelInfo:
     metadata: dict[str, str]
 
 
+def size_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """(height, width) of an input size given as one side (square) or as (height, width)."""
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
 def contract_metadata(input_size: tuple[int, int], precision: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The metadata_props an exporter writes for a model of this input size and precision."""
     meta = {

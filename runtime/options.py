@@ -7,6 +7,27 @@ from typing import NoReturn
 
 import click
 
+
+class SizeType(click.ParamType):
+    """An input size: one number for a square (``64``) or WIDTHxHEIGHT (``128x64``), as images
+    are named; the value is the side (int) or (height, width)."""
+
+    name = "size"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int | tuple[int, int]:
+        if isinstance(value, (int, tuple)):
+            return value
+        text = str(value).lower().strip()
+        try:
+            if "x" in text:
+                w, h = (int(v) for v in text.split("x"))
+                return (h, w) if h != w else h
+            return int(text)
+        except ValueError:
+            self.fail(f"{value!r} is not a size: give 64 or WIDTHxHEIGHT such as 128x64", param, ctx)
+
+
+SIZE = SizeType()
 force_option = click.option("--force", is_flag=True, help="Overwrite outputs that already exist.")
 
 

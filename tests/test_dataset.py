@@ -56,6 +56,18 @@ def test_geometric_augmentation_moves_the_box_with_the_digit(seed: int) -> None:
     assert box_iou(out_box, _box_of(out)) > 0.82  # one pixel of rasterisation either side
 
 
+def test_size_option_reads_a_side_or_width_x_height() -> None:
+    import click
+
+    from digitloc.runtime.options import SIZE
+
+    assert SIZE.convert("64", None, None) == 64
+    assert SIZE.convert("128x64", None, None) == (64, 128)  # WIDTHxHEIGHT in, (height, width) out
+    assert SIZE.convert("48x48", None, None) == 48
+    with pytest.raises(click.BadParameter, match="WIDTHxHEIGHT"):
+        SIZE.convert("wide", None, None)
+
+
 def test_rotation_does_not_widen_tall_boxes_on_average() -> None:
     # The hull of the rotated corners grows a tall box by h*sin(angle) a side (the old rule
     # taught boxes ~20 % too wide); the ellipse hull keeps the mean width near the ink's.
@@ -174,6 +186,16 @@ def test_build_keeps_photos_in_one_split_and_counts_drops(tmp_path: Path) -> Non
     # A second build refuses to overwrite without force.
     with pytest.raises(FileExistsError):
         build_dataset(cfg, tmp_path / "out")
+
+
+def test_build_at_a_non_square_size(tmp_path: Path) -> None:
+    folder = make_svhn_folder(tmp_path / "svhn", _entries(12))
+    result = CliRunner().invoke(main, ["build", "--svhn", str(folder), "--crops-per-digit", "1", "--synthetic", "8",
+                                       "--size", "64x32", "--workers", "1", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    train = DataSet.load(tmp_path / "out" / "train.npz")
+    assert train.images.shape[1:] == (32, 64, 3)  # WIDTHxHEIGHT 64x32: 32 rows of 64 pixels
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["size"] == [32, 64]
 
 
 def test_wholly_unusable_source_fails_clearly(tmp_path: Path) -> None:

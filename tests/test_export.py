@@ -160,6 +160,36 @@ def test_a_keras_model_of_another_shape_is_refused(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "not a digitloc model" in result.output
 
 
+def test_a_non_square_model_exports_and_serves(tmp_path: Path) -> None:
+    # A 64x32 (width x height) model: the ONNX input, the metadata and the runtime's resize all
+    # follow (height, width), and the exported file matches Keras.
+    from digitloc.runtime import Detector
+    from digitloc.train.model import ModelConfig, build_model
+
+    model = build_model(ModelConfig(input_size=(32, 64), width=0.125, batchnorm=True, box_units=(16,),
+                                    class_units=(16,)))
+    path = tmp_path / "wide.keras"
+    model.save(path)
+    images = np.random.default_rng(0).integers(0, 255, (16, 32, 64, 3)).astype(np.uint8)
+    out = tmp_path / "wide.onnx"
+    export_model(path, ExportConfig(output=out, quant=Fp32Config(), parity_images=images))
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[1:] == [32, 64, 3]
+    detector = Detector(out, provider="cpu")
+    assert detector.input_size == (32, 64)
+    photo = np.random.default_rng(1).integers(0, 255, (90, 200, 3)).astype(np.uint8)  # BGR, any size
+    found = detector.predict(photo)
+    keras_boxes, keras_probs = keras_predict(load_model(path), contract_input(photo, (32, 64)))
+    assert found.digit == int(keras_probs[0].argmax())
+    np.testing.assert_allclose(np.array(found.bbox) / [200, 90, 200, 90], keras_boxes[0], atol=1e-4)
+
+
+def contract_input(photo_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from digitloc.runtime.preprocess import preprocess
+
+    return preprocess(photo_bgr, size)[None]
+
+
 def test_unwritable_output_is_refused(tiny_run: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("a file where a folder would have to be")

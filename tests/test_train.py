@@ -141,6 +141,28 @@ def test_init_copies_weights_and_refuses_another_architecture() -> None:
         copy_weights(source, wider, "source.keras")
 
 
+def test_non_square_input_and_backbone_init_from_another_size() -> None:
+    from digitloc.train.fit import copy_weights
+
+    wide = ModelConfig(input_size=(32, 64), width=0.125, batchnorm=True, box_units=(16,), class_units=(16,))
+    model = build_model(wide)
+    assert tuple(model.inputs[0].shape[1:]) == (32, 64, 3)
+    out = model(np.zeros((2, 32, 64, 3), np.uint8))
+    assert out[BBOX_OUTPUT].shape == (2, 4) and out[DIGIT_OUTPUT].shape == (2, 10)
+    assert ModelConfig.from_dict(json.loads(json.dumps(wide.to_dict()))) == wide  # (h, w) survives config.json
+    square = build_model(TINY)
+    with pytest.raises(ModelError, match="its weights do not fit"):
+        copy_weights(square, model, "square.keras")
+    copy_weights(square, model, "square.keras", backbone_only=True)
+    for layer in square.layers:
+        if layer.name.startswith("block") and layer.get_weights():
+            for a, b in zip(layer.get_weights(), model.get_layer(layer.name).get_weights(), strict=True):
+                np.testing.assert_array_equal(a, b)
+    wider = build_model(ModelConfig(input_size=32, width=0.25, batchnorm=True, box_units=(16,), class_units=(16,)))
+    with pytest.raises(ModelError, match="conv blocks do not fit"):
+        copy_weights(wider, model, "wider.keras", backbone_only=True)
+
+
 def test_fine_tune_from_a_saved_model_with_short_epochs(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()

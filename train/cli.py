@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from digitloc.runtime.fileio import OutputExistsError, atomic_write_text
-from digitloc.runtime.options import fail, force_option
+from digitloc.runtime.options import SIZE, fail, force_option
 
 
 @click.group()
@@ -19,7 +19,8 @@ def main() -> None:
 @main.command()
 @click.option("--data", type=click.Path(file_okay=False), required=True, help="Dataset folder from digitloc-data build.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder.")
-@click.option("--size", default=64, show_default=True, help="Input size (must match the data).")
+@click.option("--size", type=SIZE, default="64", show_default=True,
+              help="Input size, 64 (square) or WIDTHxHEIGHT such as 128x64; must match the data.")
 @click.option("--width", default=1.0, show_default=True, help="Width multiplier of VGG19's conv blocks.")
 @click.option("--batchnorm/--no-batchnorm", default=False, show_default=True, help="BatchNorm after each conv.")
 @click.option("--weights", default=None, help="'imagenet' or a VGG19 notop weights file (width 1.0 only).")
@@ -36,14 +37,16 @@ def main() -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--init", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Start from this saved model's weights (same width, size and BatchNorm): fine-tuning.")
+@click.option("--init-backbone-only", is_flag=True,
+              help="Take only the conv blocks from --init (a model of another input size); the heads start new.")
 @click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
               help="Batches per epoch (default: the whole train split once).")
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT from last.keras.")
 @force_option
-def fit(data: str, output: Path, size: int, width: float, batchnorm: bool, weights: str | None, epochs: int,
-        batch_size: int, learning_rate: float, finetune_learning_rate: float, frozen_epochs: int, box_loss: str,
+def fit(data: str, output: Path, size: int | tuple[int, int], width: float, batchnorm: bool, weights: str | None,
+        epochs: int, batch_size: int, learning_rate: float, finetune_learning_rate: float, frozen_epochs: int, box_loss: str,
         patience: int, no_augment: bool, max_minutes: float | None, strategy: str, seed: int,
-        init: str | None, steps_per_epoch: int | None, resume: bool, force: bool) -> None:
+        init: str | None, init_backbone_only: bool, steps_per_epoch: int | None, resume: bool, force: bool) -> None:
     """Train a model on a built dataset; writes the run folder OUTPUT."""
     from digitloc.train.data import DatasetError
     from digitloc.train.fit import TrainConfig, train
@@ -53,7 +56,7 @@ def fit(data: str, output: Path, size: int, width: float, batchnorm: bool, weigh
                       epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                       finetune_learning_rate=finetune_learning_rate, frozen_epochs=frozen_epochs, box_loss=box_loss,
                       patience=patience, augment=not no_augment, seed=seed, max_minutes=max_minutes, strategy=strategy,
-                      init=init, steps_per_epoch=steps_per_epoch)
+                      init=init, init_backbone_only=init_backbone_only, steps_per_epoch=steps_per_epoch)
     try:
         evaluation = train(cfg, output, resume=resume, force=force)
     except (DatasetError, ModelError, OutputExistsError, FileNotFoundError) as exc:

@@ -21,7 +21,7 @@ import numpy as np
 
 from digitloc.annotations.check import ClippedBox, clip_to_image, find_annotations, read_image
 from digitloc.annotations.digitstruct import AnnotationError, Problem, Record, read_annotations
-from digitloc.runtime.contract import pixels_to_relative
+from digitloc.runtime.contract import pixels_to_relative, size_hw
 from digitloc.runtime.fileio import OutputExistsError, atomic_path, atomic_write_text
 from digitloc.runtime.preprocess import preprocess
 from digitloc.runtime.progress import progress
@@ -43,7 +43,7 @@ class BuildConfig:
     """Everything that decides what a build makes; saved in its manifest."""
 
     svhn: list[str] = field(default_factory=list)
-    size: int = 64
+    size: int | tuple[int, int] = 64  # one side (square) or (height, width)
     seed: int = 0
     crops_per_digit: int = 4
     synthetic: int = 0
@@ -91,9 +91,9 @@ class DataSet:
             raise DatasetError(f"{path}: not a digitloc dataset split ({exc})") from None
 
     @classmethod
-    def concat(cls, parts: list[DataSet], size: int) -> DataSet:
+    def concat(cls, parts: list[DataSet], size: int | tuple[int, int]) -> DataSet:
         if not parts:
-            return cls(np.zeros((0, size, size, 3), np.uint8), np.zeros((0, 4), np.float32),
+            return cls(np.zeros((0, *size_hw(size), 3), np.uint8), np.zeros((0, 4), np.float32),
                        np.zeros(0, np.uint8), np.zeros(0, "<U5"), np.zeros(0, "<U64"))
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
                      ("images", "boxes", "labels", "kinds", "origins")))
@@ -109,7 +109,7 @@ def load_heldout(path: str | os.PathLike[str], kind: str = "real") -> DataSet:
             raise DatasetError(f"{path}: holds no val.npz or test.npz")
     else:
         parts = [DataSet.load(path)]
-    data = DataSet.concat(parts, parts[0].images.shape[1])
+    data = DataSet.concat(parts, parts[0].images.shape[1:3])
     if kind != "all":
         data = data.select(data.kinds == kind)
     if len(data) == 0:
@@ -255,11 +255,11 @@ def cut(image: np.ndarray, window: tuple[int, int, int, int], keep: tuple[int, i
     return src[top:top + (y2 - y1), left:left + (x2 - x1)]
 
 
-def _sample(photo_bgr: np.ndarray, box_px: np.ndarray, digit: int, kind: str, origin: str, size: int,
-            ) -> tuple[np.ndarray, np.ndarray, int, str, str]:
+def _sample(photo_bgr: np.ndarray, box_px: np.ndarray, digit: int, kind: str, origin: str,
+            size: int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray, int, str, str]:
     h, w = photo_bgr.shape[:2]
     rel = np.clip(pixels_to_relative(box_px, w, h), 0.0, 1.0)
-    return preprocess(photo_bgr, (size, size)), rel, digit, kind, origin
+    return preprocess(photo_bgr, size_hw(size)), rel, digit, kind, origin
 
 
 def _photo_samples(job: tuple[Photo, bool, int, BoxStats, int, int]) -> list:
@@ -285,7 +285,7 @@ def _synth_samples(job: tuple[int, int, BoxStats, SynthConfig, int, int]) -> lis
             for i, (digit, photo, box) in enumerate(synth_batch(count, seed, stats, cfg))]
 
 
-def _to_dataset(samples: list, size: int) -> DataSet:
+def _to_dataset(samples: list, size: int | tuple[int, int]) -> DataSet:
     if not samples:
         return DataSet.concat([], size)
     images, boxes, labels, kinds, origins = zip(*samples, strict=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT
+from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, size_hw
 from digitloc.runtime.fileio import OutputExistsError, atomic_write_text
 from digitloc.train.augment import AugmentConfig, augment_batch
 from digitloc.train.data import KIND_CROP, KIND_REAL, DataSet, DatasetError
@@ -47,6 +47,7 @@ class TrainConfig:
     max_minutes: float | None = None  # stop after this long (the best checkpoint stays)
     strategy: str = "default"  # or "mirrored" (tf.distribute, several GPUs)
     init: str | None = None  # start from this saved model's weights (same architecture): fine-tuning
+    init_backbone_only: bool = False  # take only the conv blocks from ``init`` (another input size): heads new
     steps_per_epoch: int | None = None  # shorter epochs (more checkpoints) for slow, wide models
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,7 +80,7 @@ def make_dataset(data: DataSet, batch_size: int, augment: AugmentConfig | None, 
 
     rng = np.random.default_rng(seed)
     images, boxes, labels = data.images, data.boxes, data.labels.astype(np.int32)
-    size = images.shape[1]
+    height, width = images.shape[1:3]
 
     def load(index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         idx = np.sort(index)
@@ -91,7 +92,7 @@ def make_dataset(data: DataSet, batch_size: int, augment: AugmentConfig | None, 
 
     def to_tensors(index: Any) -> Any:
         im, bx, lb = tf.numpy_function(load, [index], [tf.uint8, tf.float32, tf.int32])
-        im.set_shape([None, size, size, 3])
+        im.set_shape([None, height, width, 3])
         bx.set_shape([None, 4])
         lb.set_shape([None])
         return im, {BBOX_OUTPUT: bx, DIGIT_OUTPUT: lb}
@@ -202,9 +203,10 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], resume: bool = Fals
         cfg = TrainConfig.from_dict({**saved, "epochs": cfg.epochs, "max_minutes": cfg.max_minutes})
     keras.utils.set_random_seed(cfg.seed)
     train_set, val_set, test_set = load_splits(cfg.data)
-    if train_set.images.shape[1] != cfg.model.input_size:
-        raise DatasetError(f"{cfg.data}: images are {train_set.images.shape[1]} px but the model takes "
-                           f"{cfg.model.input_size} px; rebuild the data or change --size")
+    data_hw, model_hw = tuple(train_set.images.shape[1:3]), size_hw(cfg.model.input_size)
+    if data_hw != model_hw:
+        raise DatasetError(f"{cfg.data}: images are {data_hw[1]}x{data_hw[0]} px but the model takes "
+                           f"{model_hw[1]}x{model_hw[0]} px; rebuild the data or change --size")
     atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
     val_real = val_set.select(val_set.kinds == KIND_REAL)
 
@@ -221,7 +223,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], resume: bool = Fals
         else:
             model = build_model(cfg.model)
             if cfg.init:
-                copy_weights(load_model(cfg.init), model, cfg.init)
+                copy_weights(load_model(cfg.init), model, cfg.init, backbone_only=cfg.init_backbone_only)
     phases = []
     if cfg.model.pretrained and initial_epoch < cfg.frozen_epochs:
         phases.append(("frozen", cfg.learning_rate, min(cfg.frozen_epochs, cfg.epochs), False))
@@ -252,8 +254,21 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], resume: bool = Fals
     return evaluation
 
 
-def copy_weights(source: Any, target: Any, origin: str) -> None:
-    """Start ``target`` from ``source``'s weights; both must be the same architecture."""
+def copy_weights(source: Any, target: Any, origin: str, backbone_only: bool = False) -> None:
+    """Start ``target`` from ``source``'s weights; both must be the same architecture. With
+    ``backbone_only`` only the conv blocks are copied (their kernels do not depend on the input
+    size, so a model can start from one trained at another size); the heads start new."""
+    if backbone_only:
+        from digitloc.train.model import backbone_layers
+
+        pairs = [(s, target.get_layer(s.name)) for s in backbone_layers(source)
+                 if s.name in {t.name for t in backbone_layers(target)}]
+        if not pairs or any([w.shape for w in s.get_weights()] != [w.shape for w in t.get_weights()]
+                            for s, t in pairs) or len(pairs) != len(backbone_layers(target)):
+            raise ModelError(f"{origin}: its conv blocks do not fit this model (another width or BatchNorm setting?)")
+        for s, t in pairs:
+            t.set_weights(s.get_weights())
+        return
     src, dst = source.get_weights(), target.get_weights()
     shapes = [w.shape for w in src], [w.shape for w in dst]
     if shapes[0] != shapes[1]:
@@ -270,7 +285,7 @@ def evaluate_run(model: Any, train_set: DataSet, val_set: DataSet, test_set: Dat
               "val_crop": val_set.select(val_set.kinds == KIND_CROP)}
     if test_set is not None:
         groups["test_real"] = test_set.select(test_set.kinds == KIND_REAL)
-        groups["heldout_real"] = DataSet.concat([groups["val_real"], groups["test_real"]], val_set.images.shape[1])
+        groups["heldout_real"] = DataSet.concat([groups["val_real"], groups["test_real"]], val_set.images.shape[1:3])
     out: dict[str, Any] = {}
     for name, data in groups.items():
         if len(data) == 0:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME, NUM_CLASSES
+from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME, NUM_CLASSES, size_hw
 
 VGG19_BLOCKS = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))  # (filters, convs) per block
 # Keras' VGG19 ImageNet weights expect "caffe" input: BGR, mean-subtracted, 0..255.
@@ -28,7 +28,7 @@ class ModelError(ValueError):
 class ModelConfig:
     """Options a device user chooses; saved with the model and into its ONNX metadata."""
 
-    input_size: int = 64
+    input_size: int | tuple[int, int] = 64  # one side (square) or (height, width)
     width: float = 1.0  # width multiplier of the conv blocks (1.0 = VGG19 itself)
     batchnorm: bool = False  # BatchNorm after each conv: for training from scratch
     weights: str | None = None  # None, "imagenet", or a path to a VGG19 notop weights file
@@ -37,7 +37,7 @@ class ModelConfig:
     dropout: float = 0.5
 
     def check(self) -> None:
-        if self.input_size < 32:
+        if min(size_hw(self.input_size)) < 32:
             raise ModelError(f"input size {self.input_size} is below VGG19's minimum of 32")
         if self.width <= 0:
             raise ModelError(f"width multiplier must be positive, got {self.width}")
@@ -57,6 +57,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         data = dict(data)
+        if isinstance(data.get("input_size"), list):
+            data["input_size"] = tuple(data["input_size"])
         for key in ("box_units", "class_units"):
             if key in data:
                 data[key] = tuple(data[key])
@@ -86,14 +88,14 @@ def build_model(cfg: ModelConfig) -> Any:
     import keras
     from keras import layers
 
-    size = cfg.input_size
-    image = keras.Input((size, size, 3), dtype="uint8", name=INPUT_NAME)
+    height, width = size_hw(cfg.input_size)
+    image = keras.Input((height, width, 3), dtype="uint8", name=INPUT_NAME)
     if cfg.pretrained:
         # caffe preprocessing inside the graph: subtract the ImageNet mean (RGB order here) ...
         x = layers.Rescaling(1.0, name="to_float")(image)
         x = layers.Normalization(mean=CAFFE_MEAN_RGB, variance=(1.0, 1.0, 1.0), name="caffe_mean")(x)
         try:
-            backbone = keras.applications.VGG19(include_top=False, input_shape=(size, size, 3), name="vgg19",
+            backbone = keras.applications.VGG19(include_top=False, input_shape=(height, width, 3), name="vgg19",
                                                 weights="imagenet" if cfg.weights == "imagenet" else cfg.weights)
         except (OSError, ValueError, Exception) as exc:  # download failures surface as several types
             raise ModelError(f"VGG19 weights {cfg.weights!r} could not be loaded: {exc}") from None
