@@ -55,26 +55,30 @@ def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, 
         fail(f"unknown provider in {providers!r}: choose cpu and/or cuda")
     import onnxruntime as ort
 
-    first = ort.InferenceSession(str(models[0]), providers=["CPUExecutionProvider"])
-    try:
-        size = parse_metadata(first.get_modelmeta().custom_metadata_map, str(models[0])).input_size
-    except ValueError as exc:
-        fail(str(exc))
-    images = np.random.default_rng(0).integers(0, 256, (max(batch_sizes), *size, 3), dtype=np.uint8)
+    sizes = {}  # each model is timed at its own input size (a 128x64 and a 64x64 model may be compared)
+    for m in models:
+        try:
+            session = ort.InferenceSession(str(m), providers=["CPUExecutionProvider"])
+            sizes[m] = parse_metadata(session.get_modelmeta().custom_metadata_map, str(m)).input_size
+        except Exception as exc:  # noqa: BLE001 - unreadable file or foreign model: one clear line
+            fail(f"{m}: {exc}")
+    rng = np.random.default_rng(0)
+    inputs = {size: rng.integers(0, 256, (max(batch_sizes), *size, 3), dtype=np.uint8) for size in set(sizes.values())}
     rows, errors = [], []
     jobs = [(m, p, b) for m in models for p in provider_list for b in batch_sizes]
     macs = {m: count_macs(m) for m in models}
     bar = progress(total=len(jobs) + (len(batch_sizes) if keras_model else 0), desc="latency", unit="config")
     for model, provider, batch in jobs:
         try:
-            rows.append(time_onnx(model, provider, batch, images, warmup, runs, threads, macs[model]).to_dict())
+            rows.append(time_onnx(model, provider, batch, inputs[sizes[model]], warmup, runs, threads,
+                                  macs[model]).to_dict())
         except Exception as exc:  # noqa: BLE001 - one provider failing must not lose the rest
             errors.append(f"{model.name} on {provider}: {exc}")
             click.echo(f"error: {errors[-1]}", err=True)
         bar.update(1)
     if keras_model:
         for batch in batch_sizes:
-            rows.append(time_keras(keras_model, batch, images, warmup, runs).to_dict())
+            rows.append(time_keras(keras_model, batch, inputs[sizes[models[0]]], warmup, runs).to_dict())
             bar.update(1)
     bar.close()
     peak = matmul_gmacs()

@@ -45,6 +45,27 @@ def test_drift_figures_on_a_hand_made_case() -> None:
     assert r["box_iou_mean"] == pytest.approx(0.75) and r["box_iou_min"] == pytest.approx(0.5)
 
 
+def test_latency_times_each_model_at_its_own_input_size(tiny_onnx: Path, tmp_path: Path) -> None:
+    # A 64x32 model beside the 32x32 one: each gets images of its own size (no shape errors).
+    from digitloc.export.api import ExportConfig, export_model
+    from digitloc.export.quantize import Fp32Config
+    from digitloc.train.model import ModelConfig, build_model
+
+    wide = tmp_path / "wide.keras"
+    build_model(ModelConfig(input_size=(32, 64), width=0.125, batchnorm=True, box_units=(16,),
+                            class_units=(16,))).save(wide)
+    wide_onnx = tmp_path / "wide-fp32.onnx"
+    export_model(wide, ExportConfig(output=wide_onnx, quant=Fp32Config()))
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(main, ["latency", str(tiny_onnx), str(wide_onnx), "--batch", "2", "--runs", "2",
+                                       "--warmup", "1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((out / "latency.json").read_text())
+    assert not payload["errors"] and {r["model"] for r in payload["rows"]} == {tiny_onnx.name, wide_onnx.name}
+    macs = payload["macs_per_image"]
+    assert 1.8 < macs[wide_onnx.name] / macs[tiny_onnx.name] < 2.2  # twice the pixels, about twice the MACs
+
+
 def test_latency_and_drift_commands_end_to_end(tiny_run: Path, tiny_onnx: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench"
     result = CliRunner().invoke(main, ["latency", str(tiny_onnx), "--keras", str(tiny_run / "model.keras"),

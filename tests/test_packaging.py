@@ -31,4 +31,4 @@ def test_default_model_is_found_and_loads() -> None:
     path = default_model_path()
     assert path.name == DEFAULT_MODEL_NAME and path.is_file()
     detector = Detector(provider="cpu")
-    assert detector.info.precision == "int8-static" and detector.input_size == (64, 64)
+    assert detector.info.precision == "int8-static" and detector.input_size == (64, 128)
