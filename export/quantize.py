@@ -4,8 +4,8 @@
 - fp16: weights and activations in float16, inputs/outputs kept as the contract says.
 - int8-dynamic: weights int8, activations quantized at run time (slow for these convs).
 - int8-static: QDQ, per-channel int8 weights, uint8 activations calibrated on real images
-  (U8S8: on this AVX-512 VNNI CPU 2,842 against 2,631 images/s for int8 activations at
-  batch 32 in `make bench`, see the model card). The
+  (U8S8: on this AVX-512 VNNI CPU 1,374 against 1,122 images/s for int8 activations at
+  batch 32 for the default model in `make bench`, see the model card). The
   two heads' last layers stay in float so that box coordinates and class probabilities
   are not squeezed through one shared scale; the excluded nodes are returned.
 """
