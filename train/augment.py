@@ -3,8 +3,8 @@
 Every geometric change (scale, shift, rotation, shear) is one affine matrix applied to
 the pixels AND to the box. The new box is the axis-aligned hull of the moved ellipse
 inscribed in the old box, clipped to the image: the hull of the moved corners would
-grow a rotated tall digit's box by h*sin(angle) on each side (+20 % width on average
-at +/-8 degrees), and a model trained on such boxes learns boxes too wide for real
+make a rotated tall digit's box w*cos(angle) + h*sin(angle) wide (+49 % for a 13x45
+pixel digit turned by 8 degrees), and a model trained on such boxes learns boxes too wide for real
 annotations, which are drawn around the visible glyph. Digits are never flipped
 (a flipped 2 is no digit).
 """
