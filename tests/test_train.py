@@ -13,11 +13,10 @@ import keras  # noqa: E402
 
 from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME  # noqa: E402
 from digitloc.train.data import DataSet  # noqa: E402
-from digitloc.train.evaluate import constant_box_baseline, evaluate_predictions  # noqa: E402
+from digitloc.train.evaluate import constant_box_baseline, evaluate_predictions, failure_index  # noqa: E402
 from digitloc.train.fit import TrainConfig, compile_model, train  # noqa: E402
 from digitloc.train.losses import giou_loss, mse_giou_loss  # noqa: E402
 from digitloc.train.model import ModelConfig, ModelError, build_model, load_model  # noqa: E402
-from digitloc.train.plots import failure_index  # noqa: E402
 
 from helpers import toy_data as _toy_data  # noqa: E402
 

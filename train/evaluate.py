@@ -22,13 +22,13 @@ def evaluate_predictions(true_boxes: np.ndarray, true_labels: np.ndarray, pred_b
     true_labels = np.asarray(true_labels).astype(int)
     if len(true_labels) == 0:
         raise ValueError("nothing to evaluate")
+    true_boxes, pred_boxes = np.asarray(true_boxes, np.float64), np.asarray(pred_boxes, np.float64)
     pred = np.asarray(probs).argmax(axis=1)
-    ious = box_iou(np.asarray(true_boxes, np.float64), np.asarray(pred_boxes, np.float64))
+    ious = box_iou(true_boxes, pred_boxes)
     right = pred == true_labels
     hit = ious >= iou_threshold
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=int)
     np.add.at(confusion, (true_labels, pred), 1)
-    true_boxes, pred_boxes = np.asarray(true_boxes, np.float64), np.asarray(pred_boxes, np.float64)
     sizes = {}
     for name, (lo, hi) in (("width", (0, 2)), ("height", (1, 3))):
         true_size = true_boxes[:, hi] - true_boxes[:, lo]
@@ -50,6 +50,14 @@ def evaluate_predictions(true_boxes: np.ndarray, true_labels: np.ndarray, pred_b
         "box_size_ratio": sizes,
         "confusion_matrix": confusion.tolist(),
     }
+
+
+def failure_index(true_boxes: np.ndarray, labels: np.ndarray, pred_boxes: np.ndarray, probs: np.ndarray,
+                  iou_threshold: float = 0.5) -> np.ndarray:
+    """Indices of the samples with a wrong digit or a box under the IoU threshold (the
+    complement of ``both_right``)."""
+    ious = box_iou(np.asarray(true_boxes, np.float64), np.asarray(pred_boxes, np.float64))
+    return np.flatnonzero((np.asarray(probs).argmax(1) != np.asarray(labels)) | (ious < iou_threshold))
 
 
 def constant_box_baseline(train_boxes: np.ndarray, true_boxes: np.ndarray, iou_threshold: float = 0.5) -> dict:

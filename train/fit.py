@@ -24,7 +24,7 @@ from digitloc.train.data import KIND_CROP, KIND_REAL, DataSet, DatasetError
 from digitloc.train.model import ModelConfig, ModelError
 
 RUN_FILES = ("model.keras", "last.keras", "config.json", "history.csv", "history.json", "evaluation.json",
-             "curves.png", "confusion.png", "val-predictions.png")
+             "curves.png", "confusion.png", "val-predictions.png", "failures.png")
 
 
 @dataclass
@@ -261,13 +261,13 @@ def copy_weights(source: Any, target: Any, origin: str, backbone_only: bool = Fa
     if backbone_only:
         from digitloc.train.model import backbone_layers
 
-        pairs = [(s, target.get_layer(s.name)) for s in backbone_layers(source)
-                 if s.name in {t.name for t in backbone_layers(target)}]
-        if not pairs or any([w.shape for w in s.get_weights()] != [w.shape for w in t.get_weights()]
-                            for s, t in pairs) or len(pairs) != len(backbone_layers(target)):
+        src = {layer.name: layer for layer in backbone_layers(source)}
+        dst = {layer.name: layer for layer in backbone_layers(target)}
+        if not dst or not dst.keys() <= src.keys() or any(
+                [w.shape for w in src[n].get_weights()] != [w.shape for w in t.get_weights()] for n, t in dst.items()):
             raise ModelError(f"{origin}: its conv blocks do not fit this model (another width or BatchNorm setting?)")
-        for s, t in pairs:
-            t.set_weights(s.get_weights())
+        for name, layer in dst.items():
+            layer.set_weights(src[name].get_weights())
         return
     src, dst = source.get_weights(), target.get_weights()
     shapes = [w.shape for w in src], [w.shape for w in dst]

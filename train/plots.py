@@ -20,7 +20,7 @@ def plot_run(run_dir: Path, model: Any, val_set: DataSet) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from digitloc.train.evaluate import keras_predict
+    from digitloc.train.evaluate import failure_index, keras_predict
     from digitloc.train.preview import write_grid
 
     history = json.loads((run_dir / "history.json").read_text())
@@ -47,12 +47,11 @@ def plot_run(run_dir: Path, model: Any, val_set: DataSet) -> list[Path]:
                                       f"{group}: accuracy {evaluation[group]['class_accuracy']:.3f}"))
     real = val_set.select(val_set.kinds == KIND_REAL)
     if len(real):
-        shown = real.select(np.arange(len(real)) < 64)
-        boxes, probs = keras_predict(model, shown.images)
+        boxes, probs = keras_predict(model, real.images)  # once: the grid shows the first 64
+        shown = np.arange(len(real)) < 64
         path = run_dir / "val-predictions.png"
-        write_grid(shown, path, count=64, pred_boxes=boxes, pred_labels=probs.argmax(1))
+        write_grid(real.select(shown), path, count=64, pred_boxes=boxes[shown], pred_labels=probs[shown].argmax(1))
         written.append(path)
-        boxes, probs = keras_predict(model, real.images)
         failures = failure_index(real.boxes, real.labels, boxes, probs)
         if len(failures):
             path = run_dir / "failures.png"
@@ -60,15 +59,6 @@ def plot_run(run_dir: Path, model: Any, val_set: DataSet) -> list[Path]:
                        pred_labels=probs[failures].argmax(1))
             written.append(path)
     return written
-
-
-def failure_index(true_boxes: np.ndarray, labels: np.ndarray, pred_boxes: np.ndarray, probs: np.ndarray,
-                  iou_threshold: float = 0.5) -> np.ndarray:
-    """Indices of the samples with a wrong digit or a box under the IoU threshold."""
-    from digitloc.runtime.contract import box_iou
-
-    ious = box_iou(np.asarray(true_boxes, np.float64), np.asarray(pred_boxes, np.float64))
-    return np.flatnonzero((np.asarray(probs).argmax(1) != np.asarray(labels)) | (ious < iou_threshold))
 
 
 def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> Path:
