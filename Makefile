@@ -15,6 +15,9 @@ DATA ?= data/svhn128x64
 RUN ?= runs/w025-128x64
 FULL_RUN ?= runs/w100-64
 SESSION_RUN ?= runs/w025-128x64-1s
+# The 128x64 build of stage 4, which the one-session run trains on too.
+BUILD_128X64 = $(BIN)/digitloc-data build --svhn $(SAMPLE) --crops-per-digit 8 --synthetic 60000 --size 128x64 \
+	-o $(DATA) --force
 
 .PHONY: venv demo test lint default-model session-model full-width keep-run bench clean
 
@@ -61,7 +64,7 @@ default-model: venv
 		--init $(BASE_RUN)/model.keras --epochs 30 --steps-per-epoch 600 --lr 3e-4 --patience 6 --max-minutes 70 --force
 	$(BIN)/digitloc-train fit --data $(DATA64) -o $(STAGE3_RUN) --size 64 --width 0.25 --batchnorm \
 		--init $(STAGE2_RUN)/model.keras --epochs 30 --steps-per-epoch 600 --lr 3e-4 --patience 6 --max-minutes 55 --force
-	$(BIN)/digitloc-data build --svhn $(SAMPLE) --crops-per-digit 8 --synthetic 60000 --size 128x64 -o $(DATA) --force
+	$(BUILD_128X64)
 	$(BIN)/digitloc-train fit --data $(DATA) -o $(RUN) --size 128x64 --width 0.25 --batchnorm \
 		--init $(STAGE3_RUN)/model.keras --init-backbone-only --epochs 40 --steps-per-epoch 400 --lr 3e-4 \
 		--patience 6 --max-minutes 55 --force
@@ -87,7 +90,7 @@ default-model: venv
 # One full training run that fits one working session (about 2 hours on 2 CPU cores): the
 # 128x64 build (9 minutes; the same as stage 4's), then one from-scratch fit capped at 110 minutes.
 session-model: venv
-	$(BIN)/digitloc-data build --svhn $(SAMPLE) --crops-per-digit 8 --synthetic 60000 --size 128x64 -o $(DATA) --force
+	$(BUILD_128X64)
 	$(BIN)/digitloc-train fit --data $(DATA) -o $(SESSION_RUN) --size 128x64 --width 0.25 --batchnorm --epochs 60 \
 		--steps-per-epoch 400 --batch-size 64 --lr 1e-3 --patience 10 --max-minutes 110 --force
 	$(MAKE) keep-run FROM=$(SESSION_RUN) TO=models/w025-128x64-1s-run

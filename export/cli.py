@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from digitloc.runtime.contract import size_text
 from digitloc.runtime.options import fail, force_option
 
 
@@ -28,8 +29,8 @@ def load_images(source: str, size: tuple[int, int], split: str, limit: int, seed
             raise ExportError(str(exc)) from None
         data = data.select(data.kinds != "synth")
         if data.images.shape[1:3] != size:
-            raise ExportError(f"{path}: images are {data.images.shape[2]}x{data.images.shape[1]} px, "
-                              f"the model takes {size[1]}x{size[0]} px")
+            raise ExportError(f"{path}: images are {size_text(data.images.shape[1:3])} px, "
+                              f"the model takes {size_text(size)} px")
         pick = rng.permutation(len(data))[:limit]
         images = data.images[np.sort(pick)]
     elif path.is_dir():

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import cv2
 
-from digitloc.runtime.contract import ContractError
+from digitloc.runtime.contract import ContractError, size_text
 from digitloc.runtime.detector import Detector, ProviderError, available_providers
 from digitloc.runtime.draw import annotate
 from digitloc.runtime.fileio import OutputExistsError, atomic_path, check_writable
@@ -91,7 +91,7 @@ def main(sources: tuple[str, ...], model: str | None, provider: str, threads: in
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     click.echo(f"model {detector.model_path.name} ({detector.info.precision}, "
-               f"{detector.input_size[1]}x{detector.input_size[0]}) on {detector.provider}", err=True)
+               f"{size_text(detector.input_size)}) on {detector.provider}", err=True)
 
     items = expand_sources(list(sources))
     total = sum(1 if s.kind in ("image", "error") else max(video_properties(s.location)[3], 0) if s.kind == "video"

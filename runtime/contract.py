@@ -87,6 +87,12 @@ def size_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def size_text(size: int | tuple[int, int] | list[int]) -> str:
+    """An input size the way images are named and ``--size`` reads it: WIDTHxHEIGHT (``128x64``)."""
+    h, w = size_hw(size)
+    return f"{w}x{h}"
+
+
 def contract_metadata(input_size: tuple[int, int], precision: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The metadata_props an exporter writes for a model of this input size and precision."""
     meta = {

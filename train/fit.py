@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, size_hw
+from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, size_hw, size_text
 from digitloc.runtime.fileio import OutputExistsError, atomic_write_text
 from digitloc.train.augment import AugmentConfig, augment_batch
 from digitloc.train.data import KIND_CROP, KIND_REAL, DataSet, DatasetError
@@ -205,8 +205,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], resume: bool = Fals
     train_set, val_set, test_set = load_splits(cfg.data)
     data_hw, model_hw = tuple(train_set.images.shape[1:3]), size_hw(cfg.model.input_size)
     if data_hw != model_hw:
-        raise DatasetError(f"{cfg.data}: images are {data_hw[1]}x{data_hw[0]} px but the model takes "
-                           f"{model_hw[1]}x{model_hw[0]} px; rebuild the data or change --size")
+        raise DatasetError(f"{cfg.data}: images are {size_text(data_hw)} px but the model takes "
+                           f"{size_text(model_hw)} px; rebuild the data or change --size")
     atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
     val_real = val_set.select(val_set.kinds == KIND_REAL)
 
