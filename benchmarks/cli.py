@@ -134,9 +134,12 @@ def _ratios(rows: list[dict], macs: dict[str, float]) -> list[str]:
               show_default=True, help="Folder for drift.json, drift.md and drift.png.")
 @click.option("--latency", "latency_json", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="A latency.json of these models: adds accuracy-latency.png (accuracy against CPU ms per image).")
+@click.option("--framing", "framing_dirs", multiple=True, type=click.Path(file_okay=False),
+              help="SVHN folder: also the framing evaluation (its held-out one-digit photos re-framed at digit height "
+                   "shares 0.2-0.9) of Keras, each variant and each variant with --refine: framing.json/.md/.png.")
 @force_option
 def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: str, output: Path,
-          latency_json: Path | None, force: bool) -> None:
+          latency_json: Path | None, framing_dirs: tuple[str, ...], force: bool) -> None:
     """Accuracy of each ONNX variant against the ground truth and against KERAS_MODEL."""
     from digitloc.benchmarks.drift import drift_table
     from digitloc.benchmarks.report import accuracy_latency_chart, drift_chart, drift_markdown, environment, write_outputs
@@ -159,7 +162,31 @@ def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: st
     if latency_rows:
         paths.append(accuracy_latency_chart(result, latency_rows, output / "accuracy-latency.png"))
     click.echo(md)
+    if framing_dirs:
+        paths += _framing(keras_model, onnx_models, framing_dirs, tuple(split.images.shape[1:3]), output, force)
     click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _framing(keras_model: Path, onnx_models: tuple[Path, ...], framing_dirs: tuple[str, ...], size: tuple[int, int],
+             output: Path, force: bool) -> list[Path]:
+    from digitloc.benchmarks.framing import framing_markdown, framing_table
+    from digitloc.benchmarks.report import environment, write_outputs
+    from digitloc.train.data import DatasetError, framing_photos
+    from digitloc.train.evaluate import framing_chart
+
+    try:
+        results = framing_table(keras_model, list(onnx_models), framing_photos(list(framing_dirs)), size)
+    except DatasetError as exc:
+        fail(str(exc))
+    md = framing_markdown(results)
+    payload = {"command": "digitloc-bench drift " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+               "environment": environment(), "fill": "the photo itself, beyond it its edge blurred", "results": results}
+    try:
+        paths = write_outputs(output, "framing", payload, md, force)
+    except FileExistsError as exc:
+        fail(str(exc))
+    click.echo(md)
+    return [*paths, framing_chart(results, output / "framing.png")]
 
 
 def _latency_rows(path: Path, onnx_models: tuple[Path, ...]) -> list[dict]:

@@ -12,10 +12,11 @@ import click
 import cv2
 
 from digitloc.runtime.contract import ContractError, size_text
-from digitloc.runtime.detector import Detector, ProviderError, available_providers
+from digitloc.runtime.detector import DEFAULT_REFINE, Detector, ProviderError, available_providers
 from digitloc.runtime.draw import annotate
 from digitloc.runtime.fileio import OutputExistsError, atomic_path, check_writable
 from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS
+from digitloc.runtime.options import refine_option
 from digitloc.runtime.progress import progress
 from digitloc.runtime.sources import Frame, Source, expand_sources, iter_frames, video_properties
 
@@ -73,9 +74,10 @@ def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
 @click.option("--max-frames", type=int, default=None, help="Stop each video or camera after this many frames.")
 @click.option("--force", is_flag=True, help="Overwrite annotated outputs that exist.")
 @click.option("--list-providers", is_flag=True, help="Show the execution providers and exit.")
+@refine_option(DEFAULT_REFINE)
 def main(sources: tuple[str, ...], model: str | None, provider: str, threads: int | None, batch: int,
          output: Path | None, as_json: bool, max_pixels: int, max_frames: int | None, force: bool,
-         list_providers: bool) -> None:
+         list_providers: bool, refine: bool) -> None:
     """Find and read the digit in SOURCES: image files, folders, globs, videos, camera:N."""
     if list_providers:
         for name in available_providers():
@@ -86,7 +88,7 @@ def main(sources: tuple[str, ...], model: str | None, provider: str, threads: in
     if batch < 1:
         raise click.BadParameter("must be at least 1", param_hint="--batch")
     try:
-        detector = Detector(model, provider=provider, threads=threads, max_pixels=max_pixels)
+        detector = Detector(model, provider=provider, threads=threads, max_pixels=max_pixels, refine=refine)
     except (ContractError, ProviderError, FileNotFoundError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from digitloc.runtime.contract import (
@@ -32,6 +33,32 @@ from digitloc.runtime.preprocess import preprocess
 
 DEFAULT_MODEL_NAME = "digitloc-default-int8.onnx"
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+DEFAULT_REFINE = False  # the two-pass mode is off unless asked for
+REFINE_SHARE = 0.7  # the refining window makes the digit this share of its height, as in the training photos
+
+
+def refine_window(box: np.ndarray, size: tuple[int, int], share: float = REFINE_SHARE) -> tuple[int, int, int, int]:
+    """A window x1, y1, x2, y2 (pixels, may reach past the photo) centred on a pixel box, of the
+    model's aspect, in which the box takes ``share`` of the height (and at most 0.6 of the width)."""
+    height, width = size
+    x1, y1, x2, y2 = (float(v) for v in box)
+    win_h = max((y2 - y1) / share, (x2 - x1) / 0.6 * height / width, 8.0)
+    win_w = win_h * width / height
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    return (int(round(cx - win_w / 2)), int(round(cy - win_h / 2)), int(round(cx + win_w / 2)),
+            int(round(cy + win_h / 2)))
+
+
+def crop_window(image: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
+    """The window of an image (it must overlap the image); parts past the photo's edge repeat
+    its edge pixels."""
+    x1, y1, x2, y2 = window
+    h, w = image.shape[:2]
+    pad = (max(0, -y1), max(0, y2 - h), max(0, -x1), max(0, x2 - w))
+    src = image[max(0, y1):min(h, y2), max(0, x1):min(w, x2)]
+    return cv2.copyMakeBorder(src, *pad, cv2.BORDER_REPLICATE) if any(pad) else src
 
 
 class ProviderError(RuntimeError):
@@ -75,8 +102,13 @@ class Detector:
     """
 
     def __init__(self, model: str | os.PathLike[str] | None = None, provider: str = "auto",
-                 threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+                 threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, refine: bool = DEFAULT_REFINE) -> None:
+        """``refine``: a second pass on a window cut around the first box, so that the digit
+        takes ``REFINE_SHARE`` of its height (small or off-centre digits are read at the size the
+        model knows best); it doubles the model's work."""
         import onnxruntime as ort
+
+        self.refine = refine
 
         if provider not in ("auto", *PROVIDERS):
             raise ProviderError(f"unknown provider {provider!r}: choose auto, cpu or cuda")
@@ -130,19 +162,29 @@ class Detector:
         boxes, probs = self.session.run([BBOX_OUTPUT, DIGIT_OUTPUT], {INPUT_NAME: batch})
         return np.asarray(boxes, np.float32), np.asarray(probs, np.float32)
 
+    def _pixel_boxes(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+        """One pass: each image's box in its own pixels, and the class probabilities."""
+        boxes, probs = self.run(np.stack([preprocess(im, self.input_size) for im in images]))
+        px = [clip_box(relative_to_pixels(order_box(box), im.shape[1], im.shape[0]), im.shape[1], im.shape[0])
+              for im, box in zip(images, boxes, strict=True)]
+        return px, probs
+
     def predict_batch(self, images: list[str | os.PathLike[str] | np.ndarray]) -> list[Detection]:
-        """Detections for several photos (paths or OpenCV arrays), run as one batch."""
+        """Detections for several photos (paths or OpenCV arrays), run as one batch (two with ``refine``)."""
         if not images:
             return []
         loaded = [self.load(im) for im in images]
-        batch = np.stack([preprocess(im, self.input_size) for im in loaded])
-        boxes, probs = self.run(batch)
+        boxes, probs = self._pixel_boxes(loaded)
+        if self.refine:
+            windows = [refine_window(box, self.input_size) for box in boxes]
+            crops = [crop_window(im, win) for im, win in zip(loaded, windows, strict=True)]
+            second, probs = self._pixel_boxes(crops)
+            boxes = [clip_box(box + np.array([x1, y1, x1, y1], np.float32), im.shape[1], im.shape[0])
+                     for box, (x1, y1, _, _), im in zip(second, windows, loaded, strict=True)]
         out = []
-        for im, box, p in zip(loaded, boxes, probs, strict=True):
-            h, w = im.shape[:2]
-            px = clip_box(relative_to_pixels(order_box(box), w, h), w, h)
+        for box, p in zip(boxes, probs, strict=True):
             digit = int(np.argmax(p))
-            out.append(Detection(digit, float(p[digit]), tuple(float(v) for v in px), tuple(float(v) for v in p)))
+            out.append(Detection(digit, float(p[digit]), tuple(float(v) for v in box), tuple(float(v) for v in p)))
         return out
 
     def predict(self, image: str | os.PathLike[str] | np.ndarray) -> Detection:

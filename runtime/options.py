@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import click
 
@@ -29,6 +30,13 @@ class SizeType(click.ParamType):
 
 SIZE = SizeType()
 force_option = click.option("--force", is_flag=True, help="Overwrite outputs that already exist.")
+
+
+def refine_option(default: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--refine/--no-refine: the detector's two-pass mode (see ``Detector``)."""
+    return click.option("--refine/--no-refine", default=default, show_default=True,
+                        help="Predict again on a window cut around the first box, so small or off-centre digits "
+                             "are read at the size the model knows (twice the model's work).")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

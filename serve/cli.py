@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from digitloc.runtime.options import fail
+from digitloc.runtime.detector import DEFAULT_REFINE
+from digitloc.runtime.options import fail, refine_option
 
 
 @click.command()
@@ -15,8 +16,9 @@ from digitloc.runtime.options import fail
 @click.option("--workers", default=2, show_default=True, help="Inference threads (the bounded pool).")
 @click.option("--max-upload-mb", default=10.0, show_default=True, help="Largest accepted upload.")
 @click.option("--max-batch", default=32, show_default=True, help="Most images in one /predict/batch.")
+@refine_option(DEFAULT_REFINE)
 def main(model: str | None, provider: str, host: str, port: int, workers: int, max_upload_mb: float,
-         max_batch: int) -> None:
+         max_batch: int, refine: bool) -> None:
     """Serve POST /predict, POST /predict/batch, GET /healthz, GET /metadata and the page at GET /."""
     try:
         import uvicorn
@@ -28,7 +30,7 @@ def main(model: str | None, provider: str, host: str, port: int, workers: int, m
     from digitloc.runtime.detector import Detector, ProviderError
 
     try:
-        detector = Detector(model, provider=provider)
+        detector = Detector(model, provider=provider, refine=refine)
     except (ContractError, ProviderError, FileNotFoundError) as exc:
         fail(str(exc), code=2)
     app = create_app(detector, int(max_upload_mb * 1024 * 1024), workers, max_batch)

@@ -36,6 +36,9 @@ class AugmentConfig:
     lowres_factor: float = 3.0  # largest shrink factor
     cutout_prob: float = 0.3  # one random patch painted over (random erasing), a regulariser
     cutout_size: float = 0.3  # largest patch side as a share of the image side
+    expand: float = 1.0  # largest zoom-out factor ("expand"; 1: none): the photo shrinks onto a blurred canvas
+    expand_prob: float = 0.3
+    expand_min_height: float = 0.12  # a zoom-out never makes the digit shorter than this share of the height
 
 
 def random_affine(size: tuple[int, int], cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
@@ -78,6 +81,29 @@ def augment_geometry(image: np.ndarray, box: np.ndarray, cfg: AugmentConfig,
     return warped, transform_box(box, matrix, size)
 
 
+def augment_expand(image: np.ndarray, box: np.ndarray, cfg: AugmentConfig,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Zoom out: shrink the photo by up to ``cfg.expand`` onto a canvas of its own blurred,
+    replicated edges, and place it so the digit lands anywhere the whole box still fits."""
+    h, w = image.shape[:2]
+    limit = min(cfg.expand, float(box[3] - box[1]) / cfg.expand_min_height)
+    if limit <= 1.05:
+        return image, box
+    z = float(np.exp(rng.uniform(0.0, np.log(limit))))
+    moved = (np.asarray(box, np.float64) - 0.5) / z + 0.5
+    tx = rng.uniform(-moved[0], 1.0 - moved[2])
+    ty = rng.uniform(-moved[1], 1.0 - moved[3])
+    offset = np.array([(0.5 - 0.5 / z + tx) * w, (0.5 - 0.5 / z + ty) * h])
+    matrix = np.hstack([np.eye(2) / z, offset[:, None]])
+    warped = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+    inside = cv2.warpAffine(np.ones((h, w), np.uint8), matrix, (w, h), flags=cv2.INTER_NEAREST,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+    soft = cv2.GaussianBlur(warped, (0, 0), max(2.0, 0.08 * w))
+    warped[~inside] = soft[~inside]
+    out = np.clip(moved + np.array([tx, ty, tx, ty]), 0.0, 1.0).astype(np.float32)
+    return warped, out
+
+
 def augment_photometric(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     """Brightness, contrast, inversion, grayscale, low resolution, blur, noise and one erased
     patch: the box is unchanged."""
@@ -112,6 +138,8 @@ def augment_batch(images: np.ndarray, boxes: np.ndarray, cfg: AugmentConfig,
     out_boxes = np.empty_like(boxes, dtype=np.float32)
     for i in range(len(images)):
         img, box = augment_geometry(images[i], boxes[i], cfg, rng)
+        if cfg.expand > 1.0 and rng.random() < cfg.expand_prob:
+            img, box = augment_expand(img, box, cfg, rng)
         out_images[i] = augment_photometric(img, cfg, rng)
         out_boxes[i] = box
     return out_images, out_boxes

@@ -9,6 +9,7 @@ import click
 
 from digitloc.runtime.fileio import OutputExistsError, atomic_write_text
 from digitloc.runtime.options import SIZE, fail, force_option
+from digitloc.train.model import HEADS
 
 
 @click.group()
@@ -41,18 +42,29 @@ def main() -> None:
               help="Take only the conv blocks from --init (a model of another input size); the heads start new.")
 @click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
               help="Batches per epoch (default: the whole train split once).")
+@click.option("--head", type=click.Choice(HEADS), default="dense", show_default=True,
+              help="dense: flatten + dense box and class heads (the reference's); spatial: centre, box and class "
+                   "per stride-16 cell, reduced to one box and class inside the graph.")
+@click.option("--expand", type=click.FloatRange(min=1.0, max=4.0), default=1.0, show_default=True,
+              help="Largest zoom-out of the augmentation (1: none): teaches digits smaller than the data shows.")
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT from last.keras.")
 @force_option
 def fit(data: str, output: Path, size: int | tuple[int, int], width: float, batchnorm: bool, weights: str | None,
         epochs: int, batch_size: int, learning_rate: float, finetune_learning_rate: float, frozen_epochs: int, box_loss: str,
         patience: int, no_augment: bool, max_minutes: float | None, strategy: str, seed: int,
-        init: str | None, init_backbone_only: bool, steps_per_epoch: int | None, resume: bool, force: bool) -> None:
+        init: str | None, init_backbone_only: bool, steps_per_epoch: int | None, head: str, expand: float, resume: bool,
+        force: bool) -> None:
     """Train a model on a built dataset; writes the run folder OUTPUT."""
+    from dataclasses import asdict
+
+    from digitloc.train.augment import AugmentConfig
     from digitloc.train.data import DatasetError
     from digitloc.train.fit import TrainConfig, train
     from digitloc.train.model import ModelConfig, ModelError
 
-    cfg = TrainConfig(data=data, model=ModelConfig(input_size=size, width=width, batchnorm=batchnorm, weights=weights),
+    cfg = TrainConfig(data=data, model=ModelConfig(input_size=size, width=width, batchnorm=batchnorm, weights=weights,
+                                                   head=head),
+                      augmentation=asdict(AugmentConfig(expand=expand)),
                       epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                       finetune_learning_rate=finetune_learning_rate, frozen_epochs=frozen_epochs, box_loss=box_loss,
                       patience=patience, augment=not no_augment, seed=seed, max_minutes=max_minutes, strategy=strategy,
@@ -67,31 +79,60 @@ def fit(data: str, output: Path, size: int | tuple[int, int], width: float, batc
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("data", type=click.Path())
+@click.argument("data", type=click.Path(), required=False)
 @click.option("--kind", type=click.Choice(["real", "crop", "synth", "all"]), default="real", show_default=True,
               help="Which samples of the split to score.")
+@click.option("--framing", "framing_dirs", multiple=True, type=click.Path(file_okay=False),
+              help="SVHN folder: also score its held-out one-digit photos re-framed at digit height shares "
+                   "0.2-0.9 (centre moved by up to 0.15; beyond the photo a blurred fill).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the figures as JSON here.")
+              help="Write the figures as JSON here (and the framing chart beside it as PNG).")
 @force_option
-def evaluate(model: str, data: str, kind: str, output: Path | None, force: bool) -> None:
-    """Score a saved model on DATA (a split .npz, or a dataset folder: its val and test)."""
+def evaluate(model: str, data: str | None, kind: str, framing_dirs: tuple[str, ...], output: Path | None,
+             force: bool) -> None:
+    """Score a saved model on DATA (a split .npz, or a dataset folder: its val and test) and/or on
+    the framing evaluation (--framing)."""
     from digitloc.runtime.fileio import check_writable
-    from digitloc.train.data import DatasetError, load_heldout
-    from digitloc.train.evaluate import evaluate_predictions, keras_predict
+    from digitloc.train.data import DatasetError, framing_dataset, framing_photos, load_heldout
+    from digitloc.train.evaluate import evaluate_predictions, framing_chart, framing_figures, keras_predict
     from digitloc.train.model import ModelError, load_model
 
+    if data is None and not framing_dirs:
+        fail("give DATA and/or --framing SVHN_FOLDER")
+    chart = output.with_name(output.stem + "-framing.png") if output else None
+    result: dict = {}
     try:
         if output:
             check_writable(output, force)
-        split = load_heldout(data, kind)
+            if framing_dirs:
+                check_writable(chart, force)
         keras_model = load_model(model)
-        boxes, probs = keras_predict(keras_model, split.images)
-        figures = evaluate_predictions(split.boxes, split.labels, boxes, probs)
+        if data is not None:
+            split = load_heldout(data, kind)
+            boxes, probs = keras_predict(keras_model, split.images)
+            result = evaluate_predictions(split.boxes, split.labels, boxes, probs)
+            _print_summary({f"{Path(data).name} ({kind})": result})
+        if framing_dirs:
+            size = tuple(int(d) for d in keras_model.inputs[0].shape[1:3])
+            framed, shares = framing_dataset(framing_photos(list(framing_dirs)), size)
+            boxes, probs = keras_predict(keras_model, framed.images)
+            result["framing"] = framing_figures(shares, framed.boxes, framed.labels, boxes, probs)
+            _print_framing(result["framing"])
     except (DatasetError, ModelError, OutputExistsError) as exc:
         fail(str(exc))
-    _print_summary({f"{Path(data).name} ({kind})": figures})
     if output:
-        atomic_write_text(output, json.dumps(figures, indent=1))
+        atomic_write_text(output, json.dumps(result, indent=1))
+        if framing_dirs:
+            framing_chart({Path(model).name: result["framing"]}, chart)
+
+
+def _print_framing(figures: dict) -> None:
+    click.echo(f"framing evaluation: {figures['samples']} re-framed photos, class accuracy "
+               f"{figures['class_accuracy']:.4f}, mean IoU {figures['mean_iou']:.4f}")
+    click.echo("  share  accuracy  mean IoU  IoU>=0.5  pred/true height  constant-box IoU")
+    for r in figures["per_share"]:
+        click.echo(f"  {r['share']:.2f}   {r['class_accuracy']:.4f}    {r['mean_iou']:.4f}    {r['iou_hit_rate']:.4f}"
+                   f"    {r['height_ratio']:.3f}            {r['constant_box_iou']:.4f}")
 
 
 def _print_summary(evaluation: dict) -> None:

@@ -25,13 +25,15 @@ from digitloc.runtime.contract import pixels_to_relative, size_hw
 from digitloc.runtime.fileio import OutputExistsError, atomic_path, atomic_write_text
 from digitloc.runtime.preprocess import preprocess
 from digitloc.runtime.progress import progress
-from digitloc.train.stats import BoxStats
+from digitloc.train.stats import BoxStats, Framing
 from digitloc.train.synth import SynthConfig, find_fonts, synth_batch
 
 SPLITS = ("train", "val", "test")
 KIND_REAL = "real"  # a whole SVHN photo that holds exactly one digit
 KIND_CROP = "crop"  # a window cut around one digit of an SVHN photo
 KIND_SYNTH = "synth"  # a generated photo
+# Digit height shares of the framing evaluation: real photos hold digits from about 0.2 to 0.9.
+FRAMING_SHARES = (0.2, 0.3, 0.45, 0.6, 0.75, 0.9)
 
 
 class DatasetError(ValueError):
@@ -50,6 +52,7 @@ class BuildConfig:
     font_dirs: list[str] = field(default_factory=list)
     glyph_width: float = SynthConfig.glyph_width  # synthetic glyph width factor (1.0: the font's own)
     box_margin: float = SynthConfig.box_margin  # synthetic box side margin (share of the digit height)
+    framing: str = "sample"  # windows and synthetic photos framed as the sample's photos, or "wide" (any size/place)
     # Shares of photos per split (train, val, test), for one-digit and for multi-digit photos.
     one_digit_split: tuple[float, float, float] = (0.0, 0.5, 0.5)
     multi_digit_split: tuple[float, float, float] = (0.9, 0.1, 0.0)
@@ -198,22 +201,12 @@ def split_summary(data: DataSet) -> dict[str, Any]:
     }
 
 
-def crop_window(photo: Photo, index: int, stats: BoxStats, rng: np.random.Generator,
-                max_neighbour_share: float = 0.6) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
-    """A window x1, y1, x2, y2 (pixels) holding box ``index`` whole, sized and placed like the
-    digit of a real one-digit photo, and the horizontal range (lo, hi) of real pixels to keep.
-
-    Outside (lo, hi) a neighbour would show more than ``max_neighbour_share`` of its width;
-    ``cut`` fills those columns from the edge of the kept range instead, so the window keeps
-    the real photos' aspect (digit about 0.2 of the width) without showing whole neighbours.
-    """
+def _neighbour_range(photo: Photo, index: int, rng: np.random.Generator,
+                     max_neighbour_share: float) -> tuple[float, float]:
+    """The horizontal range of real pixels a window around box ``index`` may show: past it a
+    neighbouring digit would show more than ``max_neighbour_share`` of its width."""
     box = photo.boxes[index]
-    bw, bh = box.x2 - box.x1, box.y2 - box.y1
-    win_h = min(bh / stats.draw_rel_h(rng), max(float(photo.height), bh))
-    cy = float(np.clip(stats.draw(rng, "cy"), 0.3, 0.7))
-    y1 = float(np.clip((box.y1 + box.y2) / 2 - cy * win_h, box.y2 - win_h, box.y1))
-    y1 = float(np.clip(y1, min(0.0, box.y1), max(photo.height - win_h, box.y2 - win_h)))
-
+    bw = box.x2 - box.x1
     lo, hi = 0.0, float(photo.width)
     for j, other in enumerate(photo.boxes):
         if j == index:
@@ -223,17 +216,47 @@ def crop_window(photo: Photo, index: int, stats: BoxStats, rng: np.random.Genera
             hi = min(hi, other.x1 + rng.uniform(0.0, max_neighbour_share) * ow)
         elif other.x2 <= box.x1 + 0.3 * bw:
             lo = max(lo, other.x2 - rng.uniform(0.0, max_neighbour_share) * ow)
-    lo, hi = min(lo, box.x1), max(hi, box.x2)
-    cx = float(np.clip(stats.draw(rng, "cx"), 0.35, 0.65))
-    win_w = max(win_h * float(np.clip(stats.draw(rng, "aspect"), 0.7, 3.2)), bw + 2)
-    x1 = float(np.clip((box.x1 + box.x2) / 2 - cx * win_w, box.x2 - win_w, box.x1))
+    return min(lo, box.x1), max(hi, box.x2)
+
+
+def crop_window(photo: Photo, index: int, stats: BoxStats, rng: np.random.Generator,
+                max_neighbour_share: float = 0.6, framing: Framing | None = None,
+                ) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+    """A window x1, y1, x2, y2 (pixels) holding box ``index`` whole, framed per ``framing``
+    (default: like the digit of the sample's one-digit photos), and the horizontal range
+    (lo, hi) of real pixels to keep.
+
+    Outside (lo, hi) a neighbour would show more than ``max_neighbour_share`` of its width;
+    ``cut`` fills those columns from the edge of the kept range instead, so the window keeps
+    the real photos' aspect (digit about 0.2 of the width) without showing whole neighbours.
+    A wide framing may reach past the photo: ``cut`` fills that too.
+    """
+    box = photo.boxes[index]
+    bw, bh = box.x2 - box.x1, box.y2 - box.y1
+    if framing is not None and framing.name != "sample":
+        rel_h, cx, cy, aspect = framing.draw(stats, rng)
+        lo, hi = _neighbour_range(photo, index, rng, max_neighbour_share)
+        win_h = bh / rel_h
+        win_w = max(win_h * aspect, bw + 2)
+        y1 = (box.y1 + box.y2) / 2 - cy * win_h
+        x1 = float(np.clip((box.x1 + box.x2) / 2 - cx * win_w, box.x2 - win_w, box.x1))
+    else:
+        win_h = min(bh / stats.draw_rel_h(rng), max(float(photo.height), bh))
+        cy = float(np.clip(stats.draw(rng, "cy"), 0.3, 0.7))
+        y1 = float(np.clip((box.y1 + box.y2) / 2 - cy * win_h, box.y2 - win_h, box.y1))
+        y1 = float(np.clip(y1, min(0.0, box.y1), max(photo.height - win_h, box.y2 - win_h)))
+        lo, hi = _neighbour_range(photo, index, rng, max_neighbour_share)
+        cx = float(np.clip(stats.draw(rng, "cx"), 0.35, 0.65))
+        win_w = max(win_h * float(np.clip(stats.draw(rng, "aspect"), 0.7, 3.2)), bw + 2)
+        x1 = float(np.clip((box.x1 + box.x2) / 2 - cx * win_w, box.x2 - win_w, box.x1))
     window = (int(np.floor(x1)), int(np.floor(y1)), int(np.ceil(x1 + win_w)), int(np.ceil(y1 + win_h)))
     return window, (int(np.floor(lo)), int(np.ceil(hi)))
 
 
 def cut(image: np.ndarray, window: tuple[int, int, int, int], keep: tuple[int, int] | None = None) -> np.ndarray:
-    """The window of an image. Columns outside ``keep`` (and parts outside the photo) are
-    filled by replicating the nearest kept column, blurred so they read as plain wall."""
+    """The window of an image. Columns outside ``keep`` and parts outside the photo are filled
+    by replicating the nearest kept pixels, blurred (more for wider fills) so they read as plain
+    wall."""
     import cv2
 
     x1, y1, x2, y2 = window
@@ -244,11 +267,15 @@ def cut(image: np.ndarray, window: tuple[int, int, int, int], keep: tuple[int, i
     pad = (max(0, -y1), max(0, y2 - h), max(0, lo - x1), max(0, x2 - hi))
     if any(pad):
         filled = cv2.copyMakeBorder(src, *pad, cv2.BORDER_REPLICATE)
-        if pad[2] or pad[3]:
-            soft = cv2.blur(filled, (9, 9))
-            filled[:, :pad[2]] = soft[:, :pad[2]]
-            if pad[3]:
-                filled[:, filled.shape[1] - pad[3]:] = soft[:, filled.shape[1] - pad[3]:]
+        fh, fw = filled.shape[:2]
+        inside = np.zeros((fh, fw), bool)
+        inside[pad[0]:fh - pad[1], pad[2]:fw - pad[3]] = True
+        # Blurred at a small scale: wide fills can be thousands of pixels.
+        f = max(1.0, max(fh, fw) / 96.0)
+        small = cv2.resize(filled, (max(1, round(fw / f)), max(1, round(fh / f))), interpolation=cv2.INTER_AREA)
+        small = cv2.GaussianBlur(small, (0, 0), max(1.0, 0.15 * max(pad) / f))
+        soft = cv2.resize(small, (fw, fh), interpolation=cv2.INTER_LINEAR)
+        filled[~inside] = soft[~inside]
         src = filled
     top = y1 + pad[0]
     left = x1 - lo + pad[2]
@@ -262,9 +289,9 @@ def _sample(photo_bgr: np.ndarray, box_px: np.ndarray, digit: int, kind: str, or
     return preprocess(photo_bgr, size_hw(size)), rel, digit, kind, origin
 
 
-def _photo_samples(job: tuple[Photo, bool, int, BoxStats, int, int]) -> list:
+def _photo_samples(job: tuple[Photo, bool, int, BoxStats, int, int, Framing]) -> list:
     """Samples from one SVHN photo: the whole photo if it holds one digit, plus crops."""
-    photo, whole, crops_per_digit, stats, size, seed = job
+    photo, whole, crops_per_digit, stats, size, seed, framing = job
     image = read_image(photo.path)
     out = []
     if whole:
@@ -273,7 +300,7 @@ def _photo_samples(job: tuple[Photo, bool, int, BoxStats, int, int]) -> list:
     rng = np.random.default_rng(seed)
     for i, b in enumerate(photo.boxes):
         for _ in range(crops_per_digit):
-            (x1, y1, x2, y2), keep = crop_window(photo, i, stats, rng)
+            (x1, y1, x2, y2), keep = crop_window(photo, i, stats, rng, framing=framing)
             box = np.array([b.x1 - x1, b.y1 - y1, b.x2 - x1, b.y2 - y1])
             out.append(_sample(cut(image, (x1, y1, x2, y2), keep), box, b.digit, KIND_CROP, photo.origin, size))
     return out
@@ -328,6 +355,10 @@ def build_dataset(cfg: BuildConfig, out_dir: str | os.PathLike[str], force: bool
         except AnnotationError as exc:
             raise DatasetError(str(exc)) from None
     stats = measure_stats(photos)
+    try:
+        framing = Framing.named(cfg.framing)
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from None
 
     per_split: dict[str, list[DataSet]] = {s: [] for s in SPLITS}
     photo_split: dict[str, str] = {}
@@ -340,7 +371,7 @@ def build_dataset(cfg: BuildConfig, out_dir: str | os.PathLike[str], force: bool
         # Crops are cut for training only: evaluation keeps to real photos as SVHN has them,
         # plus crops of held-out multi-digit photos (a second, larger check).
         crops = cfg.crops_per_digit if (split == "train" or not whole) else 0
-        jobs.append((photo, whole, crops, stats, cfg.size, cfg.seed * 1_000_003 + k))
+        jobs.append((photo, whole, crops, stats, cfg.size, cfg.seed * 1_000_003 + k, framing))
         counts.append(int(whole) + crops * len(photo.boxes))
     samples = _run(jobs, _photo_samples, cfg.workers, "svhn samples", counts)
     for split in SPLITS:
@@ -349,8 +380,8 @@ def build_dataset(cfg: BuildConfig, out_dir: str | os.PathLike[str], force: bool
 
     if cfg.synthetic > 0:
         fonts = find_fonts(cfg.font_dirs)
-        scfg = SynthConfig(fonts=tuple(fonts), glyph_width=cfg.glyph_width,
-                           box_margin=cfg.box_margin)
+        scfg = SynthConfig(fonts=tuple(fonts), glyph_width=cfg.glyph_width, box_margin=cfg.box_margin,
+                           framing=framing, min_digit_height=12 if framing.name == "wide" else 0)
         chunk = 250
         sjobs = [(min(chunk, cfg.synthetic - o), cfg.seed * 7919 + o, stats, scfg, cfg.size, o)
                  for o in range(0, cfg.synthetic, chunk)]
@@ -377,3 +408,65 @@ def build_dataset(cfg: BuildConfig, out_dir: str | os.PathLike[str], force: bool
         manifest["splits"][split] = split_summary(data)
     atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=1))
     return manifest
+
+
+@dataclass
+class FramedPhoto:
+    """A held-out one-digit photo re-framed so its digit takes ``share`` of the height."""
+
+    image: np.ndarray  # BGR uint8, native resolution
+    box: np.ndarray  # x1, y1, x2, y2 pixels of ``image``
+    digit: int
+    share: float
+    origin: str
+
+
+def reframe(image: np.ndarray, box: ClippedBox, share: float, rng: np.random.Generator,
+            shift: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
+    """The photo re-framed so the digit is ``share`` of the height, its centre moved by up to
+    ``shift`` of the window from the middle (never out of it), the photo's own aspect kept
+    (within 1-3.5). Context comes from the photo where it has some; beyond it ``cut``'s
+    blurred fill. Returns the window and the digit box in its pixels."""
+    h, w = image.shape[:2]
+    bw, bh = box.x2 - box.x1, box.y2 - box.y1
+    win_h = bh / share
+    win_w = max(win_h * float(np.clip(w / h, 1.0, 3.5)), bw + 2)
+    cx = 0.5 + rng.uniform(-shift, shift)
+    cy = 0.5 + rng.uniform(-shift, shift)
+    x1 = float(np.clip((box.x1 + box.x2) / 2 - cx * win_w, box.x2 - win_w, box.x1))
+    y1 = float(np.clip((box.y1 + box.y2) / 2 - cy * win_h, box.y2 - win_h, box.y1))
+    window = (int(np.floor(x1)), int(np.floor(y1)), int(np.ceil(x1 + win_w)), int(np.ceil(y1 + win_h)))
+    out = cut(image, window)
+    return out, np.array([box.x1 - window[0], box.y1 - window[1], box.x2 - window[0], box.y2 - window[1]],
+                         np.float32)
+
+
+def framing_photos(folders: list[str], shares: tuple[float, ...] = FRAMING_SHARES, seed: int = 0,
+                   split: tuple[str, ...] = ("val", "test")) -> list[FramedPhoto]:
+    """Every one-digit photo of ``folders`` that a default build holds out (its ``split``),
+    re-framed at each share: the framing evaluation. Deterministic for a seed."""
+    problems: list[Problem] = []
+    photos = []
+    for folder in folders:
+        try:
+            photos.extend(scan_svhn(folder, problems, Counter()))
+        except AnnotationError as exc:
+            raise DatasetError(str(exc)) from None
+    held = [p for p in photos if len(p.boxes) == 1 and
+            split_of(p.origin, BuildConfig.one_digit_split, BuildConfig.seed) in split]
+    if not held:
+        raise DatasetError(f"{', '.join(folders)}: no held-out one-digit photo to re-frame")
+    out = []
+    for k, photo in enumerate(held):
+        image = read_image(photo.path)
+        for j, share in enumerate(shares):
+            rng = np.random.default_rng([seed, k, j])
+            window, box = reframe(image, photo.boxes[0], share, rng)
+            out.append(FramedPhoto(window, box, photo.boxes[0].digit, share, photo.origin))
+    return out
+
+
+def framing_dataset(framed: list[FramedPhoto], size: int | tuple[int, int]) -> tuple[DataSet, np.ndarray]:
+    """The framing evaluation as model inputs (stretched to ``size``) and each sample's share."""
+    samples = [_sample(f.image, f.box, f.digit, KIND_REAL, f.origin, size) for f in framed]
+    return _to_dataset(samples, size), np.array([f.share for f in framed], np.float32)

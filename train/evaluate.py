@@ -78,3 +78,63 @@ def keras_predict(model: object, images: np.ndarray, batch_size: int = 128) -> t
         boxes.append(np.asarray(out[BBOX_OUTPUT]))
         probs.append(np.asarray(out[DIGIT_OUTPUT]))
     return np.concatenate(boxes), np.concatenate(probs)
+
+
+def framing_figures(shares: np.ndarray, true_boxes: np.ndarray, labels: np.ndarray, pred_boxes: np.ndarray,
+                    probs: np.ndarray) -> dict:
+    """The framing evaluation's figures per digit height share: class accuracy, mean IoU, the
+    IoU >= 0.5 share and the mean predicted / true box height, with the constant-box IoU beside
+    them (the mean true box of the whole framing set: a box head must beat it at every share)."""
+    shares = np.asarray(shares)
+    true_boxes, pred_boxes = np.asarray(true_boxes, np.float64), np.asarray(pred_boxes, np.float64)
+    mean_box = true_boxes.mean(axis=0)
+    rows = []
+    for share in np.unique(shares):
+        pick = shares == share
+        fig = evaluate_predictions(true_boxes[pick], np.asarray(labels)[pick], pred_boxes[pick], np.asarray(probs)[pick])
+        constant = box_iou(true_boxes[pick], np.broadcast_to(mean_box, true_boxes[pick].shape))
+        rows.append({"share": round(float(share), 3), "samples": fig["samples"], "class_accuracy": fig["class_accuracy"],
+                     "mean_iou": fig["mean_iou"], "iou_hit_rate": fig["iou_hit_rate"],
+                     "height_ratio": fig["box_size_ratio"]["height"], "constant_box_iou": float(constant.mean())})
+    overall = evaluate_predictions(true_boxes, labels, pred_boxes, probs)
+    return {"per_share": rows, "class_accuracy": overall["class_accuracy"], "mean_iou": overall["mean_iou"],
+            "samples": overall["samples"], "worst_share_iou": min(r["mean_iou"] for r in rows),
+            "small_vs_mid_accuracy_gap": _gap(rows)}
+
+
+def _gap(rows: list[dict]) -> float | None:
+    """Accuracy at shares 0.6-0.75 minus accuracy at 0.2-0.3 (the issue's small-digit bar)."""
+    small = [r["class_accuracy"] for r in rows if 0.2 <= r["share"] <= 0.3]
+    mid = [r["class_accuracy"] for r in rows if 0.6 <= r["share"] <= 0.75]
+    return float(np.mean(mid) - np.mean(small)) if small and mid else None
+
+
+def framing_chart(results: dict[str, dict], path: object) -> object:
+    """Accuracy and mean IoU per digit height share, one line per model, the constant box dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from digitloc.runtime.fileio import atomic_path
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for name, res in results.items():
+        rows = res["per_share"]
+        x = [r["share"] for r in rows]
+        axes[0].plot(x, [r["class_accuracy"] for r in rows], marker="o", label=name)
+        axes[1].plot(x, [r["mean_iou"] for r in rows], marker="o", label=name)
+    first = next(iter(results.values()))["per_share"]
+    axes[1].plot([r["share"] for r in first], [r["constant_box_iou"] for r in first], "k--", label="constant box")
+    for ax, title in zip(axes, ("class accuracy", "mean IoU"), strict=True):
+        ax.set_xlabel("digit height / photo height")
+        ax.set_title(f"{title} by framing (held-out one-digit photos, re-framed)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylim(0, 1)
+    axes[1].set_ylim(0, 1)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path

@@ -21,7 +21,7 @@ from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, size_hw, size_t
 from digitloc.runtime.fileio import OutputExistsError, atomic_write_text
 from digitloc.train.augment import AugmentConfig, augment_batch
 from digitloc.train.data import KIND_CROP, KIND_REAL, DataSet, DatasetError
-from digitloc.train.model import ModelConfig, ModelError
+from digitloc.train.model import CENTRE_OUTPUT, ModelConfig, ModelError, centre_grid
 
 RUN_FILES = ("model.keras", "last.keras", "config.json", "history.csv", "history.json", "evaluation.json",
              "curves.png", "confusion.png", "val-predictions.png", "failures.png")
@@ -40,6 +40,7 @@ class TrainConfig:
     frozen_epochs: int = 5  # phase 1 length when the backbone is pretrained
     box_loss: str = "mse+giou"
     box_weight: float = 1.0
+    centre_weight: float = 0.5  # spatial head: weight of the centre-cell loss
     patience: int = 6
     augment: bool = True
     augmentation: dict[str, float] = field(default_factory=lambda: asdict(AugmentConfig()))  # its ranges
@@ -72,10 +73,19 @@ def load_splits(data_dir: str | os.PathLike[str]) -> tuple[DataSet, DataSet, Dat
     return train, val, test
 
 
+def centre_cells(boxes: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Row-major index of the cell that holds each relative box's centre (the spatial head's target)."""
+    rows, cols = grid
+    cx = np.clip((boxes[:, 0] + boxes[:, 2]) / 2 * cols, 0, cols - 1).astype(np.int32)
+    cy = np.clip((boxes[:, 1] + boxes[:, 3]) / 2 * rows, 0, rows - 1).astype(np.int32)
+    return cy * cols + cx
+
+
 def make_dataset(data: DataSet, batch_size: int, augment: AugmentConfig | None, seed: int, shuffle: bool,
-                 repeat: bool = False) -> Any:
+                 repeat: bool = False, grid: tuple[int, int] | None = None) -> Any:
     """A tf.data pipeline over in-memory uint8 arrays; augmentation runs per batch on both cores.
-    ``repeat`` makes it endless, for epochs given as a number of steps."""
+    ``repeat`` makes it endless, for epochs given as a number of steps; with a spatial head's
+    ``grid`` the targets include the cell of each box centre."""
     import tensorflow as tf
 
     rng = np.random.default_rng(seed)
@@ -95,7 +105,12 @@ def make_dataset(data: DataSet, batch_size: int, augment: AugmentConfig | None, 
         im.set_shape([None, height, width, 3])
         bx.set_shape([None, 4])
         lb.set_shape([None])
-        return im, {BBOX_OUTPUT: bx, DIGIT_OUTPUT: lb}
+        targets = {BBOX_OUTPUT: bx, DIGIT_OUTPUT: lb}
+        if grid is not None:
+            cell = tf.numpy_function(lambda b: centre_cells(b, grid), [bx], tf.int32)
+            cell.set_shape([None])
+            targets[CENTRE_OUTPUT] = cell
+        return im, targets
 
     ds = tf.data.Dataset.range(len(data))
     if shuffle:
@@ -113,12 +128,13 @@ def compile_model(model: Any, cfg: TrainConfig, learning_rate: float) -> None:
 
     if cfg.box_loss not in BOX_LOSSES:
         raise ValueError(f"unknown box loss {cfg.box_loss!r}; choose one of {sorted(BOX_LOSSES)}")
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss={BBOX_OUTPUT: BOX_LOSSES[cfg.box_loss], DIGIT_OUTPUT: "sparse_categorical_crossentropy"},
-        loss_weights={BBOX_OUTPUT: cfg.box_weight, DIGIT_OUTPUT: 1.0},
-        metrics={BBOX_OUTPUT: [MeanIoU()], DIGIT_OUTPUT: ["accuracy"]},
-    )
+    loss = {BBOX_OUTPUT: BOX_LOSSES[cfg.box_loss], DIGIT_OUTPUT: "sparse_categorical_crossentropy"}
+    weights = {BBOX_OUTPUT: cfg.box_weight, DIGIT_OUTPUT: 1.0}
+    if centre_grid(model) is not None:  # the spatial head learns where the centre is, cell by cell
+        loss[CENTRE_OUTPUT] = "sparse_categorical_crossentropy"
+        weights[CENTRE_OUTPUT] = cfg.centre_weight
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, loss_weights=weights,
+                  metrics={BBOX_OUTPUT: [MeanIoU()], DIGIT_OUTPUT: ["accuracy"]})
 
 
 def _callbacks(run_dir: Path, cfg: TrainConfig, val_real: DataSet | None, started: float) -> list[Any]:
@@ -212,18 +228,20 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], resume: bool = Fals
 
     strategy = tf.distribute.MirroredStrategy() if cfg.strategy == "mirrored" else tf.distribute.get_strategy()
     augment = AugmentConfig(**cfg.augmentation) if cfg.augment else None
-    train_ds = make_dataset(train_set, cfg.batch_size, augment, cfg.seed, shuffle=True,
-                            repeat=cfg.steps_per_epoch is not None)
-    val_ds = make_dataset(val_set, 256, None, cfg.seed, shuffle=False)
     started = time.time()
     initial_epoch = _history_epochs(run_dir) if resume else 0
     with strategy.scope():
         if resume:
-            model = load_model(run_dir / "last.keras")
+            model = load_model(run_dir / "last.keras", training=True)
         else:
             model = build_model(cfg.model)
             if cfg.init:
-                copy_weights(load_model(cfg.init), model, cfg.init, backbone_only=cfg.init_backbone_only)
+                copy_weights(load_model(cfg.init, training=True), model, cfg.init,
+                             backbone_only=cfg.init_backbone_only)
+    grid = centre_grid(model)
+    train_ds = make_dataset(train_set, cfg.batch_size, augment, cfg.seed, shuffle=True,
+                            repeat=cfg.steps_per_epoch is not None, grid=grid)
+    val_ds = make_dataset(val_set, 256, None, cfg.seed, shuffle=False, grid=grid)
     phases = []
     if cfg.model.pretrained and initial_epoch < cfg.frozen_epochs:
         phases.append(("frozen", cfg.learning_rate, min(cfg.frozen_epochs, cfg.epochs), False))

@@ -18,6 +18,9 @@ VGG19_BLOCKS = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))  # (filters, co
 # Keras' VGG19 ImageNet weights expect "caffe" input: BGR, mean-subtracted, 0..255.
 # We feed RGB minus the mean and reverse the first conv's input channels instead.
 CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
+HEADS = ("dense", "spatial")
+CENTRE_OUTPUT = "centre"  # training-only output of the spatial head: centre probability per cell
+SPATIAL_STRIDE = 16  # the spatial head reads block 5's convs, before its pool
 
 
 class ModelError(ValueError):
@@ -32,6 +35,7 @@ class ModelConfig:
     width: float = 1.0  # width multiplier of the conv blocks (1.0 = VGG19 itself)
     batchnorm: bool = False  # BatchNorm after each conv: for training from scratch
     weights: str | None = None  # None, "imagenet", or a path to a VGG19 notop weights file
+    head: str = "dense"  # "dense": the reference's flatten + dense heads; "spatial": per-cell centre/box/class
     box_units: tuple[int, ...] = (256, 128)
     class_units: tuple[int, ...] = (256,)
     dropout: float = 0.5
@@ -39,6 +43,8 @@ class ModelConfig:
     def check(self) -> None:
         if min(size_hw(self.input_size)) < 32:
             raise ModelError(f"input size {self.input_size} is below VGG19's minimum of 32")
+        if self.head not in HEADS:
+            raise ModelError(f"unknown head {self.head!r}: choose one of {', '.join(HEADS)}")
         if self.width <= 0:
             raise ModelError(f"width multiplier must be positive, got {self.width}")
         if self.weights is not None:
@@ -65,8 +71,9 @@ class ModelConfig:
         return cls(**data)
 
 
-def _vgg19_features(x: Any, cfg: ModelConfig) -> Any:
-    """VGG19's 16 convs in 5 blocks, scaled by the width multiplier (layer names as Keras')."""
+def _vgg19_features(x: Any, cfg: ModelConfig, last_pool: bool = True) -> Any:
+    """VGG19's 16 convs in 5 blocks, scaled by the width multiplier (layer names as Keras');
+    without ``last_pool`` the features stay at stride 16."""
     from keras import layers
 
     for b, (filters, convs) in enumerate(VGG19_BLOCKS, start=1):
@@ -78,8 +85,27 @@ def _vgg19_features(x: Any, cfg: ModelConfig) -> Any:
             if cfg.batchnorm:
                 x = layers.BatchNormalization(name=f"{name}_bn")(x)
                 x = layers.ReLU(name=f"{name}_relu")(x)
-        x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
+        if last_pool or b < len(VGG19_BLOCKS):
+            x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
     return x
+
+
+def _spatial_head(features: Any, cfg: ModelConfig) -> dict[str, Any]:
+    """Centre probability, box and class per stride-16 cell, reduced to one box and one class."""
+    from keras import layers
+
+    from digitloc.train.layers import CellBoxes, CellClasses
+
+    units = max(16, int(round(512 * cfg.width)))
+    h = layers.Conv2D(units, 3, padding="same", activation="relu", name="head_conv")(features)
+    cells = int(features.shape[1]) * int(features.shape[2])
+    centre = layers.Softmax(name=CENTRE_OUTPUT)(layers.Reshape((cells,), name="centre_flat")(
+        layers.Conv2D(1, 1, name="centre_logits")(h)))
+    box = CellBoxes(name=BBOX_OUTPUT)([layers.Conv2D(4, 1, name="cell_box")(h), centre])
+    c = layers.Conv2D(units, 3, padding="same", activation="relu", name="class_conv")(h)
+    c = layers.Dropout(cfg.dropout * 0.5, name="class_dropout")(c)
+    digit = CellClasses(name=DIGIT_OUTPUT)([layers.Conv2D(NUM_CLASSES, 1, name="cell_class")(c), centre])
+    return {BBOX_OUTPUT: box, DIGIT_OUTPUT: digit, CENTRE_OUTPUT: centre}
 
 
 def build_model(cfg: ModelConfig) -> Any:
@@ -103,10 +129,15 @@ def build_model(cfg: ModelConfig) -> Any:
         conv = backbone.get_layer("block1_conv1")
         kernel, bias = conv.get_weights()
         conv.set_weights([kernel[:, :, ::-1, :], bias])
+        if cfg.head == "spatial":
+            backbone = keras.Model(backbone.input, backbone.get_layer("block5_conv4").output, name="vgg19")
         features = backbone(x)
     else:
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(image)
-        features = _vgg19_features(x, cfg)
+        features = _vgg19_features(x, cfg, last_pool=cfg.head == "dense")
+    name = "vgg19" if cfg.width == 1.0 else f"vgg19_w{cfg.width:g}"
+    if cfg.head == "spatial":
+        return keras.Model(image, _spatial_head(features, cfg), name=f"{name}_spatial")
     flat = layers.Flatten(name="flatten")(features)
 
     b = flat
@@ -119,8 +150,27 @@ def build_model(cfg: ModelConfig) -> Any:
         c = layers.Dense(units, activation="relu", name=f"class_dense{i + 1}")(c)
         c = layers.Dropout(cfg.dropout, name=f"class_dropout{i + 1}")(c)
     digit = layers.Dense(NUM_CLASSES, activation="softmax", name=DIGIT_OUTPUT)(c)
-    name = "vgg19_two_head" if cfg.width == 1.0 else f"vgg19_w{cfg.width:g}_two_head"
-    return keras.Model(image, {BBOX_OUTPUT: bbox, DIGIT_OUTPUT: digit}, name=name)
+    return keras.Model(image, {BBOX_OUTPUT: bbox, DIGIT_OUTPUT: digit}, name=f"{name}_two_head")
+
+
+def inference_model(model: Any) -> Any:
+    """The model with the runtime contract's two outputs only (training-only outputs dropped;
+    the layers and weights are shared)."""
+    import keras
+
+    outputs = model.output if isinstance(model.output, dict) else {}
+    if set(outputs) <= {BBOX_OUTPUT, DIGIT_OUTPUT}:
+        return model
+    return keras.Model(model.inputs, {k: outputs[k] for k in (BBOX_OUTPUT, DIGIT_OUTPUT)}, name=model.name)
+
+
+def centre_grid(model: Any) -> tuple[int, int] | None:
+    """(rows, columns) of the spatial head's centre cells, or None for a model without one."""
+    outputs = model.output if isinstance(model.output, dict) else {}
+    if CENTRE_OUTPUT not in outputs:
+        return None
+    height, width = (int(d) for d in model.inputs[0].shape[1:3])
+    return height // SPATIAL_STRIDE, width // SPATIAL_STRIDE
 
 
 def backbone_layers(model: Any) -> list[Any]:
@@ -128,16 +178,18 @@ def backbone_layers(model: Any) -> list[Any]:
     return [layer for layer in model.layers if layer.name == "vgg19" or layer.name.startswith("block")]
 
 
-def load_model(path: str | os.PathLike[str]) -> Any:
-    """Load a saved digitloc model (.keras) with the custom losses it may name."""
+def load_model(path: str | os.PathLike[str], training: bool = False) -> Any:
+    """Load a saved digitloc model (.keras) with the custom losses and layers it may name; the
+    training-only outputs are dropped unless ``training``."""
     import keras
 
-    from digitloc.train import losses  # noqa: F401 - registers the serializable losses
+    from digitloc.train import layers, losses  # noqa: F401 - registers the serializable losses and layers
 
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such file")
     try:
-        return keras.saving.load_model(path, compile=False, safe_mode=False)
+        model = keras.saving.load_model(path, compile=False, safe_mode=False)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path}: not a Keras model ({exc})") from None
+    return model if training else inference_model(model)

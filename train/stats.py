@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -63,3 +64,39 @@ class BoxStats:
         if rng.random() < wide_share:
             return float(rng.uniform(0.25, 0.9))
         return float(np.clip(self.draw(rng, "rel_h"), 0.25, 0.95))
+
+
+@dataclass(frozen=True)
+class Framing:
+    """Where and how large the digit is in a window or synthetic photo.
+
+    ``sample`` follows the sample's one-digit photos (``BoxStats``, tightly framed);
+    ``wide`` spans what real photos show: digit height share anywhere in ``rel_h``,
+    centre anywhere in the middle ``2 * centre`` of the photo, photo aspect in ``aspect``.
+    """
+
+    name: str = "sample"
+    rel_h: tuple[float, float] = (0.15, 0.95)
+    centre: float = 0.3
+    aspect: tuple[float, float] = (1.0, 3.5)
+
+    NAMES: ClassVar[tuple[str, ...]] = ("sample", "wide")
+
+    @classmethod
+    def named(cls, name: str) -> Framing:
+        if name not in cls.NAMES:
+            raise ValueError(f"unknown framing {name!r}: choose one of {', '.join(cls.NAMES)}")
+        return cls(name=name)
+
+    def draw(self, stats: BoxStats, rng: np.random.Generator) -> tuple[float, float, float, float]:
+        """(digit height share, centre x, centre y, photo width / height); the digit stays inside."""
+        if self.name == "sample":
+            rel_h = stats.draw_rel_h(rng)
+            aspect = float(np.clip(stats.draw(rng, "aspect"), 0.7, 3.2))
+            cx = float(np.clip(stats.draw(rng, "cx"), 0.3, 0.7))
+            return rel_h, cx, float(np.clip(stats.draw(rng, "cy"), 0.3, 0.7)), aspect
+        rel_h = float(rng.uniform(*self.rel_h))
+        lo_y = max(0.5 - self.centre, rel_h / 2)
+        cy = float(rng.uniform(lo_y, max(lo_y, 1.0 - lo_y)))
+        cx = float(rng.uniform(0.5 - self.centre, 0.5 + self.centre))
+        return rel_h, cx, cy, float(np.exp(rng.uniform(*np.log(self.aspect))))

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from digitloc.train.stats import BoxStats
+from digitloc.train.stats import BoxStats, Framing
 
 HERSHEY_FACES = (
     cv2.FONT_HERSHEY_SIMPLEX,
@@ -119,6 +119,8 @@ class SynthConfig:
     # windows; 0.68 (with box_margin 0.03) brings them to the real share.
     glyph_width: float = 0.68
     box_margin: float = 0.03  # side margin of the annotated box, as a share of the glyph height
+    framing: Framing = Framing()  # digit size and place in the photo
+    min_digit_height: int = 0  # native pixels (wide framing: 12, so a small digit stays readable)
 
 
 def _render_digit(digit: int, cfg: SynthConfig, rng: np.random.Generator, style: dict) -> np.ndarray:
@@ -193,12 +195,10 @@ def synth_photo(digit: int, stats: BoxStats, cfg: SynthConfig,
     gw = max(2, int(round(glyph.shape[1] * gh / max(glyph.shape[0], 1) * style["stretch"])))
     glyph = cv2.resize(glyph, (gw, gh), interpolation=cv2.INTER_AREA)
 
-    rel_h = stats.draw_rel_h(rng)
+    rel_h, cx, cy, aspect = cfg.framing.draw(stats, rng)
     photo_h = int(round(gh / rel_h))
-    aspect = float(np.clip(stats.draw(rng, "aspect"), 0.7, 3.2))
     photo_w = max(int(round(photo_h * aspect)), gw + 4)
-    cx = float(np.clip(stats.draw(rng, "cx"), 0.3, 0.7)) * photo_w
-    cy = float(np.clip(stats.draw(rng, "cy"), 0.3, 0.7)) * photo_h
+    cx, cy = cx * photo_w, cy * photo_h
     x0 = int(np.clip(round(cx - gw / 2), 1, photo_w - gw - 1))
     y0 = int(np.clip(round(cy - gh / 2), 1, photo_h - gh - 1))
 
@@ -245,7 +245,8 @@ def synth_photo(digit: int, stats: BoxStats, cfg: SynthConfig,
     light = np.linspace(rng.uniform(0.5, 1.2), rng.uniform(0.7, 1.3), w if rng.random() < 0.5 else h,
                         dtype=np.float32)
     img = img * (light[None, :, None] if len(light) == w else light[:, None, None])
-    native_h = int(rng.integers(cfg.min_native_height, cfg.max_native_height + 1))
+    low = max(cfg.min_native_height, min(int(np.ceil(cfg.min_digit_height / rel_h)), cfg.max_native_height))
+    native_h = int(rng.integers(low, max(low, cfg.max_native_height) + 1))
     scale = native_h / h
     native_w = max(8, int(round(w * scale)))
     img = cv2.resize(img, (native_w, native_h), interpolation=cv2.INTER_AREA)

@@ -1,0 +1,64 @@
+"""The framing evaluation across variants: Keras, each ONNX file, and each ONNX file through the
+runtime's two-pass ``refine``, on the held-out one-digit photos re-framed at each digit height share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from digitloc.train.data import FramedPhoto, framing_dataset
+
+
+def refined_predict(path: Path, framed: list[FramedPhoto], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Relative boxes and probabilities from ``Detector(refine=True)`` on the native-resolution photos."""
+    from digitloc.runtime.detector import Detector
+
+    detector = Detector(path, provider="cpu", refine=True)
+    boxes, probs = [], []
+    for start in range(0, len(framed), batch_size):
+        chunk = framed[start:start + batch_size]
+        for f, d in zip(chunk, detector.predict_batch([f.image for f in chunk]), strict=True):
+            h, w = f.image.shape[:2]
+            boxes.append(np.asarray(d.bbox) / np.array([w, h, w, h]))
+            probs.append(d.probs)
+    return np.asarray(boxes, np.float32), np.asarray(probs, np.float32)
+
+
+def framing_table(keras_path: Path | None, onnx_paths: list[Path], framed: list[FramedPhoto], size: tuple[int, int],
+                  refine: bool = True) -> dict[str, Any]:
+    """Framing figures (per share) of Keras, of each ONNX variant, and of each with ``refine``."""
+    from digitloc.export.parity import onnx_predict
+    from digitloc.train.evaluate import framing_figures, keras_predict
+
+    data, shares = framing_dataset(framed, size)
+
+    def figures(pred: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+        return framing_figures(shares, data.boxes, data.labels, *pred)
+
+    out: dict[str, Any] = {}
+    if keras_path is not None:
+        from digitloc.train.model import load_model
+
+        out[f"{keras_path.name} (Keras)"] = figures(keras_predict(load_model(keras_path), data.images))
+    for path in onnx_paths:
+        out[path.name] = figures(onnx_predict(path, data.images))
+        if refine:
+            out[f"{path.name} + refine"] = figures(refined_predict(path, framed))
+    return out
+
+
+def framing_markdown(results: dict[str, Any]) -> str:
+    """One row per model: accuracy and mean IoU at each share, overall, and the small-digit gap."""
+    shares = [r["share"] for r in next(iter(results.values()))["per_share"]]
+    head = ("| model | " + " | ".join(f"{s:.2f}: acc / IoU" for s in shares)
+            + " | all: acc / IoU | gap 0.6-0.75 vs 0.2-0.3 (pt) |\n|---|" + "---|" * (len(shares) + 2) + "\n")
+    body = ""
+    for name, res in results.items():
+        cells = " | ".join(f"{r['class_accuracy']:.3f} / {r['mean_iou']:.3f}" for r in res["per_share"])
+        gap = res["small_vs_mid_accuracy_gap"]
+        body += (f"| {name} | {cells} | {res['class_accuracy']:.3f} / {res['mean_iou']:.3f} "
+                 f"| {'' if gap is None else format(100 * gap, '.1f')} |\n")
+    constant = " | ".join(f"- / {r['constant_box_iou']:.3f}" for r in next(iter(results.values()))["per_share"])
+    return head + body + f"| constant box | {constant} | | |\n"

@@ -1,0 +1,150 @@
+"""Wide framing, the spatial head, zoom-out augmentation, the framing evaluation and refine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from digitloc.annotations.check import ClippedBox
+from digitloc.train.augment import AugmentConfig, augment_expand
+from digitloc.train.data import Photo, crop_window, framing_photos, reframe
+from digitloc.train.stats import BoxStats, Framing
+
+from helpers import make_svhn_folder, toy_data
+
+
+def test_wide_framing_spans_the_real_range_and_keeps_the_digit_inside() -> None:
+    rng = np.random.default_rng(0)
+    draws = np.array([Framing.named("wide").draw(BoxStats.default(), rng) for _ in range(2000)])
+    rel_h, cx, cy, aspect = draws.T
+    assert rel_h.min() < 0.2 and rel_h.max() > 0.9  # small and large digits both occur
+    assert cx.min() < 0.25 and cx.max() > 0.75  # centres across the middle 60 %
+    assert np.all(cy - rel_h / 2 >= -1e-9) and np.all(cy + rel_h / 2 <= 1 + 1e-9)  # never cut at top or bottom
+    assert aspect.min() < 1.2 and aspect.max() > 3.0
+    sample = np.array([Framing.named("sample").draw(BoxStats.default(), rng)[0] for _ in range(500)])
+    assert np.median(sample) > np.median(rel_h)  # the sample framing is tighter
+    with pytest.raises(ValueError, match="unknown framing"):
+        Framing.named("loose")
+
+
+def test_wide_crop_windows_reach_small_shares_beyond_the_photo() -> None:
+    photo = Photo("x/1.png", Path("1.png"), 90, 60, [ClippedBox(3, 30, 10, 50, 50, 0)])
+    rng = np.random.default_rng(1)
+    shares = []
+    for _ in range(300):
+        (x1, y1, x2, y2), _ = crop_window(photo, 0, BoxStats.default(), rng, framing=Framing.named("wide"))
+        assert x1 <= 30 and x2 >= 50 and y1 <= 10 and y2 >= 50  # the digit stays whole
+        shares.append(40 / (y2 - y1))
+    assert min(shares) < 0.2 and max(shares) > 0.85
+    assert sum(s < 0.35 for s in shares) > 50  # small digits are common, not a corner case
+
+
+def test_reframe_puts_the_digit_at_the_asked_share() -> None:
+    image = np.full((60, 120, 3), 180, np.uint8)
+    image[10:50, 50:70] = 20
+    box = ClippedBox(4, 50, 10, 70, 50, 0)
+    for share in (0.2, 0.45, 0.9):
+        window, px = reframe(image, box, share, np.random.default_rng(0))
+        h, w = window.shape[:2]
+        assert abs((px[3] - px[1]) / h - share) < 0.02
+        assert px[0] >= 0 and px[1] >= 0 and px[2] <= w and px[3] <= h
+        assert window[int(px[1]) + 2:int(px[3]) - 2, int(px[0]) + 2:int(px[2]) - 2].max() == 20  # the digit is there
+
+
+def test_framing_photos_take_only_held_out_one_digit_photos(tmp_path: Path) -> None:
+    entries = [{"filename": f"{i}.png", "boxes": [{"label": 1 + i % 9, "left": 30, "top": 8, "width": 12,
+                                                    "height": 24}]} for i in range(6)]
+    entries.append({"filename": "multi.png", "boxes": [{"label": 1, "left": 10, "top": 8, "width": 12, "height": 24},
+                                                       {"label": 2, "left": 40, "top": 8, "width": 12, "height": 24}]})
+    folder = make_svhn_folder(tmp_path / "svhn", entries)
+    framed = framing_photos([str(folder)], shares=(0.3, 0.8))
+    assert len(framed) == 12 and {f.share for f in framed} == {0.3, 0.8}
+    assert all(f.origin != "svhn/multi.png" for f in framed)
+    again = framing_photos([str(folder)], shares=(0.3, 0.8))
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(framed, again, strict=True))  # deterministic
+
+
+def test_zoom_out_moves_the_box_with_the_pixels() -> None:
+    image = np.full((64, 128, 3), 200, np.uint8)
+    image[16:48, 56:72] = 0
+    box = np.array([56 / 128, 16 / 64, 72 / 128, 48 / 64], np.float32)
+    cfg = AugmentConfig(expand=3.0)
+    for seed in range(20):
+        out, moved = augment_expand(image, box, cfg, np.random.default_rng(seed))
+        assert moved[3] - moved[1] >= cfg.expand_min_height - 1e-6
+        dark = np.argwhere(out.max(axis=2) < 100)
+        found = np.array([dark[:, 1].min(), dark[:, 0].min(), dark[:, 1].max() + 1, dark[:, 0].max() + 1])
+        assert np.abs(found - moved * np.array([128, 64, 128, 64])).max() <= 1.0  # within a pixel's rounding
+    assert augment_expand(image, np.array([0.4, 0.45, 0.5, 0.55], np.float32), cfg,
+                          np.random.default_rng(0))[1][3] == pytest.approx(0.55)  # too small to shrink: unchanged
+
+
+def test_spatial_head_keeps_the_contract_learns_and_exports(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from digitloc.export.convert import keras_to_onnx
+    from digitloc.train.fit import TrainConfig, centre_cells, compile_model
+    from digitloc.train.model import ModelConfig, build_model, centre_grid, load_model
+
+    keras.utils.set_random_seed(0)
+    cfg = ModelConfig(input_size=32, width=0.125, batchnorm=True, head="spatial", dropout=0.1)
+    model = build_model(cfg)
+    assert set(model.output) == {"bbox", "digit", "centre"} and centre_grid(model) == (2, 2)
+    compile_model(model, TrainConfig(data="-", model=cfg), 3e-3)
+    images, boxes, labels = toy_data(256, seed=3)
+    targets = {"bbox": boxes, "digit": labels, "centre": centre_cells(boxes, (2, 2))}
+    losses = model.fit(images, targets, epochs=8, batch_size=32, verbose=0).history["loss"]
+    assert losses[-1] < 0.7 * losses[0]
+    model.save(tmp_path / "m.keras")
+    reloaded = load_model(tmp_path / "m.keras")
+    assert set(reloaded.output) == {"bbox", "digit"}  # the training-only output is dropped
+    out = reloaded(images[:16], training=False)
+    probs = np.asarray(out["digit"])
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert np.all((np.asarray(out["bbox"]) >= 0) & (np.asarray(out["bbox"]) <= 1))
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(keras_to_onnx(reloaded).SerializeToString(), providers=["CPUExecutionProvider"])
+    onnx_boxes, onnx_probs = session.run(["bbox", "digit"], {"image": images[:16]})
+    np.testing.assert_allclose(onnx_boxes, np.asarray(out["bbox"]), atol=1e-5)
+    np.testing.assert_allclose(onnx_probs, probs, atol=1e-5)
+
+
+def test_centre_cells_are_row_major() -> None:
+    from digitloc.train.fit import centre_cells
+
+    boxes = np.array([[0.0, 0.0, 0.1, 0.1], [0.9, 0.9, 1.0, 1.0], [0.6, 0.1, 0.8, 0.3]], np.float32)
+    assert centre_cells(boxes, (4, 8)).tolist() == [0, 31, 5]
+
+
+def test_refine_window_centres_the_box_at_the_refine_share() -> None:
+    from digitloc.runtime.detector import REFINE_SHARE, crop_window, refine_window
+
+    window = refine_window(np.array([100.0, 50.0, 110.0, 70.0]), (64, 128))
+    x1, y1, x2, y2 = window
+    assert (y2 - y1) == pytest.approx(20 / REFINE_SHARE, abs=1) and (x2 - x1) == pytest.approx(2 * (y2 - y1), abs=2)
+    assert (x1 + x2) / 2 == pytest.approx(105, abs=1) and (y1 + y2) / 2 == pytest.approx(60, abs=1)
+    image = np.random.default_rng(0).integers(0, 255, (80, 120, 3)).astype(np.uint8)
+    assert crop_window(image, window).shape[:2] == (y2 - y1, x2 - x1)  # past the right edge: padded
+    assert np.array_equal(crop_window(image, (10, 10, 40, 30)), image[10:30, 10:40])
+    edge = crop_window(image, (-4, -3, 20, 10))
+    assert edge.shape[:2] == (13, 24)
+    assert np.array_equal(edge[3:, 4:], image[:10, :20])  # the photo sits where the window says
+    assert np.array_equal(edge[0, 4:], image[0, :20])  # above it: its top row repeated
+
+
+def test_refine_maps_the_second_box_back_to_the_photo(tiny_onnx: Path) -> None:
+    from digitloc.runtime.detector import Detector
+
+    images, _, _ = toy_data(4, seed=9, size=96)
+    bgr = [im[:, :, ::-1].copy() for im in images]
+    plain = Detector(tiny_onnx, provider="cpu").predict_batch(bgr)
+    refined = Detector(tiny_onnx, provider="cpu", refine=True).predict_batch(bgr)
+    for p, r in zip(plain, refined, strict=True):
+        x1, y1, x2, y2 = r.bbox
+        assert 0 <= x1 <= x2 <= 96 and 0 <= y1 <= y2 <= 96
+        assert abs(sum(r.probs) - 1) < 1e-4
+    assert any(p.bbox != r.bbox for p, r in zip(plain, refined, strict=True))  # the second pass did something
