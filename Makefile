@@ -15,11 +15,18 @@ DATA ?= data/svhn128x64
 RUN ?= runs/w025-128x64
 FULL_RUN ?= runs/w100-64
 SESSION_RUN ?= runs/w025-128x64-1s
+WIDE_DATA ?= data/wide128x64
+SPATIAL_CMP ?= runs/w025-128x64-spatial-cmp
+DENSE_CMP ?= runs/w025-128x64-dense-cmp
+WIDE_RUN ?= runs/w025-128x64-wide
+# The framing stage's shared settings: wide windows (digit 0.15-0.95 of the height), zoom-out to 2.5x.
+WIDE_FIT = $(BIN)/digitloc-train fit --data $(WIDE_DATA) --size 128x64 --width 0.25 --batchnorm --expand 2.5 \
+	--batch-size 64 --patience 6 --force
 # The 128x64 build of stage 4, which the one-session run trains on too.
 BUILD_128X64 = $(BIN)/digitloc-data build --svhn $(SAMPLE) --crops-per-digit 8 --synthetic 60000 --size 128x64 \
 	-o $(DATA) --force
 
-.PHONY: venv demo test lint default-model session-model full-width keep-run bench clean
+.PHONY: venv demo test lint default-model wide-stage head-comparison session-model full-width keep-run bench clean
 
 venv: $(VENV)/.installed
 
@@ -86,6 +93,22 @@ default-model: venv
 	$(MAKE) keep-run FROM=$(STAGE2_RUN) TO=models/w025-64-ft-run WEIGHTS=1
 	$(MAKE) keep-run FROM=$(STAGE3_RUN) TO=models/w025-64-s3-run WEIGHTS=1
 	$(MAKE) keep-run FROM=$(RUN) TO=models/w025-128x64-run WEIGHTS=1
+
+# Stage 5 (issue 15): real photos are framed more loosely than the sample. A build whose windows
+# and synthetic photos span digit heights 0.15-0.95 of the photo (about 12 minutes), then the head
+# comparison (dense vs spatial from stage 4's conv blocks, the same data, seed and 1,200 batches),
+# then the spatial head continued for 60 minutes.
+wide-stage: venv head-comparison
+	$(WIDE_FIT) -o $(WIDE_RUN) --head spatial --init $(SPATIAL_CMP)/model.keras --epochs 40 \
+		--steps-per-epoch 300 --lr 2e-4 --max-minutes 60
+
+head-comparison: venv
+	$(BIN)/digitloc-data build --svhn $(SAMPLE) --crops-per-digit 8 --synthetic 40000 --size 128x64 --framing wide \
+		-o $(WIDE_DATA) --force
+	$(WIDE_FIT) -o $(SPATIAL_CMP) --head spatial --init $(RUN)/model.keras --init-backbone-only --epochs 4 \
+		--steps-per-epoch 300 --lr 3e-4 --max-minutes 30
+	$(WIDE_FIT) -o $(DENSE_CMP) --head dense --init $(RUN)/model.keras --init-backbone-only --epochs 4 \
+		--steps-per-epoch 300 --lr 3e-4 --max-minutes 30
 
 # One full training run that fits one working session (about 2 hours on 2 CPU cores): the
 # 128x64 build (9 minutes; the same as stage 4's), then one from-scratch fit capped at 110 minutes.
