@@ -28,7 +28,7 @@ from digitloc.runtime.contract import (
     parse_metadata,
     relative_to_pixels,
 )
-from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS, read_image_file
+from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS, check_image, read_image_file
 from digitloc.runtime.preprocess import preprocess
 
 DEFAULT_MODEL_NAME = "digitloc-default-int8.onnx"
@@ -146,6 +146,15 @@ class Detector:
         if not {BBOX_OUTPUT, DIGIT_OUTPUT} <= outputs:
             raise ContractError(f"{self.model_path}: needs outputs {BBOX_OUTPUT!r} and {DIGIT_OUTPUT!r}, "
                                 f"has {sorted(outputs)}")
+        for output in self.session.get_outputs():
+            if output.name in (BBOX_OUTPUT, DIGIT_OUTPUT):
+                self._check_shape(output.name, output.shape)
+
+    def _check_shape(self, name: str, shape: Any) -> None:
+        want = 4 if name == BBOX_OUTPUT else len(self.info.class_names)
+        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != want):
+            raise ContractError(f"{self.model_path}: output {name!r} has shape {list(shape)}, "
+                                f"the contract needs [N, {want}]")
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -154,12 +163,14 @@ class Detector:
     def load(self, image: str | os.PathLike[str] | np.ndarray) -> np.ndarray:
         """A path (read with the pixel limit) or an OpenCV array, as an OpenCV array."""
         if isinstance(image, np.ndarray):
-            return image
+            return check_image(image, "image array", self.max_pixels)
         return read_image_file(image, self.max_pixels)
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw model outputs for a preprocessed uint8 [N, H, W, 3] RGB batch: relative boxes, probs."""
         boxes, probs = self.session.run([BBOX_OUTPUT, DIGIT_OUTPUT], {INPUT_NAME: batch})
+        self._check_shape(BBOX_OUTPUT, np.shape(boxes))
+        self._check_shape(DIGIT_OUTPUT, np.shape(probs))
         return np.asarray(boxes, np.float32), np.asarray(probs, np.float32)
 
     def _pixel_boxes(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
