@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -14,7 +16,7 @@ import cv2
 from digitloc.runtime.contract import ContractError, size_text
 from digitloc.runtime.detector import DEFAULT_REFINE, Detector, ProviderError, available_providers
 from digitloc.runtime.draw import annotate
-from digitloc.runtime.fileio import OutputExistsError, atomic_path, check_writable
+from digitloc.runtime.fileio import OutputDirError, atomic_path, prepare_output_dir
 from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS
 from digitloc.runtime.options import refine_option
 from digitloc.runtime.progress import progress
@@ -95,37 +97,55 @@ def main(sources: tuple[str, ...], model: str | None, provider: str, threads: in
     click.echo(f"model {detector.model_path.name} ({detector.info.precision}, "
                f"{size_text(detector.input_size)}) on {detector.provider}", err=True)
 
-    items = expand_sources(list(sources))
+    if output is not None:
+        try:
+            prepare_output_dir(output)
+        except OutputDirError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+    items = expand_sources(list(sources), exclude=output)
+    plan, failures = plan_outputs(items, output, force) if output is not None else ({}, [])
+    for message in failures:
+        click.echo(f"error: {message}", err=True)
     total = sum(1 if s.kind in ("image", "error") else max(video_properties(s.location)[3], 0) if s.kind == "video"
                 else 0 for s in items)
-    failures: list[str] = []
     videos: dict[str, VideoOut | None] = {}
     done = 0
     started = time.perf_counter()
-    bar = progress(total=total or None, desc="predict", unit="frame")
-    for chunk in _batches(_frames(items, max_pixels, max_frames), batch):
-        good = [f for f in chunk if f.error is None]
-        for f in chunk:
-            if f.error is not None:
-                failures.append(f.error)
-                click.echo(f"error: {f.error}", err=True)
-        if good:
-            detections, ms = detector.timed_batch([f.image for f in good])
-            for frame, det in zip(good, detections, strict=True):
-                if as_json:
-                    click.echo(json.dumps({"source": frame.source.location, "frame": frame.index,
-                                           **det.to_dict(), "latency_ms": round(ms / len(good), 3)}))
-                if output is not None:
-                    err = _write_output(output, frame, det, videos, force)
-                    if err:
-                        failures.append(err)
-                        click.echo(f"error: {err}", err=True)
-        done += len(good)
-        bar.update(len(chunk))
-    bar.close()
-    for video in videos.values():
-        if video is not None:
-            video.close(ok=True)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    finished = False
+    try:
+        bar = progress(total=total or None, desc="predict", unit="frame")
+        for chunk in _batches(_frames(items, max_pixels, max_frames), batch):
+            good = [f for f in chunk if f.error is None]
+            for f in chunk:
+                if f.error is not None:
+                    failures.append(f.error)
+                    click.echo(f"error: {f.error}", err=True)
+            if good:
+                try:
+                    detections, ms = detector.timed_batch([f.image for f in good])
+                except ContractError as exc:
+                    click.echo(f"error: {exc}", err=True)
+                    sys.exit(2)
+                for frame, det in zip(good, detections, strict=True):
+                    if as_json:
+                        click.echo(json.dumps({"source": frame.source.location, "frame": frame.index,
+                                               **det.to_dict(), "latency_ms": round(ms / len(good), 3)}))
+                    if output is not None:
+                        err = _write_output(plan.get(frame.source.location), frame, det, videos)
+                        if err:
+                            failures.append(err)
+                            click.echo(f"error: {err}", err=True)
+            done += len(good)
+            bar.update(len(chunk))
+        bar.close()
+        finished = True
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for video in videos.values():
+            if video is not None:
+                video.close(ok=finished)  # an interrupted run leaves no half-written video behind
     seconds = time.perf_counter() - started
     click.echo(f"{done} frames predicted, {len(failures)} failed, {seconds:.2f} s, "
                f"{done / seconds if seconds > 0 else 0:.1f} frames/s on {detector.provider}", err=True)
@@ -133,33 +153,67 @@ def main(sources: tuple[str, ...], model: str | None, provider: str, threads: in
         sys.exit(1)
 
 
-def _write_output(output: Path, frame: Frame, det, videos: dict[str, VideoOut | None], force: bool) -> str | None:  # noqa: ANN001
-    """Write one annotated image or video frame; returns an error message instead of raising."""
-    source = frame.source
-    annotated = annotate(frame.image, det)
-    if source.kind == "image":
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM: unwind like an interrupt, so temporary outputs are removed on the way out."""
+    click.echo("error: terminated; unfinished outputs removed", err=True)
+    sys.exit(128 + signum)
+
+
+def plan_outputs(items: list[Source], output: Path, force: bool) -> tuple[dict[str, Path], list[str]]:
+    """Each source's annotated output, decided before the first write.
+
+    Outputs keep the sources' relative paths; two sources that would write the same file, an
+    output that would replace its own input, or one that exists (without ``force``) is an
+    error for that source, which is still predicted but not written.
+    """
+    plan: dict[str, Path] = {}
+    owner: dict[Path, str] = {}
+    errors: list[str] = []
+    for source in items:
+        if source.kind == "error" or source.location in plan:
+            continue
         target = output / source.name
-        if target.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp"):
-            target = target.with_suffix(".png")
-        try:
-            check_writable(target, force)
+        if source.kind == "image":
+            if target.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp"):
+                target = target.with_suffix(".png")
+        else:
+            target = target.with_suffix(".mp4")
+        key = Path(os.path.abspath(target))
+        if key in owner:
+            errors.append(f"{source.location}: its output {target} is also {owner[key]}'s; not written "
+                          "(rename one, or run them separately)")
+        elif source.kind != "camera" and key == Path(os.path.abspath(source.location)):
+            errors.append(f"{source.location}: its output would replace the input itself; not written")
+        elif target.exists() and not force:
+            errors.append(f"{target}: already exists (use --force to overwrite)")
+        else:
+            owner[key] = source.location
+            plan[source.location] = target
+    return plan, errors
+
+
+def _write_output(target: Path | None, frame: Frame, det, videos: dict[str, VideoOut | None]) -> str | None:  # noqa: ANN001
+    """Write one annotated image or video frame to its planned target; returns an error message instead of raising."""
+    if target is None:
+        return None  # not in the plan: its error was reported before the first write
+    annotated = annotate(frame.image, det)
+    try:
+        if frame.source.kind == "image":
             with atomic_path(target) as tmp:
                 if not cv2.imwrite(str(tmp), annotated):
                     return f"{target}: could not write image"
-        except OutputExistsError as exc:
-            return str(exc)
-        return None
-    key = source.location
-    if key not in videos:
-        target = (output / source.name).with_suffix(".mp4")
-        try:
-            check_writable(target, force)
-        except OutputExistsError as exc:
-            videos[key] = None
-            return str(exc)
-        fps = video_properties(source.location)[0] if source.kind == "video" else 30.0
-        videos[key] = VideoOut(target, fps)
+            return None
+        key = frame.source.location
+        if key not in videos:
+            fps = video_properties(key)[0] if frame.source.kind == "video" else 30.0
+            videos[key] = VideoOut(target, fps)
+    except OSError as exc:
+        return f"{target}: cannot write ({exc.strerror or exc})"
     video = videos[key]
     if video is not None:
         video.write(annotated)
     return None
+
+
+if __name__ == "__main__":
+    main()

@@ -17,6 +17,23 @@ class OutputExistsError(FileExistsError):
     """The output path exists and the caller did not ask to overwrite it."""
 
 
+class OutputDirError(OSError):
+    """An output folder that cannot be made or written to."""
+
+
+def prepare_output_dir(path: str | os.PathLike[str]) -> Path:
+    """Make the output folder and prove a file can be written in it, before any work is done."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".digitloc-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputDirError(f"{path}: cannot write there ({exc.strerror or exc})") from None
+    return path
+
+
 def check_writable(path: str | os.PathLike[str], force: bool = False) -> Path:
     """Refuse an existing output unless ``force``; make sure its folder exists."""
     path = Path(path)

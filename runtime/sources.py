@@ -7,6 +7,7 @@ names the file and the reason, so the rest of the batch goes on.
 from __future__ import annotations
 
 import glob
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ class Source:
     """One input: an image, a video or a camera; ``name`` is its path relative to what was given."""
 
     kind: str  # "image", "video", "camera", or "error"
-    location: str  # file path, or the camera index
+    location: str  # file path, or camera:N as typed
     name: str  # for output file names
     error: str | None = None
 
@@ -45,34 +46,47 @@ def _kind_of(path: Path) -> str | None:
     return "image" if ext in IMAGE_EXTS else "video" if ext in VIDEO_EXTS else None
 
 
-def expand_sources(specs: list[str]) -> list[Source]:
-    """Turn command-line inputs into sources; unknown or missing ones become error sources."""
-    out: list[Source] = []
+def _inside(path: Path, folder: Path | None) -> bool:
+    return folder is not None and path.resolve().is_relative_to(folder)
+
+
+def expand_sources(specs: list[str], exclude: Path | None = None) -> list[Source]:
+    """Turn command-line inputs into sources; unknown or missing ones become error sources.
+
+    Files under ``exclude`` (the output folder) are left out of folders and globs, so earlier
+    outputs are never read back as inputs. Each source's ``name`` is its path relative to the
+    folder all inputs share, so ``a/1.png`` and ``b/1.png`` keep apart.
+    """
+    skip = exclude.resolve() if exclude is not None else None
+    found: list[tuple[str, Path, Path] | Source] = []  # (kind, file, the folder it was given under)
     for spec in specs:
         if spec.startswith("camera:"):
             index = spec.split(":", 1)[1]
             if not index.isdigit():
-                out.append(Source("error", spec, spec, f"{spec}: camera index must be a number"))
+                found.append(Source("error", spec, spec, f"{spec}: camera index must be a number"))
             else:
-                out.append(Source("camera", index, f"camera{index}"))
+                found.append(Source("camera", spec, f"camera{index}"))
             continue
         path = Path(spec)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and _kind_of(p))
-            if not found:
-                out.append(Source("error", spec, spec, f"{spec}: folder holds no image or video files"))
-            out.extend(Source(_kind_of(p), str(p), str(p.relative_to(path))) for p in found)  # type: ignore[arg-type]
+            files = sorted(p for p in path.rglob("*") if p.is_file() and _kind_of(p) and not _inside(p, skip))
+            if not files:
+                found.append(Source("error", spec, spec, f"{spec}: folder holds no image or video files"))
+            found.extend((_kind_of(p), p, path) for p in files)  # type: ignore[misc]
         elif path.is_file():
-            kind = _kind_of(path) or "image"  # unknown extension: try to decode it as an image
-            out.append(Source(kind, str(path), path.name))
+            found.append((_kind_of(path) or "image", path, path.parent))  # unknown extension: try it as an image
         elif any(c in spec for c in "*?["):
-            matches = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+            matches = sorted(Path(p) for p in glob.glob(spec, recursive=True)
+                             if Path(p).is_file() and not _inside(Path(p), skip))
             if not matches:
-                out.append(Source("error", spec, spec, f"{spec}: pattern matches no file"))
-            out.extend(Source(_kind_of(p) or "image", str(p), p.name) for p in matches)
+                found.append(Source("error", spec, spec, f"{spec}: pattern matches no file"))
+            found.extend((_kind_of(p) or "image", p, p.parent) for p in matches)
         else:
-            out.append(Source("error", spec, spec, f"{spec}: no such file or folder"))
-    return out
+            found.append(Source("error", spec, spec, f"{spec}: no such file or folder"))
+    roots = [os.path.abspath(item[2]) for item in found if isinstance(item, tuple)]
+    base = Path(os.path.commonpath(roots)) if roots else Path.cwd()
+    return [item if isinstance(item, Source) else
+            Source(item[0], str(item[1]), os.path.relpath(os.path.abspath(item[1]), base)) for item in found]
 
 
 def iter_frames(source: Source, max_pixels: int = DEFAULT_MAX_PIXELS, max_frames: int | None = None,
@@ -87,7 +101,7 @@ def iter_frames(source: Source, max_pixels: int = DEFAULT_MAX_PIXELS, max_frames
         except ImageError as exc:
             yield Frame(source, None, None, str(exc))
         return
-    capture = cv2.VideoCapture(int(source.location) if source.kind == "camera" else source.location)
+    capture = cv2.VideoCapture(int(source.location.split(":", 1)[1]) if source.kind == "camera" else source.location)
     try:
         if not capture.isOpened():
             yield Frame(source, None, None, f"{source.location}: cannot open {source.kind}")

@@ -164,8 +164,9 @@ def test_cli_on_every_source_kind(tiny_onnx: Path, tmp_path: Path) -> None:
         assert abs(sum(r["probs"]) - 1) < 1e-3
     a = next(r for r in lines if r["source"].endswith("a.png"))
     assert 0 <= a["bbox"][0] <= a["bbox"][2] <= 90 and 0 <= a["bbox"][1] <= a["bbox"][3] <= 60
-    assert cv2.imread(str(out / "a.png")).shape == (60, 90, 3)
-    assert cv2.imread(str(out / "sub" / "b.jpg")).shape == (45, 70, 3)
+    # Outputs keep their paths relative to the folder the inputs share (here tmp_path).
+    assert cv2.imread(str(out / "in" / "a.png")).shape == (60, 90, 3)
+    assert cv2.imread(str(out / "in" / "sub" / "b.jpg")).shape == (45, 70, 3)
     assert cv2.imread(str(out / "c.png")).shape == (33, 50, 3)
     cap = cv2.VideoCapture(str(out / "clip.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
@@ -174,7 +175,7 @@ def test_cli_on_every_source_kind(tiny_onnx: Path, tmp_path: Path) -> None:
     cap.release()
     assert "9 frames predicted, 0 failed" in result.stderr
     # A second run without --force keeps what exists and says so.
-    again = CliRunner().invoke(main, [str(src / "a.png"), "--model", str(tiny_onnx), "--output", str(out)])
+    again = CliRunner().invoke(main, [str(tmp_path / "c.png"), "--model", str(tiny_onnx), "--output", str(out)])
     assert again.exit_code == 1 and "already exists (use --force" in again.stderr
 
 
@@ -201,7 +202,7 @@ def test_cli_reports_bad_inputs_and_goes_on(tiny_onnx: Path, tmp_path: Path) -> 
     assert "zero.avi" in err
     assert "huge.png: 200x200 image exceeds the 20,000-pixel limit" in err
     assert "missing.png: no such file or folder" in err
-    assert "97: cannot open camera" in err
+    assert "camera:97: cannot open camera" in err
     assert "1 frames predicted, 8 failed" in err
 
 
@@ -212,3 +213,160 @@ def test_cli_model_errors_and_providers(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "not a loadable ONNX model" in result.stderr
     listed = CliRunner().invoke(main, ["--list-providers"])
     assert listed.exit_code == 0 and "CPUExecutionProvider" in listed.stdout
+
+
+def test_every_format_is_peeked_before_decoding_or_refused(tmp_path: Path) -> None:
+    """WebP (lossless, lossy), TIFF and PNM headers give their size; a bomb is refused unread;
+    a format whose header is not read here (Radiance HDR, Sun raster) is refused, not decoded blind."""
+    from digitloc.runtime.imageio import decode_image
+
+    img = np.zeros((30, 40, 3), np.uint8)
+    for ext, params in ((".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]), (".webp", [cv2.IMWRITE_WEBP_QUALITY, 80]),
+                        (".tif", []), (".ppm", []), (".png", []), (".bmp", []), (".gif", [])):
+        data = cv2.imencode(ext, img, params)[1].tobytes()
+        assert header_size(data) == (40, 30), ext
+        assert decode_image(data, "x" + ext).shape[:2] == (30, 40)
+        with pytest.raises(ImageError, match="exceeds the 1,000-pixel limit"):
+            decode_image(data, "x" + ext, max_pixels=1000)
+    # A TIFF bomb: a valid header that claims 100000 x 100000 pixels.
+    bomb = b"II*\x00\x08\x00\x00\x00\x02\x00" + bytes.fromhex("0001 0400 0100 0000 a086 0100") \
+        + bytes.fromhex("0101 0400 0100 0000 a086 0100") + b"\0" * 64
+    assert header_size(bomb) == (100_000, 100_000)
+    with pytest.raises(ImageError, match="100000x100000 image exceeds"):
+        decode_image(bomb, "bomb.tif")
+    # A lossy WebP header claiming 16000 x 16000 (VP8 frame header).
+    vp8 = b"RIFF\0\0\0\0WEBPVP8 \0\0\0\0" + b"\0\0\0" + b"\x9d\x01\x2a" + struct_pack(16000, 16000) + b"\0" * 32
+    assert header_size(vp8) == (16000, 16000)
+    with pytest.raises(ImageError, match="16000x16000 image exceeds"):
+        decode_image(vp8, "big.webp")
+    for ext in (".hdr", ".ras"):
+        data = cv2.imencode(ext, img)[1].tobytes()
+        with pytest.raises(ImageError, match="not an image, or a corrupt one .accepted: PNG"):
+            decode_image(data, "x" + ext)
+
+
+def struct_pack(w: int, h: int) -> bytes:
+    import struct
+
+    return struct.pack("<HH", w, h)
+
+
+def test_tiny_images_and_float_arrays_get_a_clear_error(tiny_onnx: Path, tmp_path: Path) -> None:
+    detector = Detector(tiny_onnx, provider="cpu")
+    one = tmp_path / "one.png"
+    cv2.imwrite(str(one), np.zeros((1, 1, 3), np.uint8))
+    with pytest.raises(ImageError, match="one.png: 1x1 image is below the 8-pixel minimum side"):
+        detector.predict(one)
+    with pytest.raises(ImageError, match="7x40 image is below the 8-pixel minimum side"):
+        detector.predict(np.zeros((40, 7, 3), np.uint8))
+    bgr = cv2.imread(str(_photo(tmp_path / "a.png")))
+    # A float array in 0..1 is the same photo as its uint8 form; one in 0..255 is refused, not read as white.
+    assert detector.predict(bgr.astype(np.float32) / 255.0).digit == detector.predict(bgr).digit
+    with pytest.raises(ImageError, match="float image with values 30..240; float images must be 0..1"):
+        detector.predict(bgr.astype(np.float32))
+    with pytest.raises(ImageError, match="float images must be 0..1"):
+        detector.predict(np.full((20, 20), np.nan, np.float32))
+    result = CliRunner().invoke(main, [str(one), "--model", str(tiny_onnx)])
+    assert result.exit_code == 1 and "error: " + str(one) + ": 1x1 image is below" in result.stderr
+
+
+def _wrong_shape_model(tiny_onnx: Path, path: Path, declared: list) -> Path:
+    """A model with the digitloc metadata and the right names, but outputs of shape [N, 3]."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceMean", ["f", "axes"], ["bbox"], keepdims=0),
+             helper.make_node("Identity", ["bbox"], ["digit"])]
+    axes = helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2])
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", 32, 32, 3])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, declared) for n in ("bbox", "digit")],
+                              initializer=[axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    helper.set_model_props(model, {p.key: p.value for p in onnx.load(str(tiny_onnx)).metadata_props})
+    onnx.save(model, str(path))
+    return path
+
+
+def test_wrong_output_shapes_are_a_contract_error(tiny_onnx: Path, tmp_path: Path) -> None:
+    declared = _wrong_shape_model(tiny_onnx, tmp_path / "declared.onnx", ["N", 3])
+    with pytest.raises(ContractError, match="output 'bbox' has shape \\['N', 3\\], the contract needs \\[N, 4\\]"):
+        Detector(declared, provider="cpu")
+    result = CliRunner().invoke(main, [str(_photo(tmp_path / "a.png")), "--model", str(declared)])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "error: " in result.stderr
+    detector = Detector(tiny_onnx, provider="cpu")  # a shape that shows only when the model runs
+
+    class Session:
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        def run(self, names: list, feeds: dict) -> list:
+            boxes, probs = real.run(names, feeds)
+            return [boxes[:, :3], probs]
+
+    real = detector.session
+    detector.session = Session()
+    with pytest.raises(ContractError, match="output 'bbox' has shape \\[1, 3\\], the contract needs"):
+        detector.predict(np.zeros((32, 32, 3), np.uint8))
+
+
+def test_outputs_are_planned_before_the_first_write(tiny_onnx: Path, tmp_path: Path) -> None:
+    """Same file names in two folders keep apart; a clash is an error, never an overwrite; the output
+    folder inside an input folder is not read back; an output folder that cannot be made is one line."""
+    for folder, size in (("a", (40, 60)), ("b", (50, 80))):
+        (tmp_path / folder).mkdir()
+        _photo(tmp_path / folder / "1.png", size)
+    out = tmp_path / "out"
+    model = ["--model", str(tiny_onnx), "--provider", "cpu"]
+    result = CliRunner().invoke(main, [str(tmp_path / "a" / "1.png"), str(tmp_path / "b" / "1.png"), "--output",
+                                       str(out), *model])
+    assert result.exit_code == 0, result.output
+    assert cv2.imread(str(out / "a" / "1.png")).shape[:2] == (40, 60)
+    assert cv2.imread(str(out / "b" / "1.png")).shape[:2] == (50, 80)
+    # 1.gif and 1.png would both be written as 1.png (a GIF is written as PNG): the second is an error.
+    cv2.imwrite(str(tmp_path / "a" / "1.gif"), np.zeros((20, 20, 3), np.uint8))
+    result = CliRunner().invoke(main, [str(tmp_path / "a"), "--output", str(tmp_path / "out2"), *model])
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'a' / '1.png'}: its output {tmp_path / 'out2' / '1.png'} is also {tmp_path / 'a' / '1.gif'}'s" \
+        in result.stderr and "already exists" not in result.stderr
+    assert "2 frames predicted, 1 failed" in result.stderr
+    assert cv2.imread(str(tmp_path / "out2" / "1.png")).shape[:2] == (20, 20)  # the first one's, not overwritten
+    # The output folder inside the input folder: three runs read only the two photos, never their outputs.
+    for _ in range(3):
+        result = CliRunner().invoke(main, [str(tmp_path / "b"), "--output", str(tmp_path / "b" / "out"), "--force",
+                                           "--json", *model])
+        assert result.exit_code == 0, result.output
+        assert [json.loads(line)["source"] for line in result.stdout.splitlines()] == [str(tmp_path / "b" / "1.png")]
+    assert not (tmp_path / "b" / "out" / "out").exists()
+    # An output folder that cannot be made: one error line, exit 2, no traceback.
+    (tmp_path / "file").write_text("x")
+    for bad in (tmp_path / "file" / "out", Path("/proc/digitloc-out")):
+        result = CliRunner().invoke(main, [str(tmp_path / "a" / "1.png"), "--output", str(bad), *model])
+        assert result.exit_code == 2 and result.exception is None or isinstance(result.exception, SystemExit)
+        assert f"error: {bad}: cannot write there" in result.stderr and "Traceback" not in result.output
+
+
+def test_sigterm_during_a_video_leaves_no_temporary_file(tiny_onnx: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    video = tmp_path / "long.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (96, 64))
+    for i in range(3000):
+        writer.write(np.full((64, 96, 3), i % 200, np.uint8))
+    writer.release()
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "digitloc.runtime.cli", str(video), "--model", str(tiny_onnx),
+                             "--provider", "cpu", "--batch", "1", "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "DIGITLOC_PROGRESS": "0"})
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(out.glob(".long.*.mp4")) and proc.poll() is None:
+        time.sleep(0.01)
+    assert list(out.glob(".long.*.mp4")), "the run ended before its temporary video appeared"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "error: terminated; unfinished outputs removed" in err.decode()
+    assert list(out.iterdir()) == []
