@@ -1,15 +1,18 @@
 """The Starlette application: predictions over HTTP with bounded uploads and a bounded worker pool.
 
 Every error a client can cause is a 4xx with a JSON body naming the problem; the one
-ONNX Runtime session is shared by all requests (it is thread-safe), and inference runs
-in a fixed-size thread pool so the event loop keeps serving.
+ONNX Runtime session is shared by all requests (it is thread-safe). Bodies are counted
+while they arrive, and images are decoded and predicted in a fixed-size thread pool under
+a budget of decoded pixels, so the event loop keeps serving and memory stays bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
@@ -21,7 +24,7 @@ from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from digitloc.runtime.detector import Detector
-from digitloc.runtime.imageio import ImageError, decode_image
+from digitloc.runtime.imageio import ImageError, decode_image, header_size
 
 IMAGE_TYPES = ("image/", "application/octet-stream")
 
@@ -35,6 +38,7 @@ class ClientError(Exception):
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` (declared or chunked)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ClientError(413, f"upload of {int(declared):,} bytes exceeds the {limit:,}-byte limit")
@@ -47,17 +51,24 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _images(request: Request, limit: int, max_files: int) -> list[tuple[str, bytes]]:
-    """(name, bytes) of the uploaded images: a raw image body, or multipart file fields."""
+async def _images(request: Request, limit: int, max_files: int, body_limit: int) -> list[tuple[str, bytes]]:
+    """(name, bytes) of the uploaded images: a raw image body, or multipart file fields.
+
+    The body is read with a running byte count (``body_limit`` for the whole request), so an
+    oversized upload is refused while it arrives, chunked or not, and never spooled whole.
+    """
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit * max_files:
-            raise ClientError(413, f"upload of {int(declared):,} bytes exceeds the limit")
+        body = await _read_body(request, body_limit)
+
+        async def replay() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
         try:
-            form = await request.form(max_files=max_files, max_part_size=limit)
+            form = await Request(request.scope, replay).form(max_files=max_files, max_part_size=limit)
         except Exception as exc:  # noqa: BLE001 - multipart parser errors come in several types
             raise ClientError(400, f"malformed multipart upload: {exc}") from None
+        del body
         files = [(v.filename or k, await v.read()) for k, v in form.multi_items() if hasattr(v, "read")]
         await form.close()
         if not files:
@@ -68,40 +79,81 @@ async def _images(request: Request, limit: int, max_files: int) -> list[tuple[st
         return files
     if not ctype or not ctype.startswith(IMAGE_TYPES):
         raise ClientError(415, f"content type {ctype or '(none)'!r} is not an image or multipart upload")
-    body = await _read_body(request, limit)
-    return [("body", body)]
+    return [("body", await _read_body(request, limit))]
+
+
+class PixelBudget:
+    """Decoded pixels in flight, bounded: an image waits until its pixels fit the budget (an image
+    larger than the whole budget waits for it to be free), so memory stays bounded however many
+    images arrive at once."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.free = total, total
+        self._cond = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, pixels: int) -> AsyncIterator[None]:
+        pixels = min(max(pixels, 0), self.total)
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.free >= pixels)
+            self.free -= pixels
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self.free += pixels
+                self._cond.notify_all()
 
 
 def create_app(detector: Detector, max_upload_bytes: int = 10 * 1024 * 1024, workers: int = 2,
-               max_batch: int = 32) -> Starlette:
-    """The application for one detector."""
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="digitloc-infer")
+               max_batch: int = 32, max_request_bytes: int | None = None,
+               max_pixels_in_flight: int | None = None) -> Starlette:
+    """The application for one detector.
 
-    def decode(name: str, data: bytes) -> Any:
-        if not data:
-            raise ClientError(400, f"{name}: empty upload")
+    ``max_request_bytes`` bounds a whole request body (default: four uploads' worth);
+    ``max_pixels_in_flight`` bounds the decoded pixels held at once across all requests
+    (default: the detector's pixel limit, i.e. one largest image at a time).
+    """
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="digitloc-infer")
+    body_limit = max_request_bytes or 4 * max_upload_bytes + 65536
+    budget = PixelBudget(max_pixels_in_flight or detector.max_pixels)
+
+    def work(name: str, data: bytes) -> dict[str, Any]:
+        """Decode and predict one image (in the pool, off the event loop)."""
         try:
-            return decode_image(data, name, detector.max_pixels)
+            image = decode_image(data, name, detector.max_pixels)
         except ImageError as exc:
             raise ClientError(422, str(exc)) from None
+        start = time.perf_counter()
+        det = detector.predict(image)
+        ms = (time.perf_counter() - start) * 1000.0
+        return {"name": name, "width": image.shape[1], "height": image.shape[0], **det.to_dict(),
+                "latency_ms": round(ms, 3)}
+
+    async def one(name: str, data: bytes) -> dict[str, Any]:
+        if not data:
+            raise ClientError(400, f"{name}: empty upload")
+        size = header_size(data)
+        async with budget.hold(size[0] * size[1] if size else 0):
+            return await asyncio.get_running_loop().run_in_executor(pool, work, name, data)
 
     async def infer(items: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
-        images = [decode(n, d) for n, d in items]
-        loop = asyncio.get_running_loop()
-        start = time.perf_counter()
-        detections = await loop.run_in_executor(pool, detector.predict_batch, images)
-        ms = (time.perf_counter() - start) * 1000.0
-        return [{"name": n, "width": im.shape[1], "height": im.shape[0], **d.to_dict(), "latency_ms": round(ms, 3)}
-                for (n, _), im, d in zip(items, images, detections, strict=True)]
+        tasks = [asyncio.ensure_future(one(n, d)) for n, d in items]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()  # the request failed: images still waiting for the budget are not decoded
+            raise
 
     async def predict(request: Request) -> JSONResponse:
-        items = await _images(request, max_upload_bytes, 1)
+        items = await _images(request, max_upload_bytes, 1, max_upload_bytes + 65536)
         if len(items) != 1:
             raise ClientError(400, "POST /predict takes one image; use /predict/batch for several")
         return JSONResponse((await infer(items))[0])
 
     async def predict_batch(request: Request) -> JSONResponse:
-        items = await _images(request, max_upload_bytes, max_batch)
+        items = await _images(request, max_upload_bytes, max_batch, body_limit)
         return JSONResponse({"results": await infer(items)})
 
     async def healthz(request: Request) -> JSONResponse:

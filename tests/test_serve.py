@@ -171,3 +171,108 @@ def test_a_person_uploads_a_photo_in_a_real_browser(server: str, tmp_path: Path)
         assert canvas_width >= 100
     finally:
         driver.quit()
+
+
+async def _asgi(app, path: str, chunks, headers: list[tuple[bytes, bytes]]) -> tuple[int, dict, int]:  # noqa: ANN001
+    """Call the ASGI app directly with a body sent in chunks (no content-length, as a chunked
+    upload arrives); returns the status, the JSON body and how many body bytes the app pulled."""
+    import json as _json
+
+    pulled = 0
+    it = iter(chunks)
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        nonlocal pulled
+        chunk = next(it, None)
+        if chunk is None:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        pulled += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "app": app}
+    await app(scope, receive, send)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, _json.loads(body), pulled
+
+
+def test_a_chunked_upload_is_refused_while_it_arrives(tiny_onnx: Path) -> None:
+    """100 MB chunked to /predict (multipart and raw) and /predict/batch: 413 after at most the limit
+    plus one chunk was read, never the whole body spooled."""
+    import asyncio
+
+    app = create_app(Detector(tiny_onnx, provider="cpu"), max_upload_bytes=50_000, max_batch=4)
+    chunk = b"\0" * 65536
+    boundary = b"x" * 16
+    head = b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n'
+    for path, ctype in (("/predict", b"multipart/form-data; boundary=" + boundary),
+                        ("/predict/batch", b"multipart/form-data; boundary=" + boundary), ("/predict", b"image/png")):
+        body = [head, *[chunk] * 1600] if ctype.startswith(b"multipart") else [chunk] * 1600
+        status, payload, pulled = asyncio.run(_asgi(app, path, body, [(b"content-type", ctype)]))
+        assert status == 413 and "limit" in payload["error"], payload
+        assert pulled <= 4 * 50_000 + 65536 + 2 * len(chunk), (path, pulled)
+
+
+def test_images_are_decoded_off_the_event_loop_under_a_pixel_budget(tiny_onnx: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch of large images: each is decoded in the worker pool, and the decoded pixels alive at
+    once stay within the budget (one largest image), not the whole batch held at once."""
+    import threading
+    import weakref
+
+    import digitloc.serve.app as serve_app
+
+    alive, peak, threads = [0], [0], set()
+    lock = threading.Lock()
+    real = serve_app.decode_image
+
+    def spy(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+        image = real(data, name, max_pixels)
+        threads.add(threading.current_thread().name)
+        with lock:
+            alive[0] += image.shape[0] * image.shape[1]
+            peak[0] = max(peak[0], alive[0])
+        size = image.shape[0] * image.shape[1]
+
+        def gone() -> None:
+            with lock:
+                alive[0] -= size
+
+        weakref.finalize(image, gone)
+        return image
+
+    monkeypatch.setattr(serve_app, "decode_image", spy)
+    big = cv2.imencode(".png", np.zeros((600, 800, 3), np.uint8))[1].tobytes()
+    app = create_app(Detector(tiny_onnx, provider="cpu", max_pixels=600 * 800), max_upload_bytes=200_000,
+                     max_batch=8, workers=2)
+    with TestClient(app) as c:
+        resp = c.post("/predict/batch", files=[("file", (f"{i}.png", big, "image/png")) for i in range(6)])
+        assert resp.status_code == 200 and len(resp.json()["results"]) == 6
+        assert c.get("/healthz").status_code == 200
+    assert threads and all(t.startswith("digitloc-infer") for t in threads), threads
+    assert peak[0] <= 600 * 800, peak[0]
+
+
+def _serve(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "digitloc.serve", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_bad_serve_options_and_a_port_in_use_are_one_error_line(tiny_onnx: Path) -> None:
+    for args, message in ((["--port", "99999"], "error: --port 99999: must be 0..65535"),
+                          (["--workers", "0"], "error: --workers 0: must be 1..256")):
+        result = _serve(*args)
+        assert result.returncode == 2 and result.stderr.strip() == message, result.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = _serve("--model", str(tiny_onnx), "--provider", "cpu", "--port", str(port))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"error: 127.0.0.1:{port}: cannot listen (Address already in use)"
+    assert "serving" not in result.stderr and "Traceback" not in result.stderr
