@@ -31,6 +31,14 @@ def find_annotations(folder: str | os.PathLike[str]) -> Path:
     raise AnnotationError(f"{folder}: no {' or '.join(ANNOTATION_NAMES)} inside")
 
 
+def photo_path(folder: Path, filename: str) -> Path:
+    """The photo ``filename`` names inside ``folder``; ValueError for a name that leaves the folder."""
+    name = Path(filename)
+    if not filename or name.is_absolute() or ".." in name.parts:
+        raise ValueError(f"file name {filename!r} points outside the folder")
+    return folder / name
+
+
 def read_image(path: Path) -> np.ndarray:
     """Read a photo as OpenCV BGR uint8, or raise ValueError naming the problem."""
     if not path.is_file():
@@ -108,7 +116,7 @@ def check_records(folder: Path, records: list[Record], report: CheckReport) -> C
     for record in records:
         report.images += 1
         try:
-            height, width = read_image(folder / record.filename).shape[:2]
+            height, width = read_image(photo_path(folder, record.filename)).shape[:2]
         except ValueError as exc:
             report.bad_images.append(Problem(record.filename, str(exc)))
             continue

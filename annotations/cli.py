@@ -10,7 +10,7 @@ import click
 
 from digitloc.annotations.check import check_folder
 from digitloc.annotations.digitstruct import AnnotationError, read_annotations, write_json
-from digitloc.runtime.fileio import OutputExistsError, check_writable
+from digitloc.runtime.fileio import OutputDirError, OutputExistsError, check_writable, prepare_output_dir
 from digitloc.runtime.options import SIZE, fail, force_option
 from digitloc.train.synth import SynthConfig
 
@@ -52,6 +52,8 @@ def check(folder: Path, annotations: Path | None, as_json: bool, worst: int) -> 
         report = check_folder(folder, annotations)
     except AnnotationError as exc:
         fail(str(exc))
+    if report.images == 0 and not report.bad_entries:
+        fail(f"{report.annotations}: holds no records")
     summary = report.to_dict(worst)
     if as_json:
         click.echo(json.dumps(summary, indent=1))
@@ -117,10 +119,15 @@ def build(svhn: tuple[str, ...], synthetic: int, crops_per_digit: int, size: int
                       box_margin=box_margin, framing=framing,
                       one_digit_split=_split_shares(one_digit_split),
                       multi_digit_split=_split_shares(multi_digit_split), workers=workers)
+    existed = output.exists()
     try:
+        prepare_output_dir(output)  # an unusable -o is one line before any work, not a traceback after it
         manifest = build_dataset(cfg, output, force=force)
-    except (DatasetError, OutputExistsError) as exc:
-        fail(str(exc))
+    except (DatasetError, OutputExistsError, OSError) as exc:
+        if not existed and output.is_dir() and not any(output.iterdir()):
+            output.rmdir()
+        fail(str(exc) if not isinstance(exc, OSError) or isinstance(exc, OutputDirError | OutputExistsError)
+             else f"{output}: cannot write ({exc.strerror or exc})")
     for split, info in manifest["splits"].items():
         click.echo(f"{split}: {info['samples']} samples {info['per_kind']} from {info['photos']} photos")
     if manifest["problem_count"]:

@@ -86,8 +86,9 @@ def _box_from_mapping(entry: dict[str, Any], where: str) -> DigitBox:
 
 
 def _collect_boxes(entries: list[dict[str, Any]], where: str, filename: str,
-                   problems: list[Problem] | None) -> tuple[DigitBox, ...]:
-    """Parse boxes; a bad one raises, or with ``problems`` given is dropped and reported."""
+                   problems: list[Problem] | None) -> tuple[DigitBox, ...] | None:
+    """Parse boxes; a bad one raises, or with ``problems`` given drops the whole photo (None) and is
+    reported: a photo missing one of its digits would be read as another number."""
     boxes = []
     for j, entry in enumerate(entries):
         try:
@@ -95,14 +96,15 @@ def _collect_boxes(entries: list[dict[str, Any]], where: str, filename: str,
         except AnnotationError as exc:
             if problems is None:
                 raise
-            problems.append(Problem(filename, f"box {j} dropped: {exc}"))
+            problems.append(Problem(filename, f"photo dropped, box {j} is bad: {exc}"))
+            return None
     return tuple(boxes)
 
 
 def read_json(path: str | os.PathLike[str], problems: list[Problem] | None = None) -> list[Record]:
     """Read the JSON form: a list of {"filename", "boxes": [...]}.
 
-    With ``problems`` given, a bad box is dropped and reported there instead of raising.
+    With ``problems`` given, a photo with a bad box is dropped whole and reported there instead of raising.
     """
     path = Path(path)
     try:
@@ -119,7 +121,9 @@ def read_json(path: str | os.PathLike[str], problems: list[Problem] | None = Non
         if not isinstance(item, dict) or "filename" not in item or "boxes" not in item:
             raise AnnotationError(f"{where}: expected {{'filename', 'boxes'}}")
         filename = str(item["filename"])
-        records.append(Record(filename, _collect_boxes(list(item["boxes"]), where, filename, problems)))
+        boxes = _collect_boxes(list(item["boxes"]), where, filename, problems)
+        if boxes is not None:
+            records.append(Record(filename, boxes))
     return records
 
 
@@ -171,8 +175,9 @@ def read_mat(path: str | os.PathLike[str], problems: list[Problem] | None = None
             if len(counts) != 1:
                 raise AnnotationError(f"{path} entry {i} ({filename}): fields of unequal length")
             entries = [{k: columns[k][j] for k in FIELDS} for j in range(counts.pop())]
-            records.append(Record(filename, _collect_boxes(entries, f"{path} entry {i}", filename,
-                                                           problems)))
+            boxes = _collect_boxes(entries, f"{path} entry {i}", filename, problems)
+            if boxes is not None:
+                records.append(Record(filename, boxes))
     return records
 
 

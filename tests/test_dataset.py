@@ -172,7 +172,7 @@ def test_build_keeps_photos_in_one_split_and_counts_drops(tmp_path: Path) -> Non
     photos = {s: {o for o in d.origins if not o.startswith("synth/")} for s, d in sets.items()}
     assert not photos["train"] & photos["val"] and not photos["train"] & photos["test"]
     assert not photos["val"] & photos["test"]
-    assert manifest["dropped"] == {"bad image": 1, "empty box": 1, "photo without usable boxes": 1}
+    assert manifest["dropped"] == {"bad image": 1, "photo with an empty or outside box": 1}
     assert manifest["splits"]["train"]["per_kind"]["synth"] == 20
     for data in sets.values():
         assert data.images.dtype == np.uint8 and data.images.shape[1:] == (32, 32, 3)
@@ -232,3 +232,47 @@ def test_build_and_preview_on_the_real_sample(svhn_sample: Path, tmp_path: Path)
     assert result.exit_code == 0, result.output
     image = cv2.imread(str(grid))
     assert image is not None and image.shape[0] >= 96
+
+
+def test_a_photo_with_any_bad_box_is_dropped_whole_never_relabelled(tmp_path: Path) -> None:
+    """A "19" whose 1 has label 11, one with a non-numeric box, one with an empty box, and a name
+    that leaves the folder: each photo is dropped and counted, none becomes a one-digit photo."""
+    nine = {"label": 9, "left": 34, "top": 6, "width": 12, "height": 28}
+    entries = _entries(30) + [
+        {"filename": "label11.png", "boxes": [{"label": 11, "left": 20, "top": 6, "width": 12, "height": 28}, nine]},
+        {"filename": "text.png", "boxes": [{"label": 1, "left": 20, "top": 6, "width": 12, "height": 28}, nine]},
+        {"filename": "empty.png", "boxes": [{"label": 1, "left": 20, "top": 6, "width": 0, "height": 28}, nine]},
+    ]
+    folder = make_svhn_folder(tmp_path / "svhn", entries)
+    entries[-2]["boxes"][0]["left"] = "x"
+    outside = make_svhn_folder(tmp_path / "secret", [{"filename": "s.png", "boxes": [nine]}])
+    entries.append({"filename": "../secret/s.png", "boxes": [nine]})
+    entries.append({"filename": str((outside / "s.png").resolve()), "boxes": [nine]})
+    (folder / "digitStruct.json").write_text(json.dumps(entries))
+    cfg = BuildConfig(svhn=[str(folder)], size=32, crops_per_digit=1, workers=1,
+                      one_digit_split=(0.4, 0.3, 0.3), multi_digit_split=(0.4, 0.3, 0.3))
+    manifest = build_dataset(cfg, tmp_path / "out")
+    assert manifest["dropped"] == {"photo with a bad box": 2, "photo with an empty or outside box": 1, "bad image": 2}
+    origins = set()
+    for split in ("train", "val", "test"):
+        origins |= set(DataSet.load(tmp_path / "out" / f"{split}.npz").origins)
+    assert origins == {f"svhn/{i}.png" for i in range(30)}
+    assert any("points outside the folder" in p for p in manifest["problems"])
+    # digitloc-data check names them too, and fails.
+    result = CliRunner().invoke(main, ["check", str(folder)])
+    assert result.exit_code == 1 and "'../secret/s.png' points outside the folder" in result.output
+
+
+def test_check_of_no_records_and_an_unwritable_output_fail_in_one_line(tmp_path: Path) -> None:
+    folder = make_svhn_folder(tmp_path / "svhn", _entries(6))
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "digitStruct.json").write_text("[]")
+    result = CliRunner().invoke(main, ["check", str(tmp_path / "none")])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: {tmp_path / 'none' / 'digitStruct.json'}: holds no records"
+    (tmp_path / "file").write_text("x")
+    for bad in (tmp_path / "file" / "out", Path("/proc/digitloc-out")):
+        result = CliRunner().invoke(main, ["build", "--svhn", str(folder), "--workers", "1", "-o", str(bad)])
+        assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
+        assert result.output.strip() == f"error: {bad}: cannot write there (" + result.output.split("(", 1)[1].strip()
+        assert "Traceback" not in result.output

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from digitloc.annotations.check import ClippedBox, clip_to_image, find_annotations, read_image
+from digitloc.annotations.check import ClippedBox, clip_to_image, find_annotations, photo_path, read_image
 from digitloc.annotations.digitstruct import AnnotationError, Problem, Record, read_annotations
 from digitloc.runtime.contract import pixels_to_relative, size_hw
 from digitloc.runtime.fileio import OutputExistsError, atomic_path, atomic_write_text
@@ -150,26 +150,24 @@ def scan_svhn(folder: str | os.PathLike[str], problems: list[Problem], drops: Co
     """Read an SVHN folder's annotations and image sizes; bad entries are reported and dropped."""
     folder = Path(folder)
     path = find_annotations(folder)
+    before = len(problems)
     records: list[Record] = read_annotations(path, problems)
+    if len(problems) > before:
+        drops["photo with a bad box"] += len(problems) - before
     photos = []
     for record in progress(records, desc=f"scan {folder.name}", unit="photo"):
-        image_path = folder / record.filename
         try:
+            image_path = photo_path(folder, record.filename)
             height, width = read_image(image_path).shape[:2]
         except ValueError as exc:
-            problems.append(Problem(str(image_path), str(exc)))
+            problems.append(Problem(str(folder / record.filename), str(exc)))
             drops["bad image"] += 1
             continue
-        boxes = []
-        for box in record.boxes:
-            clipped = clip_to_image(box, width, height)
-            if clipped is None:
-                problems.append(Problem(str(image_path), f"empty or outside box dropped: {box.xyxy}"))
-                drops["empty box"] += 1
-            else:
-                boxes.append(clipped)
-        if not boxes:
-            drops["photo without usable boxes"] += 1
+        boxes = [clip_to_image(box, width, height) for box in record.boxes]
+        if not boxes or None in boxes:  # a photo missing one of its digits would be read as another number
+            problems.append(Problem(str(image_path), f"photo dropped, empty or outside box: "
+                                    f"{[b.xyxy for b, c in zip(record.boxes, boxes, strict=True) if c is None]}"))
+            drops["photo with an empty or outside box" if boxes else "photo without boxes"] += 1
             continue
         photos.append(Photo(f"{folder.name}/{record.filename}", image_path, width, height, boxes))
     if not photos:
