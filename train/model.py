@@ -8,6 +8,7 @@ returns ``{"bbox": [N, 4] sigmoid x1, y1, x2, y2 relative, "digit": [N, 10] soft
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -188,8 +189,13 @@ def load_model(path: str | os.PathLike[str], training: bool = False) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such file")
-    try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=False)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: not a Keras model ({exc})") from None
+    if not zipfile.is_zipfile(path):
+        raise ModelError(f"{path}: not a Keras model (a .keras file is a zip archive; this one is not)")
+    with zipfile.ZipFile(path) as archive:
+        if "config.json" not in archive.namelist():
+            raise ModelError(f"{path}: not a Keras model (a zip archive without config.json)")
+    try:  # safe mode: a model file from elsewhere cannot run code (the digitloc losses are registered)
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a foreign or broken archive
+        raise ModelError(f"{path}: not a Keras model ({type(exc).__name__}: {exc})") from None
     return model if training else inference_model(model)
