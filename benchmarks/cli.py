@@ -94,7 +94,10 @@ def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, 
         paths = write_outputs(output, "latency", payload, md, force)
     except FileExistsError as exc:
         fail(str(exc))
-    paths.append(latency_chart(rows, output / "latency.png"))
+    if rows:
+        paths.append(latency_chart(rows, output / "latency.png"))
+    else:
+        click.echo("no chart: no configuration could be timed", err=True)
     click.echo(md)
     click.echo("wrote " + ", ".join(str(p) for p in paths))
     if errors:

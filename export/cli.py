@@ -83,6 +83,10 @@ def main(model: Path, output: Path, opset: int, precision: str, calib: str | Non
     try:
         if not model.is_file():
             raise ExportError(f"{model}: no such file")
+        if triton_repo is not None:  # checked before anything is written: never half done
+            from digitloc.export.triton import check_repository
+
+            check_repository(triton_repo, output.stem.replace(" ", "_"), force)
         size = check_two_head(load_keras(model), str(model))
         if precision == "int8-static":
             if not calib:

@@ -37,15 +37,21 @@ def config_pbtxt(proto: Any, name: str, max_batch_size: int = 64, preferred: tup
     )
 
 
-def write_repository(onnx_path: Path, repo: Path, name: str, force: bool = False, max_batch_size: int = 64) -> Path:
-    """Write repo/name/config.pbtxt and repo/name/1/model.onnx; returns the model folder."""
-    import onnx
-
+def check_repository(repo: Path, name: str, force: bool = False) -> Path:
+    """The model folder repo/name, refused (before anything is written) for a bad name or an entry that exists."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"{name!r} is not a valid Triton model name")
     folder = repo / name
     if folder.exists() and not force:
         raise OutputExistsError(f"{folder}: already exists (use --force to overwrite)")
+    return folder
+
+
+def write_repository(onnx_path: Path, repo: Path, name: str, force: bool = False, max_batch_size: int = 64) -> Path:
+    """Write repo/name/config.pbtxt and repo/name/1/model.onnx; returns the model folder."""
+    import onnx
+
+    folder = check_repository(repo, name, force)
     proto = onnx.load(str(onnx_path), load_external_data=False)
     (folder / "1").mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "1" / "model.onnx") as tmp:

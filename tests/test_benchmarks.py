@@ -119,3 +119,17 @@ def test_ratios_pair_each_variant_with_the_fp32_of_its_own_architecture() -> Non
     assert "small-fp32.onnx (cpu) vs Keras at batch 32: 2.50x faster" in lines
     assert not any(line.startswith("big-") and "Keras" in line for line in lines)
     assert not any("small-" in line and "big-fp32" in line for line in lines)
+
+
+def test_latency_on_a_provider_this_machine_lacks_is_errors_not_a_traceback(tiny_onnx: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(main, ["latency", str(tiny_onnx), "--providers", "cuda", "--batch", "1,2",
+                                       "--runs", "2", "--warmup", "1", "-o", str(out)])
+    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.output.count(f"error: {tiny_onnx.name} on cuda:") == 2
+    assert "no chart: no configuration could be timed" in result.output and "Traceback" not in result.output
+    assert json.loads((out / "latency.json").read_text())["rows"] == [] and not (out / "latency.png").exists()

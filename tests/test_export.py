@@ -220,3 +220,25 @@ def test_int8_static_refuses_an_unknown_activation_type(tiny_run: Path, tmp_path
     with pytest.raises(ExportError, match="unknown activation type 'int4'"):
         quantize(tmp_path / "x.onnx", tmp_path / "y.onnx",
                  Int8StaticConfig(calibration=np.zeros((2, 32, 32, 3), np.uint8), activations="int4"))
+
+
+def test_foreign_keras_files_and_an_existing_triton_entry_fail_before_writing(tiny_run: Path, tmp_path: Path) -> None:
+    import zipfile
+
+    runner = CliRunner()
+    text = tmp_path / "text.keras"
+    text.write_text("just some text")
+    foreign = tmp_path / "foreign.keras"
+    with zipfile.ZipFile(foreign, "w") as archive:
+        archive.writestr("readme.txt", "a zip, not a model")
+    for path, reason in ((text, "a .keras file is a zip archive; this one is not"),
+                         (foreign, "a zip archive without config.json")):
+        result = runner.invoke(main, [str(path), "-o", str(tmp_path / "a.onnx")])
+        assert result.exit_code == 1 and result.output.strip() == f"error: {path}: not a Keras model ({reason})"
+        assert "File not found" not in result.output
+    (tmp_path / "triton" / "m").mkdir(parents=True)
+    out = tmp_path / "m.onnx"
+    result = runner.invoke(main, [str(tiny_run / "model.keras"), "-o", str(out), "--triton-repo",
+                                  str(tmp_path / "triton")])
+    assert result.exit_code == 1 and f"{tmp_path / 'triton' / 'm'}: already exists" in result.output
+    assert not out.exists() and not out.with_suffix(".parity.json").exists()  # nothing half done
