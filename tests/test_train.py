@@ -175,3 +175,15 @@ def test_fine_tune_from_a_saved_model_with_short_epochs(tmp_path: Path) -> None:
     assert evaluation["epochs_run"] == 3
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["init"].endswith("start.keras") and saved["steps_per_epoch"] == 2
+
+
+def test_models_load_in_safe_mode_and_code_in_a_model_file_is_refused(tmp_path: Path) -> None:
+    """The shipped models load with safe_mode=True; a model holding a Python lambda does not."""
+    shipped = sorted(Path(__file__).resolve().parents[1].glob("models/*/model.keras"))
+    assert shipped, "no shipped model.keras"
+    assert load_model(shipped[0]).outputs
+    inp = keras.Input((4,))
+    hostile = keras.Model(inp, keras.layers.Lambda(lambda x: x * 2)(inp))
+    hostile.save(tmp_path / "lambda.keras")
+    with pytest.raises(ModelError, match="lambda.keras: not a Keras model .*(unsafe|Lambda)"):
+        load_model(tmp_path / "lambda.keras")
