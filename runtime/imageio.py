@@ -133,15 +133,17 @@ def check_image(image: np.ndarray, name: str = "image", max_pixels: int = DEFAUL
     return image
 
 
-def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode image bytes as OpenCV gives them (BGR, gray or BGRA; 8 or 16 bit)."""
+def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+    """Decode image bytes as OpenCV gives them (BGR, gray or BGRA; 8 or 16 bit); ``flags``
+    cv2.IMREAD_COLOR decodes straight to 8-bit BGR (what the model sees, in the least memory)."""
     if not data:
         raise ImageError(f"{name}: empty file")
     size = header_size(data)
     if size is None:
         raise ImageError(f"{name}: not an image, or a corrupt one (accepted: {FORMATS})")
     check_size(*size, name, max_pixels)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if image is None or image.size == 0:
         raise ImageError(f"{name}: not an image, or a corrupt one")
     check_size(image.shape[1], image.shape[0], name, max_pixels)

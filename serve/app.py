@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
 
+import cv2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -121,7 +122,7 @@ def create_app(detector: Detector, max_upload_bytes: int = 10 * 1024 * 1024, wor
     def work(name: str, data: bytes) -> dict[str, Any]:
         """Decode and predict one image (in the pool, off the event loop)."""
         try:
-            image = decode_image(data, name, detector.max_pixels)
+            image = decode_image(data, name, detector.max_pixels, cv2.IMREAD_COLOR)
         except ImageError as exc:
             raise ClientError(422, str(exc)) from None
         start = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import shutil
 import socket
@@ -232,8 +233,8 @@ def test_images_are_decoded_off_the_event_loop_under_a_pixel_budget(tiny_onnx: P
     lock = threading.Lock()
     real = serve_app.decode_image
 
-    def spy(data: bytes, name: str, max_pixels: int) -> np.ndarray:
-        image = real(data, name, max_pixels)
+    def spy(data: bytes, name: str, max_pixels: int, flags: int) -> np.ndarray:
+        image = real(data, name, max_pixels, flags)
         threads.add(threading.current_thread().name)
         with lock:
             alive[0] += image.shape[0] * image.shape[1]
@@ -276,3 +277,23 @@ def test_bad_serve_options_and_a_port_in_use_are_one_error_line(tiny_onnx: Path)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == f"error: 127.0.0.1:{port}: cannot listen (Address already in use)"
     assert "serving" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_load_script_memory_bounds(tiny_onnx: Path, svhn_sample: Path, tmp_path: Path) -> None:
+    """scripts/serve_load.py, small: every hostile request gets its 4xx (or 200 for the big batch) with
+    the server under 300 MB above idle, the burst has no unexpected status, and memory comes back
+    within 20 MB. (Speed belongs in the benchmark results, not here.)"""
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "serve_load.py"), "--photos", str(svhn_sample),
+                             "--model", str(tiny_onnx), "--requests", "120", "--seconds", "60", "--threads", "4",
+                             "--big-count", "2", "-o", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "serve-load.json").read_text())
+    statuses = {r["request"].split(" to ")[0].split(" (")[0]: r["status"] for r in report["hostile"]}
+    assert statuses == {"1 GB chunked multipart": 413, "1 GB chunked raw image/png": 413,
+                        "11 MB body with content-length": 413, "2 PNGs of 6300x6300": 200,
+                        "2 16-bit RGBA PNGs of 6300x6300": 200, "WebP claiming 16000x16000": 422,
+                        "TIFF claiming 60000x60000": 422, "PNG of 20000x20000": 422}
+    assert max(r["peak_rss_above_idle_mb"] for r in report["hostile"]) < 300
+    assert report["burst"]["failures"] == 0 and report["burst"]["requests"] == 120
+    assert abs(report["rss_after_minus_before_mb"]) < 20
+    assert (tmp_path / "serve-load.md").read_text().count("|") > 20
