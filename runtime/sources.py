@@ -101,7 +101,7 @@ def iter_frames(source: Source, max_pixels: int = DEFAULT_MAX_PIXELS, max_frames
         except ImageError as exc:
             yield Frame(source, None, None, str(exc))
         return
-    capture = cv2.VideoCapture(int(source.location.split(":", 1)[1]) if source.kind == "camera" else source.location)
+    capture = _open_capture(int(source.location.split(":", 1)[1]) if source.kind == "camera" else source.location)
     try:
         if not capture.isOpened():
             yield Frame(source, None, None, f"{source.location}: cannot open {source.kind}")
@@ -117,6 +117,17 @@ def iter_frames(source: Source, max_pixels: int = DEFAULT_MAX_PIXELS, max_frames
             yield Frame(source, None, None, f"{source.location}: {source.kind} has no frames")
     finally:
         capture.release()
+
+
+def _open_capture(target: int | str) -> cv2.VideoCapture:
+    """cv2.VideoCapture without OpenCV's own warnings when it fails: the caller says why in one line."""
+    logging = cv2.utils.logging
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+    try:
+        return cv2.VideoCapture(target)
+    finally:
+        logging.setLogLevel(level)
 
 
 def video_properties(path: str) -> tuple[float, int, int, int]:
