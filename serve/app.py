@@ -2,8 +2,9 @@
 
 Every error a client can cause is a 4xx with a JSON body naming the problem; the one
 ONNX Runtime session is shared by all requests (it is thread-safe). Bodies are counted
-while they arrive, and images are decoded and predicted in a fixed-size thread pool under
-a budget of decoded pixels, so the event loop keeps serving and memory stays bounded.
+while they arrive, under a budget of body bytes held at once; images are decoded and
+predicted in a fixed-size thread pool under a budget of decoded pixels, so the event loop
+keeps serving and memory stays bounded.
 """
 
 from __future__ import annotations
@@ -83,27 +84,33 @@ async def _images(request: Request, limit: int, max_files: int, body_limit: int)
     return [("body", await _read_body(request, limit))]
 
 
-class PixelBudget:
-    """Decoded pixels in flight, bounded: an image waits until its pixels fit the budget (an image
-    larger than the whole budget waits for it to be free), so memory stays bounded however many
-    images arrive at once."""
+class Budget:
+    """A bounded amount (decoded pixels, or request bytes) in flight: a holder waits until its
+    amount fits (one larger than the whole budget waits for all of it), so memory stays bounded
+    however many requests arrive at once."""
 
     def __init__(self, total: int) -> None:
         self.total, self.free = total, total
         self._cond = asyncio.Condition()
 
     @contextlib.asynccontextmanager
-    async def hold(self, pixels: int) -> AsyncIterator[None]:
-        pixels = min(max(pixels, 0), self.total)
+    async def hold(self, amount: int) -> AsyncIterator[None]:
+        amount = min(max(amount, 0), self.total)
         async with self._cond:
-            await self._cond.wait_for(lambda: self.free >= pixels)
-            self.free -= pixels
+            await self._cond.wait_for(lambda: self.free >= amount)
+            self.free -= amount
         try:
             yield
         finally:
             async with self._cond:
-                self.free += pixels
+                self.free += amount
                 self._cond.notify_all()
+
+
+def _reserve(request: Request, limit: int) -> int:
+    """Bytes a request's body may take: its declared length, or the limit when it is chunked."""
+    declared = request.headers.get("content-length", "")
+    return min(int(declared), limit) if declared.isdigit() else limit
 
 
 def create_app(detector: Detector, max_upload_bytes: int = 10 * 1024 * 1024, workers: int = 2,
@@ -111,13 +118,14 @@ def create_app(detector: Detector, max_upload_bytes: int = 10 * 1024 * 1024, wor
                max_pixels_in_flight: int | None = None) -> Starlette:
     """The application for one detector.
 
-    ``max_request_bytes`` bounds a whole request body (default: four uploads' worth);
-    ``max_pixels_in_flight`` bounds the decoded pixels held at once across all requests
-    (default: the detector's pixel limit, i.e. one largest image at a time).
+    ``max_request_bytes`` bounds a whole request body (default: four uploads' worth), and twice
+    that bounds the bodies held at once across all requests; ``max_pixels_in_flight`` bounds the
+    decoded pixels held at once (default: the detector's pixel limit, one largest image at a time).
     """
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="digitloc-infer")
     body_limit = max_request_bytes or 4 * max_upload_bytes + 65536
-    budget = PixelBudget(max_pixels_in_flight or detector.max_pixels)
+    pixels = Budget(max_pixels_in_flight or detector.max_pixels)
+    bodies = Budget(2 * body_limit)
 
     def work(name: str, data: bytes) -> dict[str, Any]:
         """Decode and predict one image (in the pool, off the event loop)."""
@@ -131,31 +139,41 @@ def create_app(detector: Detector, max_upload_bytes: int = 10 * 1024 * 1024, wor
         return {"name": name, "width": image.shape[1], "height": image.shape[0], **det.to_dict(),
                 "latency_ms": round(ms, 3)}
 
-    async def one(name: str, data: bytes) -> dict[str, Any]:
+    async def one(name: str, data: bytes, failed: asyncio.Event) -> dict[str, Any] | None:
         if not data:
             raise ClientError(400, f"{name}: empty upload")
         size = header_size(data)
-        async with budget.hold(size[0] * size[1] if size else 0):
-            return await asyncio.get_running_loop().run_in_executor(pool, work, name, data)
+        async with pixels.hold(size[0] * size[1] if size else 0):
+            if failed.is_set():
+                return None  # another image of the request failed: this one is not decoded
+            try:
+                return await asyncio.get_running_loop().run_in_executor(pool, work, name, data)
+            except BaseException:
+                failed.set()
+                raise
 
     async def infer(items: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
-        tasks = [asyncio.ensure_future(one(n, d)) for n, d in items]
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            for task in tasks:
-                task.cancel()  # the request failed: images still waiting for the budget are not decoded
-            raise
+        # Every task ends before the request does (none cancelled mid-decode, so the budget
+        # is only given back when its pixels are free); the first error is the answer.
+        failed = asyncio.Event()
+        results = await asyncio.gather(*(one(n, d, failed) for n, d in items), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results  # type: ignore[return-value]
 
     async def predict(request: Request) -> JSONResponse:
-        items = await _images(request, max_upload_bytes, 1, max_upload_bytes + 65536)
-        if len(items) != 1:
-            raise ClientError(400, "POST /predict takes one image; use /predict/batch for several")
-        return JSONResponse((await infer(items))[0])
+        limit = max_upload_bytes + 65536
+        async with bodies.hold(_reserve(request, limit)):
+            items = await _images(request, max_upload_bytes, 1, limit)
+            if len(items) != 1:
+                raise ClientError(400, "POST /predict takes one image; use /predict/batch for several")
+            return JSONResponse((await infer(items))[0])
 
     async def predict_batch(request: Request) -> JSONResponse:
-        items = await _images(request, max_upload_bytes, max_batch, body_limit)
-        return JSONResponse({"results": await infer(items)})
+        async with bodies.hold(_reserve(request, body_limit)):
+            items = await _images(request, max_upload_bytes, max_batch, body_limit)
+            return JSONResponse({"results": await infer(items)})
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "model": detector.model_path.name, "provider": detector.provider})

@@ -255,6 +255,10 @@ def test_images_are_decoded_off_the_event_loop_under_a_pixel_budget(tiny_onnx: P
     with TestClient(app) as c:
         resp = c.post("/predict/batch", files=[("file", (f"{i}.png", big, "image/png")) for i in range(6)])
         assert resp.status_code == 200 and len(resp.json()["results"]) == 6
+        mixed = c.post("/predict/batch", files=[("file", ("a.png", big, "image/png")),
+                                                ("file", ("bad.png", b"garbage", "image/png")),
+                                                ("file", ("c.png", big, "image/png"))])
+        assert mixed.status_code == 422 and mixed.json()["error"].startswith("bad.png: not an image")
         assert c.get("/healthz").status_code == 200
     assert threads and all(t.startswith("digitloc-infer") for t in threads), threads
     assert peak[0] <= 600 * 800, peak[0]
@@ -297,3 +301,54 @@ def test_load_script_memory_bounds(tiny_onnx: Path, svhn_sample: Path, tmp_path:
     assert report["burst"]["failures"] == 0 and report["burst"]["requests"] == 120
     assert abs(report["rss_after_minus_before_mb"]) < 20
     assert (tmp_path / "serve-load.md").read_text().count("|") > 20
+
+
+def test_bodies_held_at_once_are_bounded(tiny_onnx: Path) -> None:
+    """Chunked uploads reserve the whole request limit: with room for two, a third is not read until
+    one of the first two has its answer."""
+    import asyncio
+
+    app = create_app(Detector(tiny_onnx, provider="cpu"), max_upload_bytes=1000, max_request_bytes=50_000)
+    ctype = [(b"content-type", b"multipart/form-data; boundary=xxxxxxxxxxxxxxxx")]
+
+    async def scenario() -> list[int]:
+        gate = asyncio.Event()
+        pulled = [0, 0, 0]
+
+        def request(k: int, wait: bool):  # noqa: ANN202
+            async def chunks():  # noqa: ANN202
+                pulled[k] += 1
+                if wait:
+                    await gate.wait()
+                return b"\0" * 60_000
+
+            return chunks
+
+        async def run(k: int, wait: bool) -> int:
+            produce = request(k, wait)
+            sent: list[dict] = []
+
+            async def receive() -> dict:
+                return {"type": "http.request", "body": await produce(), "more_body": True}
+
+            async def send(message: dict) -> None:
+                sent.append(message)
+
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                     "scheme": "http", "path": "/predict/batch", "raw_path": b"/predict/batch", "query_string": b"",
+                     "root_path": "", "headers": ctype, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+            await app(scope, receive, send)
+            return next(m["status"] for m in sent if m["type"] == "http.response.start")
+
+        first = [asyncio.create_task(run(k, True)) for k in (0, 1)]
+        await asyncio.sleep(0.05)
+        third = asyncio.create_task(run(2, False))
+        await asyncio.sleep(0.05)
+        waiting = list(pulled)
+        gate.set()
+        statuses = await asyncio.gather(*first, third)
+        return [*waiting, *statuses]
+
+    pulled_0, pulled_1, pulled_2, *statuses = asyncio.run(scenario())
+    assert (pulled_0, pulled_1, pulled_2) == (1, 1, 0)
+    assert statuses == [413, 413, 413]
