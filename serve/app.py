@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -113,6 +115,15 @@ def _reserve(request: Request, limit: int) -> int:
     return min(int(declared), limit) if declared.isdigit() else limit
 
 
+def _yield_to_the_loop() -> None:
+    """Lower a worker thread's CPU priority (Linux: per thread), so that on a busy machine the
+    event loop (/healthz, new requests) runs before the next slice of a large decode."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)
+    except (AttributeError, OSError):
+        pass
+
+
 def create_app(detector: Detector, max_upload_bytes: int = 10 * 1024 * 1024, workers: int = 2,
                max_batch: int = 32, max_request_bytes: int | None = None,
                max_pixels_in_flight: int | None = None) -> Starlette:
@@ -122,7 +133,7 @@ def create_app(detector: Detector, max_upload_bytes: int = 10 * 1024 * 1024, wor
     that bounds the bodies held at once across all requests; ``max_pixels_in_flight`` bounds the
     decoded pixels held at once (default: the detector's pixel limit, one largest image at a time).
     """
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="digitloc-infer")
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="digitloc-infer", initializer=_yield_to_the_loop)
     body_limit = max_request_bytes or 4 * max_upload_bytes + 65536
     pixels = Budget(max_pixels_in_flight or detector.max_pixels)
     bodies = Budget(2 * body_limit)
