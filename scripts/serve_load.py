@@ -281,7 +281,8 @@ def markdown(result: dict) -> str:
     env, b = result["environment"], result["burst"]
     lines = [f"Command: `{result['command']}`", "",
              f"CPU: {env['cpu']} ({env['cores']} cores; {', '.join(result['instruction_set']) or 'no AVX2'}); "
-             f"model {result['model']}", "",
+             f"model {result['model']}; 1-minute load average {result['load_average_1min'][0]} at the start, "
+             f"{result['load_average_1min'][1]} at the end (other work shares these cores: timings vary with it)", "",
              "| hostile request (alone) | status | seconds | peak RSS above idle (MB) | slowest /healthz (ms) |",
              "|---|---|---|---|---|"]
     lines += [f"| {r['request']} | {r['status']} | {r['seconds']} | {r['peak_rss_above_idle_mb']} | "
@@ -310,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     photos = sorted(args.photos.glob("*.png"))[:200]
     if not photos:
         raise SystemExit(f"error: {args.photos}: no PNG photos")
+    load_before = os.getloadavg()[0]
     port = free_port()
     proc = start_server(args.model, port)
     try:
@@ -334,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
               "model": args.model or "digitloc-default-int8.onnx (shipped)", "photos": str(args.photos),
               "rss_idle_mb": round(idle, 1), "hostile": rows, "rss_before_burst_mb": round(before, 1),
               "burst": result_burst, "rss_after_burst_mb": round(after, 1),
-              "rss_after_minus_before_mb": round(after - before, 1)}
+              "rss_after_minus_before_mb": round(after - before, 1),
+              "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
     args.output.mkdir(parents=True, exist_ok=True)
     from digitloc.runtime.fileio import atomic_write_text
 
