@@ -143,7 +143,7 @@ def test_refine_maps_the_second_box_back_to_the_photo(tiny_onnx: Path) -> None:
     bgr = [im[:, :, ::-1].copy() for im in images]
     plain = Detector(tiny_onnx, provider="cpu").predict_batch(bgr)
     refined = Detector(tiny_onnx, provider="cpu", refine=True).predict_batch(bgr)
-    for p, r in zip(plain, refined, strict=True):
+    for _p, r in zip(plain, refined, strict=True):
         x1, y1, x2, y2 = r.bbox
         assert 0 <= x1 <= x2 <= 96 and 0 <= y1 <= y2 <= 96
         assert abs(sum(r.probs) - 1) < 1e-4
