@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,7 +71,8 @@ def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads.")
 @click.option("--batch", default=8, show_default=True, help="Frames per inference call.")
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write annotated copies of images and videos here.")
+              help="Write annotated copies of images and videos here, at their paths relative to the folder "
+                   "the inputs share (files already here are never read as inputs).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per image or frame on stdout.")
 @click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True, help="Refuse larger images.")
 @click.option("--max-frames", type=int, default=None, help="Stop each video or camera after this many frames.")
@@ -112,7 +114,8 @@ def main(sources: tuple[str, ...], model: str | None, provider: str, threads: in
     videos: dict[str, VideoOut | None] = {}
     done = 0
     started = time.perf_counter()
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    in_main = threading.current_thread() is threading.main_thread()  # signal handlers can only be set there
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     finished = False
     try:
         bar = progress(total=total or None, desc="predict", unit="frame")
@@ -142,7 +145,8 @@ def main(sources: tuple[str, ...], model: str | None, provider: str, threads: in
         bar.close()
         finished = True
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
         for video in videos.values():
             if video is not None:
                 video.close(ok=finished)  # an interrupted run leaves no half-written video behind
