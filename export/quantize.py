@@ -49,8 +49,11 @@ class Int8StaticConfig:
     method: str = "minmax"  # minmax | entropy | percentile
     per_channel: bool = True
     activations: str = "uint8"  # uint8 (U8S8, asymmetric) | int8 (S8S8)
+    weights: str = "int8"  # int8 | uint8 (U8U8 with uint8 activations)
+    reduce_range: bool = False  # 7-bit weights: no int16 saturation on AVX2 without VNNI
     batch_size: int = 16
     keep_float: tuple[str, ...] = ("bbox", "digit")  # layer-name prefixes of nodes kept in float
+    first_conv_float: bool = False  # the 3-channel first convolution on the raw pixels stays float
 
 
 QuantConfig = Fp32Config | Fp16Config | Int8DynamicConfig | Int8StaticConfig
@@ -79,9 +82,12 @@ class ImageCalibrationReader:
         self._iter = None
 
 
-def _float_nodes(proto: Any, prefixes: tuple[str, ...]) -> list[str]:
-    """Nodes of the heads' last layers (their names carry the Keras layer name)."""
+def _float_nodes(proto: Any, prefixes: tuple[str, ...], first_conv: bool = False) -> list[str]:
+    """Nodes of the heads' last layers (their names carry the Keras layer name), and the first
+    convolution when ``first_conv``."""
     out = []
+    if first_conv:
+        out += [n.name for n in proto.graph.node if n.op_type == "Conv"][:1]
     for node in proto.graph.node:
         if node.op_type not in ("MatMul", "Gemm", "Add", "Sigmoid", "Softmax"):
             continue
@@ -125,14 +131,18 @@ def quantize(fp32_path: Path, out_path: Path, config: QuantConfig) -> dict[str, 
         activations = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
         if config.activations not in activations:
             raise ExportError(f"unknown activation type {config.activations!r}; choose {', '.join(activations)}")
-        excluded = _float_nodes(onnx.load(str(fp32_path)), config.keep_float)
+        weights = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+        if config.weights not in weights:
+            raise ExportError(f"unknown weight type {config.weights!r}; choose {', '.join(weights)}")
+        excluded = _float_nodes(onnx.load(str(fp32_path)), config.keep_float, config.first_conv_float)
         quantize_static(
             str(fp32_path), str(out_path), ImageCalibrationReader(config.calibration, config.batch_size),
-            quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
-            activation_type=activations[config.activations], weight_type=QuantType.QInt8,
+            quant_format=QuantFormat.QDQ, per_channel=config.per_channel, reduce_range=config.reduce_range,
+            activation_type=activations[config.activations], weight_type=weights[config.weights],
             calibrate_method=methods[config.method], nodes_to_exclude=excluded,
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": config.weights == "int8"},
         )
         return {"excluded_nodes": excluded, "calibration_images": int(len(config.calibration)),
-                "calibration_method": config.method, "activations": config.activations}
+                "calibration_method": config.method, "activations": config.activations, "weights": config.weights,
+                "reduce_range": config.reduce_range, "per_channel": config.per_channel}
     raise ExportError(f"unknown precision config {config!r}")
