@@ -108,7 +108,8 @@ def test_cli_exports_with_triton_repo_and_refuses_overwrite(tiny_run: Path, tmp_
     data = json.loads((tiny_run / "config.json").read_text())["data"]
     out = tmp_path / "m.onnx"
     args = [str(tiny_run / "model.keras"), "-o", str(out), "--precision", "int8-static", "--calib", data,
-            "--calib-size", "64", "--min-agreement", "0.9", "--min-box-iou", "0.5", "--triton-repo", str(tmp_path / "triton")]
+            "--calib-size", "64", "--min-agreement", "0.9", "--min-box-iou", "0.5",
+            "--triton-repo", str(tmp_path / "triton")]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "class agreement" in result.output and (tmp_path / "triton" / "m" / "config.pbtxt").is_file()
