@@ -21,8 +21,9 @@ from digitloc.runtime.preprocess import preprocess
 
 
 def test_runtime_imports_no_training_framework() -> None:
-    code = ("import sys, digitloc.runtime, digitloc.runtime.detector, digitloc.runtime.cli, digitloc.runtime.sources;"
-            "bad = [m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnx', 'matplotlib') if m in sys.modules];"
+    code = ("import sys, digitloc.runtime, digitloc.runtime.detector, digitloc.runtime.cli, digitloc.runtime.sources,"
+            " digitloc.runtime.cpuinfo, digitloc.runtime.openvino_backend;"
+            "bad = [m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnx', 'matplotlib', 'openvino') if m in sys.modules];"
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -212,3 +213,27 @@ def test_cli_model_errors_and_providers(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "not a loadable ONNX model" in result.stderr
     listed = CliRunner().invoke(main, ["--list-providers"])
     assert listed.exit_code == 0 and "CPUExecutionProvider" in listed.stdout
+
+
+def test_openvino_provider_serves_the_same_file(tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_openvino(name: str, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if name == "openvino" or name.startswith("openvino."):
+            raise ImportError("No module named 'openvino'")
+        return real_import(name, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(builtins, "__import__", no_openvino)
+        with pytest.raises(ProviderError, match=r"digitloc\[openvino\]"):
+            Detector(tiny_onnx, provider="openvino")
+    pytest.importorskip("openvino")
+    ours, theirs = Detector(tiny_onnx, provider="cpu"), Detector(tiny_onnx, provider="openvino")
+    assert theirs.provider == "OpenVINO-CPU" and theirs.input_size == ours.input_size
+    photos = [np.random.default_rng(i).integers(0, 255, (40 + i, 50, 3)).astype(np.uint8) for i in range(3)]
+    for a, b in zip(ours.predict_batch(photos), theirs.predict_batch(photos), strict=True):
+        assert a.digit == b.digit
+        np.testing.assert_allclose(a.bbox, b.bbox, atol=0.05)
+    assert theirs.predict(photos[0]).digit == ours.predict(photos[0]).digit  # another batch size
