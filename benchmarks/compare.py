@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -199,7 +200,7 @@ def compare_chart(result: dict[str, Any], path: Path) -> Path:
     ax.set_xticks([g + width * (len(runtimes) - 1) / 2 for g in range(len(groups))])
     ax.set_xticklabels([f"{p}\nbatch {b}" for p, b in groups])
     ax.set_ylabel("images/s (median, bar: min-max)")
-    ax.set_title(result["environment"]["cpu_summary"][:90], fontsize=7)
+    ax.set_title("\n".join(textwrap.wrap(result["environment"]["cpu_summary"], 100)), fontsize=7)
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
