@@ -131,4 +131,6 @@ def run_emulated(target: Target, models: list[Path], images: np.ndarray, sysroot
             log = "\n".join(line for line in proc.stderr.splitlines() if "TCG doesn't support" not in line)
             raise EmulationError(f"probe on {target.name} failed (exit {proc.returncode}): {log[-2000:]}")
         out = np.load(work / "out.npz")
+        if str(out["platform"]) != target.arch:
+            raise EmulationError(f"the probe ran on {out['platform']}, not on {target.arch}")
         return [(out[f"{i}_bbox"], out[f"{i}_digit"]) for i in range(len(models))]
