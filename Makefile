@@ -148,7 +148,8 @@ drift-cpus: venv
 compare: venv
 	$(BIN)/python -m pip install -q -e ".[peers]"
 	$(BIN)/digitloc-bench compare models/w025-128x64-run/model.keras --int8 models/digitloc-default-int8.onnx \
-		--fp32 models/digitloc-default-fp32.onnx --data $(EMULATE_DATA) -o benchmarks/results/compare --force
+		--fp32 models/digitloc-default-fp32.onnx --data $(EMULATE_DATA) --litert-dir runs/litert -o benchmarks/results/compare \
+		--force
 
 clean:
 	rm -rf $(VENV) $(DEMO_VENV) $(DEMO_OUT) .pytest_cache .ruff_cache build
