@@ -70,6 +70,20 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
+def session_options(threads: int | None = None) -> Any:
+    """The runtime's onnxruntime session options. Intra-op threads do not spin-wait between
+    calls: on a CPU shared with other work, spinning threads fought it for the cores
+    (benchmarks/results/ort-options.md: batch 32 int8 1.7x faster without spinning)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 def _openvino_session(path: Path, threads: int | None) -> Any:
     try:
         from digitloc.runtime.openvino_backend import OpenVINOSession
@@ -104,10 +118,7 @@ class Detector:
             self.info = parse_metadata(self.session.get_modelmeta().custom_metadata_map, str(self.model_path))
             self._check_io()
             return
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        options.log_severity_level = 3
+        options = session_options(threads)
         available = ort.get_available_providers()
         if provider == "cuda" and PROVIDERS["cuda"] not in available:
             raise ProviderError("CUDA was asked for but this onnxruntime has no CUDA provider "
