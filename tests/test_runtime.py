@@ -237,3 +237,11 @@ def test_openvino_provider_serves_the_same_file(tiny_onnx: Path, monkeypatch: py
         assert a.digit == b.digit
         np.testing.assert_allclose(a.bbox, b.bbox, atol=0.05)
     assert theirs.predict(photos[0]).digit == ours.predict(photos[0]).digit  # another batch size
+
+
+def test_sessions_do_not_spin_and_take_the_thread_count() -> None:
+    from digitloc.runtime.detector import session_options
+
+    options = session_options(3)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 3 and session_options().intra_op_num_threads == 0
