@@ -26,7 +26,7 @@ WIDE_FIT = $(BIN)/digitloc-train fit --data $(WIDE_DATA) --size 128x64 --width 0
 BUILD_128X64 = $(BIN)/digitloc-data build --svhn $(SAMPLE) --crops-per-digit 8 --synthetic 60000 --size 128x64 \
 	-o $(DATA) --force
 
-.PHONY: venv demo test lint default-model wide-stage head-comparison session-model full-width keep-run bench clean
+.PHONY: venv demo test lint default-model wide-stage head-comparison session-model full-width keep-run bench drift-cpus compare clean
 
 venv: $(VENV)/.installed
 
@@ -78,17 +78,17 @@ default-model: venv
 	$(BIN)/digitloc-export $(RUN)/model.keras -o models/digitloc-default-fp32.onnx --parity-data $(DATA) \
 		--parity-size 512 --force
 	$(BIN)/digitloc-export $(RUN)/model.keras -o models/digitloc-default-int8.onnx --precision int8-static \
-		--calib $(DATA) --calib-size 512 --calib-method percentile --parity-size 512 --force
+		--calib $(DATA) --calib-size 512 --parity-size 512 --force
 	$(BIN)/digitloc-export $(RUN)/model.keras -o $(RUN)/export/w025-128x64-fp16.onnx --precision fp16 \
 		--parity-data $(DATA) --parity-size 512 --force
 	$(BIN)/digitloc-export $(RUN)/model.keras -o $(RUN)/export/w025-128x64-int8-dynamic.onnx --precision int8-dynamic \
 		--parity-data $(DATA) --parity-size 512 --force
 	$(BIN)/digitloc-export $(RUN)/model.keras -o $(RUN)/export/w025-128x64-int8-s8s8.onnx --precision int8-static \
-		--activations int8 --calib $(DATA) --calib-size 512 --calib-method percentile --parity-size 512 --force
+		--activations int8 --calib $(DATA) --calib-size 512 --parity-size 512 --force
 	$(BIN)/digitloc-export $(STAGE3_RUN)/model.keras -o models/digitloc-64-fp32.onnx --parity-data $(DATA64) \
 		--parity-size 512 --force
 	$(BIN)/digitloc-export $(STAGE3_RUN)/model.keras -o models/digitloc-64-int8.onnx --precision int8-static \
-		--calib $(DATA64) --calib-size 512 --calib-method percentile --parity-size 512 --force
+		--calib $(DATA64) --calib-size 512 --parity-size 512 --force
 	$(MAKE) keep-run FROM=$(BASE_RUN) TO=models/w025-64-run WEIGHTS=1
 	$(MAKE) keep-run FROM=$(STAGE2_RUN) TO=models/w025-64-ft-run WEIGHTS=1
 	$(MAKE) keep-run FROM=$(STAGE3_RUN) TO=models/w025-64-s3-run WEIGHTS=1
@@ -127,7 +127,7 @@ full-width: venv
 	$(BIN)/digitloc-export $(FULL_RUN)/model.keras -o $(FULL_RUN)/export/w100-64-fp32.onnx --parity-data $(DATA64) \
 		--parity-size 256 --force
 	$(BIN)/digitloc-export $(FULL_RUN)/model.keras -o $(FULL_RUN)/export/w100-64-int8.onnx --precision int8-static \
-		--calib $(DATA64) --calib-size 256 --calib-method percentile --parity-size 256 --force
+		--calib $(DATA64) --calib-size 256 --parity-size 256 --force
 	$(MAKE) keep-run FROM=$(FULL_RUN) TO=models/w100-64-run
 
 # A run's record into models/: config, history, evaluation, plots, parity reports; WEIGHTS=1 adds
@@ -156,6 +156,23 @@ bench: venv
 	$(BIN)/digitloc-bench drift $(FULL_RUN)/model.keras $(FULL_VARIANTS) --data $(DATA64) \
 		-o benchmarks/results/cpu/w100-64 --latency benchmarks/results/cpu/latency.json --force
 	$(BIN)/digitloc-bench startup --model models/digitloc-default-int8.onnx --repeats 7 | tee benchmarks/results/cpu/startup.txt
+
+# int8 drift of the default model on the CPUs a user may have, emulated with qemu-user (exact
+# results, meaningless speed; needs Debian's qemu-user, and apt-get/pip once for the ARM64 sysroot):
+# x86 AVX2 without VNNI, ARM64 Cortex-A76 (dotprod) and Cortex-A72 (NEON only). About 30 minutes.
+EMULATE_DATA ?= $(DATA)
+drift-cpus: venv
+	for cpu in avx2 arm64 arm64-a72; do \
+		$(BIN)/digitloc-bench drift models/w025-128x64-run/model.keras models/digitloc-default-fp32.onnx \
+			models/digitloc-default-int8.onnx --data $(EMULATE_DATA) --emulate $$cpu -o benchmarks/results/drift/$$cpu \
+			--force || exit 1; done
+
+# onnxruntime (ours) against OpenVINO and LiteRT on the default model, interleaved (extra `peers`).
+compare: venv
+	$(BIN)/python -m pip install -q -e ".[peers]"
+	$(BIN)/digitloc-bench compare models/w025-128x64-run/model.keras --int8 models/digitloc-default-int8.onnx \
+		--fp32 models/digitloc-default-fp32.onnx --data $(EMULATE_DATA) --litert-dir runs/litert -o benchmarks/results/compare \
+		--force
 
 clean:
 	rm -rf $(VENV) $(DEMO_VENV) $(DEMO_OUT) .pytest_cache .ruff_cache build

@@ -12,6 +12,9 @@ import numpy as np
 
 from digitloc.runtime.options import fail, force_option
 
+# Names of the emulated CPUs (benchmarks/emulate.py's TARGETS), without importing it at start-up.
+EMULATED = ("arm64", "arm64-a72", "arm64-max", "avx2")
+
 
 def _ints(value: str) -> list[int]:
     try:
@@ -45,7 +48,7 @@ def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, 
     """Time MODELS (ONNX) for every provider x batch size; p50/p90/p99/mean/min, images/s, GMAC/s."""
     from digitloc.benchmarks.latency import matmul_gmacs, time_keras, time_onnx
     from digitloc.benchmarks.macs import count_macs
-    from digitloc.benchmarks.report import environment, latency_chart, latency_markdown, write_outputs
+    from digitloc.benchmarks.report import cpu_lines, environment, latency_chart, latency_markdown, write_outputs
     from digitloc.runtime.contract import parse_metadata
     from digitloc.runtime.progress import progress
 
@@ -88,7 +91,7 @@ def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, 
                "errors": errors}
     ratios = _ratios(rows, {m.name: macs[m] for m in models})
     payload["ratios"] = ratios
-    md = latency_markdown(rows) + f"\nfloat32 matrix product peak on this machine: {peak:.1f} GMAC/s\n"
+    md = cpu_lines(payload) + latency_markdown(rows) + f"\nfloat32 matrix product peak on this machine: {peak:.1f} GMAC/s\n"
     md += "".join(f"\n- {line}" for line in ratios) + "\n"
     try:
         paths = write_outputs(output, "latency", payload, md, force)
@@ -137,25 +140,44 @@ def _ratios(rows: list[dict], macs: dict[str, float]) -> list[str]:
               show_default=True, help="Folder for drift.json, drift.md and drift.png.")
 @click.option("--latency", "latency_json", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="A latency.json of these models: adds accuracy-latency.png (accuracy against CPU ms per image).")
+@click.option("--emulate", type=click.Choice(sorted(EMULATED)), default=None,
+              help="Run the ONNX models on an emulated CPU (qemu-user): avx2 = x86 without VNNI, arm64 = Cortex-A76 "
+                   "(dotprod), arm64-a72 = NEON only, arm64-max = dotprod + i8mm. Keras runs natively.")
+@click.option("--sysroot", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="ARM64 sysroot (default ~/.cache/digitloc/arm64; built on first use with apt-get and pip).")
 @click.option("--framing", "framing_dirs", multiple=True, type=click.Path(file_okay=False),
               help="SVHN folder: also the framing evaluation (its held-out one-digit photos re-framed at digit height "
-                   "shares 0.2-0.9) of Keras, each variant and each variant with --refine: framing.json/.md/.png.")
+                   "shares 0.2-0.9) of Keras, each variant and each variant with --refine: framing.json/.md/.png "
+                   "(natively).")
 @force_option
 def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: str, output: Path,
-          latency_json: Path | None, framing_dirs: tuple[str, ...], force: bool) -> None:
-    """Accuracy of each ONNX variant against the ground truth and against KERAS_MODEL."""
+          latency_json: Path | None, emulate: str | None, sysroot: Path | None, framing_dirs: tuple[str, ...],
+          force: bool) -> None:
+    """Accuracy of each ONNX variant against the ground truth, against KERAS_MODEL and against the fp32 variant."""
     from digitloc.benchmarks.drift import drift_table
+    from digitloc.benchmarks.emulate import DEFAULT_SYSROOT, TARGETS, EmulationError, prepare_arm64, run_emulated
     from digitloc.benchmarks.report import accuracy_latency_chart, drift_chart, drift_markdown, environment, write_outputs
     from digitloc.train.data import DatasetError, load_heldout
 
     try:
         latency_rows = _latency_rows(latency_json, onnx_models) if latency_json else None
         split = load_heldout(data, kind)
-        result = drift_table(keras_model, list(onnx_models), split)
-    except (DatasetError, ValueError) as exc:
+        predictions = None
+        if emulate:
+            target = TARGETS[emulate]
+            root = sysroot or DEFAULT_SYSROOT
+            if target.arch == "aarch64":
+                prepare_arm64(root)
+            click.echo(f"running {len(onnx_models)} models on {target.description}: slow, results exact", err=True)
+            predictions = run_emulated(target, list(onnx_models), split.images, root)
+        result = drift_table(keras_model, list(onnx_models), split, predictions)
+    except (DatasetError, ValueError, EmulationError) as exc:
         fail(str(exc))
     result["command"] = "digitloc-bench drift " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     result["environment"] = environment()
+    if emulate:
+        result["emulated"] = TARGETS[emulate].description
+        result["emulated_isa"] = list(TARGETS[emulate].isa)
     md = drift_markdown(result)
     try:
         paths = write_outputs(output, "drift", result, md, force)
@@ -203,6 +225,86 @@ def _latency_rows(path: Path, onnx_models: tuple[Path, ...]) -> list[dict]:
     if missing:
         raise ValueError(f"{path}: holds no CPU timings of {', '.join(missing)}")
     return rows
+
+
+@main.command()
+@click.argument("keras_model", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--int8", "int8_model", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
+              help="The int8 ONNX file of KERAS_MODEL (onnxruntime and OpenVINO run it).")
+@click.option("--fp32", "fp32_model", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
+              help="The fp32 ONNX file of KERAS_MODEL.")
+@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,
+              help="Dataset folder: train crops calibrate LiteRT's int8; val+test real photos check agreement.")
+@click.option("--kind", type=click.Choice(["real", "crop", "all"]), default="real", show_default=True,
+              help="Which held-out samples check agreement.")
+@click.option("--runtimes", default="onnxruntime,openvino,litert", show_default=True)
+@click.option("--batch", "batches", default="1,32", show_default=True)
+@click.option("--threads", type=int, default=None, help="Threads for every runtime (default: each one's own).")
+@click.option("--repeats", default=7, show_default=True, help="Round-robin repetitions.")
+@click.option("--calls", default=20, show_default=True, help="Timed calls per configuration per repetition.")
+@click.option("--warmup", default=5, show_default=True)
+@click.option("--litert-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the converted .tflite files are kept (default: OUTPUT/litert).")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-out"),
+              show_default=True, help="Folder for compare.json, compare.md and compare.png.")
+@force_option
+def compare(keras_model: Path, int8_model: Path, fp32_model: Path, data: Path, kind: str, runtimes: str, batches: str,
+            threads: int | None, repeats: int, calls: int, warmup: int, litert_dir: Path | None, output: Path,
+            force: bool) -> None:
+    """The same model through onnxruntime (ours), OpenVINO and LiteRT, int8 and fp32, timed interleaved.
+
+    OpenVINO and LiteRT come with the `peers` extra (pip install 'digitloc[peers]')."""
+    from digitloc.benchmarks import compare as cmp
+    from digitloc.benchmarks.report import environment, write_outputs
+    from digitloc.export.cli import load_images
+    from digitloc.train.data import DatasetError, load_heldout
+
+    names = [r.strip() for r in runtimes.split(",") if r.strip()]
+    if not set(names) <= set(cmp.RUNTIMES):
+        fail(f"unknown runtime in {runtimes!r}: choose from {', '.join(cmp.RUNTIMES)}")
+    batch_sizes = _ints(batches)
+    try:
+        heldout = load_heldout(data, kind)
+    except DatasetError as exc:
+        fail(str(exc))
+    size = heldout.images.shape[1:3]
+    files: dict[tuple[str, str], Path] = {}
+    for rt in names:
+        if rt == "litert":
+            calib = load_images(str(data), size, "train", 256)
+            tfl = cmp.convert_litert(keras_model, litert_dir or output / "litert", calib)
+            files[(rt, "fp32")], files[(rt, "int8")] = tfl["fp32"], tfl["int8"]
+        else:
+            files[(rt, "fp32")], files[(rt, "int8")] = fp32_model, int8_model
+    makers = {"onnxruntime": cmp.ort_runner, "openvino": cmp.openvino_runner, "litert": cmp.litert_runner}
+    runners = {}
+    for (rt, precision), path in files.items():
+        for b in batch_sizes:
+            try:
+                runners[cmp.Config(rt, precision, b)] = makers[rt](path, b, threads)
+            except ImportError as exc:
+                fail(f"{rt} is not installed ({exc}): pip install 'digitloc[peers]'")
+    rng = np.random.default_rng(0)
+    inputs = {b: rng.integers(0, 256, (b, *size, 3), dtype=np.uint8) for b in batch_sizes}
+    click.echo(f"timing {len(runners)} configurations, {repeats} x {calls} calls each, round-robin", err=True)
+    rates = cmp.interleaved(runners, inputs, repeats, calls, warmup)
+    rows = cmp.summarize(rates)
+    reference = makers["onnxruntime"](fp32_model, 1, threads)
+    ref = tuple(np.concatenate(z) for z in zip(*(reference(heldout.images[i:i + 1]) for i in range(len(heldout))),
+                                               strict=True))
+    result = {"command": "digitloc-bench compare " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+              "environment": environment(), "repeats": repeats, "calls": calls, "threads": threads,
+              "files": {f"{rt} {p}": str(path) for (rt, p), path in files.items()}, "rows": rows,
+              "ratios": cmp.ratios(rows), "agreement_samples": len(heldout),
+              "agreement": cmp.agreement(runners, heldout.images, ref, heldout.labels)}
+    md = cmp.compare_markdown(result)
+    try:
+        paths = write_outputs(output, "compare", result, md, force)
+    except FileExistsError as exc:
+        fail(str(exc))
+    paths.append(cmp.compare_chart(result, output / "compare.png"))
+    click.echo(md)
+    click.echo("wrote " + ", ".join(str(p) for p in paths))
 
 
 @main.command()

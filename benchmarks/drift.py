@@ -10,8 +10,21 @@ import numpy as np
 from digitloc.train.data import DataSet
 
 
-def drift_table(keras_path: Path, onnx_paths: list[Path], data: DataSet) -> dict[str, Any]:
-    """Ground-truth figures of Keras and each variant, each variant's agreement with Keras, and deltas."""
+def precision_of(path: Path) -> str:
+    """The precision an exported model's metadata names."""
+    import onnxruntime as ort
+
+    from digitloc.runtime.contract import parse_metadata
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return parse_metadata(session.get_modelmeta().custom_metadata_map, str(path)).precision
+
+
+def drift_table(keras_path: Path, onnx_paths: list[Path], data: DataSet,
+                predictions: list[tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, Any]:
+    """Ground-truth figures of Keras and each variant, each variant's agreement with Keras and with
+    the fp32 variant among ``onnx_paths`` (if any), and deltas. ``predictions`` are the variants'
+    outputs when computed elsewhere (on an emulated CPU); by default they run here."""
     from digitloc.export.parity import compare, onnx_predict
     from digitloc.train.evaluate import evaluate_predictions, keras_predict
     from digitloc.train.model import load_model
@@ -24,11 +37,15 @@ def drift_table(keras_path: Path, onnx_paths: list[Path], data: DataSet) -> dict
         return {k: figures[k] for k in keys}
 
     base = truth(reference)
+    if predictions is None:
+        predictions = [onnx_predict(path, data.images) for path in onnx_paths]
+    precisions = [precision_of(path) for path in onnx_paths]
+    fp32 = predictions[precisions.index("fp32")] if "fp32" in precisions else None
     rows = []
-    for path in onnx_paths:
-        pred = onnx_predict(path, data.images)
+    for path, precision, pred in zip(onnx_paths, precisions, predictions, strict=True):
         figures = truth(pred)
-        rows.append({"model": path.name, "size_mb": path.stat().st_size / 1e6, **figures,
+        rows.append({"model": path.name, "precision": precision, "size_mb": path.stat().st_size / 1e6, **figures,
                      **{f"delta_{k}": figures[k] - base[k] for k in keys},
-                     "vs_keras": compare(reference, pred)})
+                     "vs_keras": compare(reference, pred),
+                     "vs_fp32": None if fp32 is None or precision == "fp32" else compare(fp32, pred)})
     return {"samples": len(data), "keras": {"model": keras_path.name, **base}, "variants": rows}

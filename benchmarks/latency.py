@@ -79,16 +79,13 @@ def peak_rss_mb() -> float | None:
 
 
 def onnx_session(path: Path, provider: str, threads: int | None) -> Any:
-    """A session on exactly ``provider`` (cpu/cuda); refuses a silent CPU fallback."""
+    """A session on exactly ``provider`` (cpu/cuda), with the runtime's own session options;
+    refuses a silent CPU fallback."""
     import onnxruntime as ort
 
-    from digitloc.runtime.detector import PROVIDERS
+    from digitloc.runtime.detector import PROVIDERS, session_options
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=[PROVIDERS[provider]])
+    session = ort.InferenceSession(str(path), session_options(threads), providers=[PROVIDERS[provider]])
     if session.get_providers()[0] != PROVIDERS[provider]:
         raise RuntimeError(f"{path.name}: {provider} was asked for but the session runs on {session.get_providers()[0]}")
     return session

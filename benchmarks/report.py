@@ -32,7 +32,11 @@ def environment() -> dict[str, Any]:
             pass
     import onnxruntime as ort
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+    from digitloc.runtime.cpuinfo import cpu_report
+
+    features = cpu_report()
+    return {"cpu": cpu, "cores": os.cpu_count(), "isa": features["isa"], "int8_path": features["int8_path"],
+            "cpu_summary": features["summary"], "python": platform.python_version(), "platform": platform.platform(),
             "versions": versions, "providers": ort.get_available_providers()}
 
 
@@ -49,7 +53,8 @@ def latency_markdown(rows: list[dict[str, Any]]) -> str:
 
 def drift_markdown(result: dict[str, Any]) -> str:
     k = result["keras"]
-    head = ("| model | size MB | class acc | mean IoU | IoU>=0.5 | both right | Δ acc (pt) | Δ IoU | agreement w/ Keras "
+    head = cpu_lines(result)
+    head += ("| model | size MB | class acc | mean IoU | IoU>=0.5 | both right | Δ acc (pt) | Δ IoU | agreement w/ Keras "
             "| max abs diff | box IoU w/ Keras |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
     body = (f"| {k['model']} (Keras) | | {k['class_accuracy']:.4f} | {k['mean_iou']:.4f} | {k['iou_hit_rate']:.4f} "
             f"| {k['both_right']:.4f} | | | | | |\n")
@@ -59,7 +64,29 @@ def drift_markdown(result: dict[str, Any]) -> str:
                  f"| {r['iou_hit_rate']:.4f} | {r['both_right']:.4f} | {100 * r['delta_class_accuracy']:+.2f} "
                  f"| {r['delta_mean_iou']:+.4f} | {v['class_agreement']:.4f} | {v['max_abs_diff']:.2g} "
                  f"| {v['box_iou_mean']:.4f} |\n")
+    fp32 = [r for r in result["variants"] if r.get("vs_fp32")]
+    if fp32:
+        body += ("\nAgainst the fp32 ONNX model on the same CPU:\n\n| model | class agreement | box IoU mean "
+                 "| box IoU min | Δ acc vs fp32 (pt) |\n|---|---|---|---|---|\n")
+        base = next((r for r in result["variants"] if r.get("precision") == "fp32"), None)
+        for r in fp32:
+            v = r["vs_fp32"]
+            delta = "" if base is None else f"{100 * (r['class_accuracy'] - base['class_accuracy']):+.2f}"
+            body += (f"| {r['model']} | {v['class_agreement']:.4f} | {v['box_iou_mean']:.4f} | {v['box_iou_min']:.3f} "
+                     f"| {delta} |\n")
     return head + body
+
+
+def cpu_lines(result: dict[str, Any]) -> str:
+    """Markdown lines naming the command and the CPU (emulated or not) of a result."""
+    env = result.get("environment", {})
+    text = f"Command: `{result['command']}`\n\n" if result.get("command") else ""
+    if result.get("emulated"):
+        text += (f"CPU: **emulated** {result['emulated']} (exact results; speed under emulation means nothing); "
+                 f"host: {env.get('cpu_summary', '')}\n\n")
+    else:
+        text += f"CPU: {env.get('cpu_summary', '')}\n\n"
+    return text
 
 
 def write_outputs(out_dir: Path, stem: str, payload: dict[str, Any], markdown: str, force: bool) -> list[Path]:

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from digitloc.export.errors import ExportError
-from digitloc.export.parity import compare, gate, onnx_predict
+from digitloc.export.parity import accuracy, compare, gate, gate_for, onnx_predict
 from digitloc.export.quantize import QuantConfig
 from digitloc.runtime import contract
+from digitloc.runtime.cpuinfo import cpu_report
 from digitloc.runtime.fileio import atomic_write_text, check_writable
 
 
@@ -30,11 +31,20 @@ class ExportConfig:
     quant: QuantConfig
     opset: int = 17
     simplify: bool = False
-    parity_images: np.ndarray | None = None  # real uint8 images; random ones when None (noted)
+    parity_images: np.ndarray | None = None  # real uint8 photos; None: the run's own val photos
+    parity_labels: np.ndarray | None = None  # their digits, for the accuracy check
+    parity_random: bool = False  # check on random noise when no photos are given (said loudly)
     parity_size: int = 256
-    max_abs_diff: float = 1e-4
-    min_agreement: float = 0.99
+    # Gate thresholds; None takes the precision's default (export.parity.GATES).
+    max_abs_diff: float | None = None
+    min_agreement: float | None = None
+    min_box_iou: float | None = None
+    max_accuracy_drop: float | None = None
     force: bool = False
+
+
+RANDOM_WARNING = ("WARNING: parity checked on RANDOM NOISE, not real photos: agreement and box IoU on noise say "
+                  "little about accuracy on photos")
 
 
 def digitloc_version() -> str:
@@ -81,6 +91,29 @@ def load_keras(path: Path) -> Any:
         return load_model(path)
     except ModelError as exc:
         raise ExportError(str(exc)) from None
+
+
+def run_parity_photos(keras_path: Path, size: tuple[int, int], limit: int,
+                      seed: int = 1) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """Real held-out photos of the model's own run (its config.json's dataset, val split, no
+    synthetic images) with their digits, or None when the run folder does not lead to them."""
+    from digitloc.train.data import DataSet, DatasetError
+
+    config_path = keras_path.parent / "config.json"
+    if not config_path.exists():
+        return None
+    val = Path(json.loads(config_path.read_text()).get("data", "")) / "val.npz"
+    if not val.is_file():
+        return None
+    try:
+        data = DataSet.load(val)
+    except DatasetError:
+        return None
+    data = data.select(data.kinds != "synth")
+    if len(data) == 0 or data.images.shape[1:3] != tuple(size):
+        return None
+    pick = np.sort(np.random.default_rng(seed).permutation(len(data))[:limit])
+    return data.images[pick], data.labels[pick], f"real images ({val}, the run's own val split)"
 
 
 def _simplify(path: Path) -> None:
@@ -135,23 +168,45 @@ def export_model(keras_path: str | os.PathLike[str], cfg: ExportConfig) -> dict[
         onnx.checker.check_model(final)
         onnx.save(final, str(variant))
 
-        if cfg.parity_images is not None and len(cfg.parity_images):
-            images, source = cfg.parity_images[:cfg.parity_size], "real images"
-        else:
-            rng = np.random.default_rng(0)
-            images, source = rng.integers(0, 256, (min(cfg.parity_size, 32), *size, 3), dtype=np.uint8), \
-                "random images (no parity data given)"
+        images, labels, source = _parity_inputs(keras_path, size, cfg)
         reference = keras_predict(model, images)
-        report = compare(reference, onnx_predict(variant, images))
-        report.update({"precision": cfg.quant.name, "parity_inputs": source, "opset": cfg.opset,
-                       "size_bytes": variant.stat().st_size, "fp32_size_bytes": fp32.stat().st_size,
+        candidate = onnx_predict(variant, images)
+        report = compare(reference, candidate)
+        limits = gate_for(cfg.quant.name, max_abs_diff=cfg.max_abs_diff, min_agreement=cfg.min_agreement,
+                          min_box_iou=cfg.min_box_iou, max_accuracy_drop=cfg.max_accuracy_drop)
+        report.update({"precision": cfg.quant.name, "parity_inputs": source,
+                       "keras_accuracy": None if labels is None else accuracy(labels, reference[1]),
+                       "accuracy": None if labels is None else accuracy(labels, candidate[1]),
+                       "opset": cfg.opset, "size_bytes": variant.stat().st_size, "fp32_size_bytes": fp32.stat().st_size,
                        "keras_model": str(keras_path), **{k: v for k, v in extra.items() if k != "excluded_nodes"},
-                       "excluded_nodes": extra.get("excluded_nodes", []),
-                       "gate": {"max_abs_diff": cfg.max_abs_diff, "min_class_agreement": cfg.min_agreement}})
-        failure = gate(report, cfg.quant.name, cfg.max_abs_diff, cfg.min_agreement)
+                       "excluded_nodes": extra.get("excluded_nodes", []), "gate": limits.to_dict(),
+                       "cpu": cpu_report()})
+        if source.startswith("RANDOM"):
+            report["warning"] = RANDOM_WARNING
+        failure = gate(report, cfg.quant.name, limits)
         report["passed"] = failure is None
         if failure:
-            raise ExportError(f"parity gate failed for {output.name}: {failure}; nothing written")
+            raise ExportError(f"parity gate failed for {output.name} on {len(images)} {source}: {failure}; "
+                              "nothing written")
         os.replace(variant, output)
     atomic_write_text(report_path, json.dumps(report, indent=1))
     return report
+
+
+def _parity_inputs(keras_path: Path, size: tuple[int, int],
+                   cfg: ExportConfig) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """The parity photos (given, or the run's own val photos), their digits if known, and what they are;
+    random noise only when asked for."""
+    if cfg.parity_images is not None and len(cfg.parity_images):
+        labels = None if cfg.parity_labels is None else cfg.parity_labels[:cfg.parity_size]
+        return cfg.parity_images[:cfg.parity_size], labels, "real images"
+    found = run_parity_photos(keras_path, size, cfg.parity_size)
+    if found is not None:
+        return found
+    if not cfg.parity_random:
+        raise ExportError(f"{keras_path}: no real photos for the parity gate (none given, and the run folder's "
+                          "config.json leads to no val split of this size); give parity photos, or ask for a "
+                          "check on random noise explicitly")
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (min(cfg.parity_size, 32), *size, 3), dtype=np.uint8)
+    return noise, None, "RANDOM NOISE (asked for; not real photos)"

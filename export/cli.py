@@ -14,6 +14,12 @@ from digitloc.runtime.options import fail, force_option
 def load_images(source: str, size: tuple[int, int], split: str, limit: int, seed: int = 0) -> np.ndarray:
     """Real images for calibration or parity: a dataset folder (its ``split``, real pixels only:
     SVHN photos and crops, no synthetic ones) or a folder of image files."""
+    return load_labelled(source, size, split, limit, seed)[0]
+
+
+def load_labelled(source: str, size: tuple[int, int], split: str, limit: int,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`load_images` plus their digits (a dataset folder; None for a folder of image files)."""
     from digitloc.export.errors import ExportError
     from digitloc.runtime.imageio import ImageError, read_image_file
     from digitloc.runtime.preprocess import preprocess
@@ -31,9 +37,10 @@ def load_images(source: str, size: tuple[int, int], split: str, limit: int, seed
         if data.images.shape[1:3] != size:
             raise ExportError(f"{path}: images are {size_text(data.images.shape[1:3])} px, "
                               f"the model takes {size_text(size)} px")
-        pick = rng.permutation(len(data))[:limit]
-        images = data.images[np.sort(pick)]
+        pick = np.sort(rng.permutation(len(data))[:limit])
+        images, labels = data.images[pick], data.labels[pick]
     elif path.is_dir():
+        labels = None
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
         files = [files[i] for i in np.sort(rng.permutation(len(files))[:limit])]
         images_list = []
@@ -47,7 +54,7 @@ def load_images(source: str, size: tuple[int, int], split: str, limit: int, seed
         raise ExportError(f"{source}: neither a dataset folder with {split}.npz nor an image folder")
     if len(images) == 0:
         raise ExportError(f"{source}: no readable real images")
-    return images
+    return images, labels
 
 
 @click.command()
@@ -62,17 +69,29 @@ def load_images(source: str, size: tuple[int, int], split: str, limit: int, seed
               show_default=True)
 @click.option("--activations", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True,
               help="int8-static activation type: uint8 (U8S8) runs faster on x86 VNNI than int8 (S8S8).")
-@click.option("--parity-data", default=None, help="Dataset folder (val split) or image folder (default: --calib).")
+@click.option("--reduce-range/--full-range", default=None,
+              help="int8-static: 7-bit weights (default: the int8-static config's choice).")
+@click.option("--first-conv-float/--first-conv-int8", default=None,
+              help="int8-static: keep the first convolution in float (default: the config's choice).")
+@click.option("--parity-data", default=None,
+              help="Dataset folder (val split, with digits) or image folder (default: --calib, else the run's own "
+                   "val photos).")
+@click.option("--parity-random", is_flag=True, help="Allow the parity check on random noise when no photos are found.")
 @click.option("--parity-size", default=256, show_default=True, help="Images in the parity check.")
-@click.option("--min-agreement", default=0.99, show_default=True, help="Least class agreement with Keras.")
-@click.option("--max-abs-diff", default=1e-4, show_default=True, help="Largest fp32 output difference from Keras.")
+@click.option("--min-agreement", type=float, default=None, help="Least class agreement with Keras (default per precision).")
+@click.option("--min-box-iou", type=float, default=None, help="Least mean box IoU with Keras (default per precision).")
+@click.option("--max-accuracy-drop", type=float, default=None,
+              help="Largest accuracy drop below Keras on labelled photos, as a fraction (default per precision).")
+@click.option("--max-abs-diff", type=float, default=None, help="Largest fp32 output difference from Keras.")
 @click.option("--simplify", is_flag=True, help="Fold constants with ONNX Runtime's basic optimizer.")
 @click.option("--triton-repo", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write a Triton model repository here.")
 @force_option
 def main(model: Path, output: Path, opset: int, precision: str, calib: str | None, calib_size: int, calib_method: str,
-         activations: str, parity_data: str | None, parity_size: int, min_agreement: float, max_abs_diff: float,
-         simplify: bool, triton_repo: Path | None, force: bool) -> None:
+         activations: str, reduce_range: bool | None, first_conv_float: bool | None, parity_data: str | None,
+         parity_random: bool, parity_size: int, min_agreement: float | None, min_box_iou: float | None,
+         max_accuracy_drop: float | None, max_abs_diff: float | None, simplify: bool, triton_repo: Path | None,
+         force: bool) -> None:
     """Export MODEL (.keras) to ONNX at the chosen precision, then check parity with Keras."""
     from digitloc.export.api import ExportConfig, export_model, load_keras
     from digitloc.export.convert import check_two_head
@@ -91,14 +110,18 @@ def main(model: Path, output: Path, opset: int, precision: str, calib: str | Non
         if precision == "int8-static":
             if not calib:
                 raise ExportError("int8-static needs --calib: real images to calibrate on (never random noise)")
+            choices = {"reduce_range": reduce_range, "first_conv_float": first_conv_float}
             quant = Int8StaticConfig(calibration=load_images(calib, size, "train", calib_size), method=calib_method,
-                                     activations=activations)
+                                     activations=activations, **{k: v for k, v in choices.items() if v is not None})
         else:
             quant = {"fp32": Fp32Config(), "fp16": Fp16Config(), "int8-dynamic": Int8DynamicConfig()}[precision]
         parity_source = parity_data or calib
-        parity = load_images(parity_source, size, "val", parity_size, seed=1) if parity_source else None
+        parity, labels = (load_labelled(parity_source, size, "val", parity_size, seed=1) if parity_source
+                          else (None, None))
         cfg = ExportConfig(output=output, quant=quant, opset=opset, simplify=simplify, parity_images=parity,
-                           parity_size=parity_size, max_abs_diff=max_abs_diff, min_agreement=min_agreement, force=force)
+                           parity_labels=labels, parity_random=parity_random, parity_size=parity_size,
+                           max_abs_diff=max_abs_diff, min_agreement=min_agreement, min_box_iou=min_box_iou,
+                           max_accuracy_drop=max_accuracy_drop, force=force)
         report = export_model(model, cfg)
         if triton_repo is not None:
             from digitloc.export.triton import write_repository
@@ -108,6 +131,12 @@ def main(model: Path, output: Path, opset: int, precision: str, calib: str | Non
             click.echo(f"wrote Triton repository {folder}")
     except (ExportError, OutputExistsError, ValueError) as exc:
         fail(str(exc))
+    if report.get("warning"):
+        click.echo(report["warning"], err=True)
+    acc = ("" if report.get("accuracy") is None else
+           f", accuracy {report['accuracy']:.4f} (Keras {report['keras_accuracy']:.4f})")
     click.echo(f"wrote {output} ({report['size_bytes'] / 1e6:.2f} MB, {precision}); parity on {report['samples']} "
                f"{report['parity_inputs']}: max abs diff {report['max_abs_diff']:.3g}, class agreement "
-               f"{report['class_agreement']:.4f}, box IoU {report['box_iou_mean']:.4f}")
+               f"{report['class_agreement']:.4f}, box IoU {report['box_iou_mean']:.4f}{acc}; on {report['cpu']['summary']}")
+    if report.get("warning"):
+        click.echo(report["warning"], err=True)

@@ -3,11 +3,14 @@
 - fp32: the converted graph as it is.
 - fp16: weights and activations in float16, inputs/outputs kept as the contract says.
 - int8-dynamic: weights int8, activations quantized at run time (slow for these convs).
-- int8-static: QDQ, per-channel int8 weights, uint8 activations calibrated on real images
-  (U8S8: on this AVX-512 VNNI CPU 1,374 against 1,122 images/s for int8 activations at
-  batch 32 for the default model in `make bench`, see the model card). The
-  two heads' last layers stay in float so that box coordinates and class probabilities
-  are not squeezed through one shared scale; the excluded nodes are returned.
+- int8-static: QDQ, per-channel int8 weights with reduce_range (7-bit), uint8 activations
+  (U8S8), min-max calibration on real images. Chosen by measurement across CPUs
+  (scripts/int8_schemes.py, benchmarks/results/int8-schemes/): on x86 without VNNI,
+  onnxruntime sums u8 x s8 pairs in int16 and full-range weights saturate there, so the same
+  file gave other answers on AVX2 than on VNNI; 7-bit weights cannot saturate, and the file
+  gives the same integers on AVX2, VNNI and ARM. The two heads' last layers stay in float so
+  that box coordinates and class probabilities are not squeezed through one shared scale; the
+  excluded nodes are returned.
 """
 
 from __future__ import annotations
@@ -49,8 +52,11 @@ class Int8StaticConfig:
     method: str = "minmax"  # minmax | entropy | percentile
     per_channel: bool = True
     activations: str = "uint8"  # uint8 (U8S8, asymmetric) | int8 (S8S8)
+    weights: str = "int8"  # int8 | uint8 (U8U8 with uint8 activations)
+    reduce_range: bool = True  # 7-bit weights: no int16 saturation on AVX2 without VNNI
     batch_size: int = 16
     keep_float: tuple[str, ...] = ("bbox", "digit")  # layer-name prefixes of nodes kept in float
+    first_conv_float: bool = False  # the 3-channel first convolution on the raw pixels stays float
 
 
 QuantConfig = Fp32Config | Fp16Config | Int8DynamicConfig | Int8StaticConfig
@@ -79,9 +85,12 @@ class ImageCalibrationReader:
         self._iter = None
 
 
-def _float_nodes(proto: Any, prefixes: tuple[str, ...]) -> list[str]:
-    """Nodes of the heads' last layers (their names carry the Keras layer name)."""
+def _float_nodes(proto: Any, prefixes: tuple[str, ...], first_conv: bool = False) -> list[str]:
+    """Nodes of the heads' last layers (their names carry the Keras layer name), and the first
+    convolution when ``first_conv``."""
     out = []
+    if first_conv:
+        out += [n.name for n in proto.graph.node if n.op_type == "Conv"][:1]
     for node in proto.graph.node:
         if node.op_type not in ("MatMul", "Gemm", "Add", "Sigmoid", "Softmax"):
             continue
@@ -125,14 +134,18 @@ def quantize(fp32_path: Path, out_path: Path, config: QuantConfig) -> dict[str, 
         activations = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
         if config.activations not in activations:
             raise ExportError(f"unknown activation type {config.activations!r}; choose {', '.join(activations)}")
-        excluded = _float_nodes(onnx.load(str(fp32_path)), config.keep_float)
+        weights = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+        if config.weights not in weights:
+            raise ExportError(f"unknown weight type {config.weights!r}; choose {', '.join(weights)}")
+        excluded = _float_nodes(onnx.load(str(fp32_path)), config.keep_float, config.first_conv_float)
         quantize_static(
             str(fp32_path), str(out_path), ImageCalibrationReader(config.calibration, config.batch_size),
-            quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
-            activation_type=activations[config.activations], weight_type=QuantType.QInt8,
+            quant_format=QuantFormat.QDQ, per_channel=config.per_channel, reduce_range=config.reduce_range,
+            activation_type=activations[config.activations], weight_type=weights[config.weights],
             calibrate_method=methods[config.method], nodes_to_exclude=excluded,
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": config.weights == "int8"},
         )
         return {"excluded_nodes": excluded, "calibration_images": int(len(config.calibration)),
-                "calibration_method": config.method, "activations": config.activations}
+                "calibration_method": config.method, "activations": config.activations, "weights": config.weights,
+                "reduce_range": config.reduce_range, "per_channel": config.per_channel}
     raise ExportError(f"unknown precision config {config!r}")

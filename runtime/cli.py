@@ -15,7 +15,7 @@ import click
 import cv2
 
 from digitloc.runtime.contract import ContractError, size_text
-from digitloc.runtime.detector import DEFAULT_REFINE, Detector, ProviderError, available_providers
+from digitloc.runtime.detector import DEFAULT_REFINE, PROVIDER_CHOICES, Detector, ProviderError, available_providers
 from digitloc.runtime.draw import annotate
 from digitloc.runtime.fileio import OutputDirError, atomic_path, prepare_output_dir
 from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS
@@ -67,7 +67,7 @@ def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
 @click.command()
 @click.argument("sources", nargs=-1)
 @click.option("--model", type=click.Path(dir_okay=False), default=None, help="ONNX model (default: the shipped one).")
-@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="auto", show_default=True)
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads.")
 @click.option("--batch", default=8, show_default=True, help="Frames per inference call.")
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None,

@@ -33,6 +33,9 @@ from digitloc.runtime.preprocess import preprocess
 
 DEFAULT_MODEL_NAME = "digitloc-default-int8.onnx"
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+# Served by OpenVINO's own runtime on the same ONNX file (extra `openvino`), not by onnxruntime.
+OPENVINO = "openvino"
+PROVIDER_CHOICES = ("auto", *PROVIDERS, OPENVINO)
 
 
 DEFAULT_REFINE = False  # the two-pass mode is off unless asked for
@@ -94,6 +97,31 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
+def session_options(threads: int | None = None) -> Any:
+    """The runtime's onnxruntime session options. Intra-op threads do not spin-wait between
+    calls: on a CPU shared with other work, spinning threads fought it for the cores
+    (benchmarks/results/ort-options.md: batch 32 int8 1.7x faster without spinning)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def _openvino_session(path: Path, threads: int | None) -> Any:
+    try:
+        from digitloc.runtime.openvino_backend import OpenVINOSession
+
+        return OpenVINOSession(path, threads)
+    except ImportError:
+        raise ProviderError("OpenVINO was asked for but is not installed (pip install 'digitloc[openvino]')") from None
+    except RuntimeError as exc:  # OpenVINO's own errors for unreadable files
+        raise ContractError(f"{path}: OpenVINO cannot load it ({exc})") from None
+
+
 class Detector:
     """Find and read the digit of photos with an exported digitloc ONNX model.
 
@@ -109,17 +137,19 @@ class Detector:
         import onnxruntime as ort
 
         self.refine = refine
-
-        if provider not in ("auto", *PROVIDERS):
-            raise ProviderError(f"unknown provider {provider!r}: choose auto, cpu or cuda")
+        if provider not in PROVIDER_CHOICES:
+            raise ProviderError(f"unknown provider {provider!r}: choose {', '.join(PROVIDER_CHOICES)}")
         self.model_path = Path(model) if model is not None else default_model_path()
         if not self.model_path.is_file():
             raise FileNotFoundError(f"{self.model_path}: no such model file")
         self.max_pixels = max_pixels
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        options.log_severity_level = 3
+        if provider == OPENVINO:
+            self.session = _openvino_session(self.model_path, threads)
+            self.provider = self.session.get_providers()[0]
+            self.info = parse_metadata(self.session.get_modelmeta().custom_metadata_map, str(self.model_path))
+            self._check_io()
+            return
+        options = session_options(threads)
         available = ort.get_available_providers()
         if provider == "cuda" and PROVIDERS["cuda"] not in available:
             raise ProviderError("CUDA was asked for but this onnxruntime has no CUDA provider "

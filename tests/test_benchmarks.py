@@ -55,7 +55,8 @@ def test_latency_times_each_model_at_its_own_input_size(tiny_onnx: Path, tmp_pat
     build_model(ModelConfig(input_size=(32, 64), width=0.125, batchnorm=True, box_units=(16,),
                             class_units=(16,))).save(wide)
     wide_onnx = tmp_path / "wide-fp32.onnx"
-    export_model(wide, ExportConfig(output=wide_onnx, quant=Fp32Config()))
+    # An untrained model without a run folder: no photos to check it on.
+    export_model(wide, ExportConfig(output=wide_onnx, quant=Fp32Config(), parity_random=True))
     out = tmp_path / "bench"
     result = CliRunner().invoke(main, ["latency", str(tiny_onnx), str(wide_onnx), "--batch", "2", "--runs", "2",
                                        "--warmup", "1", "-o", str(out)])
@@ -133,3 +134,96 @@ def test_latency_on_a_provider_this_machine_lacks_is_errors_not_a_traceback(tiny
     assert result.output.count(f"error: {tiny_onnx.name} on cuda:") == 2
     assert "no chart: no configuration could be timed" in result.output and "Traceback" not in result.output
     assert json.loads((out / "latency.json").read_text())["rows"] == [] and not (out / "latency.png").exists()
+
+
+def test_reports_name_the_cpu_instruction_set(tmp_path: Path, tiny_run: Path, tiny_onnx: Path) -> None:
+    from digitloc.benchmarks.report import environment
+    from digitloc.runtime.cpuinfo import cpu_report, int8_path
+
+    env = environment()
+    assert env["isa"] == cpu_report()["isa"] and env["int8_path"] and "onnxruntime" in env["cpu_summary"]
+    assert int8_path(["avx2"]).startswith("avx2 without vnni") and int8_path(["avx2", "avx512_vnni"]).startswith("vnni")
+    assert int8_path(["neon", "dotprod"]).startswith("arm dotprod") and int8_path([]) == "unknown"
+    data = Path(json.loads((tiny_run / "config.json").read_text())["data"])
+    out = tmp_path / "d"
+    result = CliRunner().invoke(main, ["drift", str(tiny_run / "model.keras"), str(tiny_onnx), "--data",
+                                       str(data / "val.npz"), "--kind", "all", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert env["cpu_summary"] in (out / "drift.md").read_text()
+    assert json.loads((out / "drift.json").read_text())["environment"]["isa"] == env["isa"]
+
+
+def test_probe_runs_models_without_digitloc(tmp_path: Path, tiny_onnx: Path) -> None:
+    # The probe that runs under emulation: a bare interpreter, numpy + onnxruntime only.
+    import subprocess
+    import sys
+
+    from digitloc.benchmarks.emulate import PROBE
+    from digitloc.export.parity import onnx_predict
+
+    images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "in.npz", images=images)
+    subprocess.run([sys.executable, "-I", str(PROBE), str(tmp_path / "in.npz"), str(tmp_path / "out.npz"),
+                    str(tiny_onnx), str(tiny_onnx)], check=True, capture_output=True, cwd=tmp_path)
+    out = np.load(tmp_path / "out.npz")
+    boxes, probs = onnx_predict(tiny_onnx, images)
+    np.testing.assert_array_equal(out["1_bbox"], boxes)
+    np.testing.assert_array_equal(out["0_digit"], probs)
+
+
+def test_emulated_commands_name_their_cpu(tmp_path: Path) -> None:
+    from digitloc.benchmarks.cli import EMULATED
+    from digitloc.benchmarks.emulate import TARGETS, EmulationError, _arm_cpuinfo, probe_command
+
+    assert set(EMULATED) == set(TARGETS)
+    text = _arm_cpuinfo(TARGETS["arm64"])
+    assert text.count("processor\t:") == 2 and "asimddp" in text and "i8mm" not in text
+    assert "i8mm" in _arm_cpuinfo(TARGETS["arm64-max"]) and "asimddp" not in _arm_cpuinfo(TARGETS["arm64-a72"])
+    import shutil
+
+    if shutil.which("qemu-x86_64") is None:
+        with pytest.raises(EmulationError, match="qemu-user"):
+            probe_command(TARGETS["avx2"], [], tmp_path, tmp_path)
+    else:
+        cmd, _ = probe_command(TARGETS["avx2"], ["a"], tmp_path, tmp_path)
+        assert cmd[1:3] == ["-cpu", "Haswell"] and cmd[-1] == "a"
+    if shutil.which("qemu-aarch64") is not None:
+        with pytest.raises(EmulationError, match="no ARM64 sysroot"):
+            probe_command(TARGETS["arm64"], [], tmp_path / "none", tmp_path)
+
+
+def test_compare_ratios_and_interleaving() -> None:
+    from digitloc.benchmarks.compare import Config, interleaved, ratios, summarize
+
+    order: list[str] = []
+
+    def runner(name: str):  # noqa: ANN202
+        return lambda x: order.append(name)
+
+    runners = {Config("onnxruntime", "int8", 1): runner("a"), Config("openvino", "int8", 1): runner("b")}
+    rates = interleaved(runners, {1: np.zeros((1, 2, 2, 3), np.uint8)}, repeats=3, calls=2, warmup=1)
+    assert order == ["a", "b"] + ["a", "a", "b", "b"] * 3  # warm-up, then round-robin
+    assert all(len(r) == 3 for r in rates.values())
+    rows = [{"runtime": "onnxruntime", "precision": "int8", "batch": 32, "images_per_s": 900.0},
+            {"runtime": "openvino", "precision": "int8", "batch": 32, "images_per_s": 600.0},
+            {"runtime": "litert", "precision": "int8", "batch": 32, "images_per_s": 450.0},
+            {"runtime": "litert", "precision": "fp32", "batch": 1, "images_per_s": 450.0}]
+    got = {(r["peer"], r["precision"], r["batch"]): r["ours_over_peer"] for r in ratios(rows)}
+    assert got == {("openvino", "int8", 32): 1.5, ("litert", "int8", 32): 2.0}
+    assert summarize({Config("litert", "fp32", 1): [3.0, 1.0, 2.0]})[0]["images_per_s"] == 2.0
+
+
+def test_compare_runs_the_peers_on_the_tiny_model(tmp_path: Path, tiny_run: Path, tiny_onnx: Path) -> None:
+    pytest.importorskip("openvino")
+    data = Path(json.loads((tiny_run / "config.json").read_text())["data"])
+    out = tmp_path / "c"
+    result = CliRunner().invoke(main, ["compare", str(tiny_run / "model.keras"), "--int8", str(tiny_onnx), "--fp32",
+                                       str(tiny_onnx), "--data", str(data), "--kind", "all", "--runtimes",
+                                       "onnxruntime,openvino", "--batch", "1,4", "--repeats", "2", "--calls", "1",
+                                       "--warmup", "1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((out / "compare.json").read_text())
+    assert {(r["runtime"], r["batch"]) for r in payload["rows"]} >= {("openvino", 1), ("onnxruntime", 4)}
+    assert payload["environment"]["isa"] is not None and cv2.imread(str(out / "compare.png")) is not None
+    ov_fp32 = next(r for r in payload["agreement"] if r["runtime"] == "openvino" and r["precision"] == "fp32")
+    assert ov_fp32["class_agreement"] >= 0.95

@@ -48,8 +48,10 @@ def test_every_precision_holds_parity(tiny_run: Path, tmp_path: Path, val_images
     train = DataSet.load(Path(json.loads((tiny_run / "config.json").read_text())["data"]) / "train.npz")
     out = tmp_path / f"m-{precision}.onnx"
     report = export_model(tiny_run / "model.keras", ExportConfig(output=out, quant=make(train.images[:128]),
-                                                                 parity_images=val_images, min_agreement=min_agree))
+                                                                 parity_images=val_images, min_agreement=min_agree,
+                                                                 min_box_iou=min_iou))
     assert report["passed"] and report["parity_inputs"] == "real images"
+    assert report["gate"]["min_box_iou"] == min_iou and report["cpu"]["isa"] is not None
     onnx.checker.check_model(str(out))
     # Independent re-check of what was written, at this precision's tolerance.
     ours = compare(keras_predict(load_model(tiny_run / "model.keras"), val_images), onnx_predict(out, val_images))
@@ -106,7 +108,8 @@ def test_cli_exports_with_triton_repo_and_refuses_overwrite(tiny_run: Path, tmp_
     data = json.loads((tiny_run / "config.json").read_text())["data"]
     out = tmp_path / "m.onnx"
     args = [str(tiny_run / "model.keras"), "-o", str(out), "--precision", "int8-static", "--calib", data,
-            "--calib-size", "64", "--min-agreement", "0.9", "--triton-repo", str(tmp_path / "triton")]
+            "--calib-size", "64", "--min-agreement", "0.9", "--min-box-iou", "0.5",
+            "--triton-repo", str(tmp_path / "triton")]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "class agreement" in result.output and (tmp_path / "triton" / "m" / "config.pbtxt").is_file()
@@ -120,6 +123,66 @@ def test_failed_gate_leaves_nothing(tiny_run: Path, tmp_path: Path, val_images: 
         export_model(tiny_run / "model.keras", ExportConfig(output=out, quant=Fp16Config(), parity_images=val_images,
                                                             min_agreement=1.01))
     assert list(tmp_path.iterdir()) == []
+
+
+def _damage_box_head(path: Path, scale: float = 0.3) -> None:
+    """Scale the weights of the box head's last layer: the boxes move, the digits do not."""
+    proto = onnx.load(str(path))
+    inits = {t.name: t for t in proto.graph.initializer}
+    (node,) = [n for n in proto.graph.node if n.op_type == "MatMul" and "bbox" in n.name]
+    weights = inits[node.input[1]]
+    weights.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weights) * scale, weights.name))
+    onnx.save(proto, str(path))
+
+
+def test_gate_fails_an_export_with_a_damaged_box_head(tiny_run: Path, tmp_path: Path, val_images: np.ndarray,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import digitloc.export.quantize as quantize_module
+
+    real_quantize = quantize_module.quantize
+
+    def damaging(fp32: Path, out: Path, config: object) -> dict:
+        extra = real_quantize(fp32, out, config)
+        _damage_box_head(out)
+        return extra
+
+    monkeypatch.setattr(quantize_module, "quantize", damaging)
+    out = tmp_path / "m.onnx"
+    # Only the box check can catch it: the digits are untouched and the fp32 difference check is relaxed.
+    with pytest.raises(ExportError, match="mean box IoU with Keras") as info:
+        export_model(tiny_run / "model.keras", ExportConfig(output=out, quant=Fp32Config(), parity_images=val_images,
+                                                            max_abs_diff=10.0, min_box_iou=0.9))
+    assert "class agreement" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gate_reasons_per_check() -> None:
+    from digitloc.export.parity import Gate, gate
+
+    good = {"max_abs_diff": 0.01, "class_agreement": 0.995, "box_iou_mean": 0.98, "accuracy": 0.80,
+            "keras_accuracy": 0.802}
+    assert gate(good, "int8-static", Gate()) is None
+    assert "box IoU" in gate({**good, "box_iou_mean": 0.9}, "int8-static", Gate())
+    assert "class agreement" in gate({**good, "class_agreement": 0.95}, "int8-static", Gate())
+    assert "pt below Keras" in gate({**good, "accuracy": 0.79}, "int8-static", Gate())
+    assert "max abs diff" in gate(good, "fp32", Gate())
+    assert gate({**good, "accuracy": None}, "int8-static", Gate(max_accuracy_drop=0.0)) is None
+
+
+def test_parity_uses_the_runs_real_photos_and_random_noise_only_when_asked(tiny_run: Path, tmp_path: Path) -> None:
+    report = export_model(tiny_run / "model.keras", ExportConfig(output=tmp_path / "a.onnx", quant=Fp32Config()))
+    assert report["parity_inputs"].startswith("real images") and report["keras_accuracy"] is not None
+    assert "warning" not in report
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "model.keras").write_bytes((tiny_run / "model.keras").read_bytes())  # no run folder beside it
+    with pytest.raises(ExportError, match="no real photos for the parity gate"):
+        export_model(lone / "model.keras", ExportConfig(output=tmp_path / "b.onnx", quant=Fp32Config()))
+    result = CliRunner().invoke(main, [str(lone / "model.keras"), "-o", str(tmp_path / "c.onnx"), "--parity-random"])
+    assert result.exit_code == 0, result.output
+    assert "RANDOM NOISE" in result.output
+    written = json.loads((tmp_path / "c.parity.json").read_text())
+    assert written["parity_inputs"].startswith("RANDOM NOISE") and "RANDOM NOISE" in written["warning"]
 
 
 def test_bad_inputs_fail_clearly(tiny_run: Path, tmp_path: Path) -> None:
@@ -181,10 +244,8 @@ def test_a_non_square_model_exports_and_serves(tmp_path: Path) -> None:
     found = detector.predict(photo)
     keras_boxes, keras_probs = keras_predict(load_model(path), contract_input(photo, (32, 64)))
     assert found.digit == int(keras_probs[0].argmax())
-    # The runtime orders the corners (x1 <= x2, y1 <= y2); an untrained model's raw box may not be.
-    from digitloc.runtime.contract import order_box
-
-    np.testing.assert_allclose(np.array(found.bbox) / [200, 90, 200, 90], order_box(keras_boxes[0]), atol=1e-4)
+    # The Detector orders the corners (an untrained head may put y1 below y2); compare it with the ordered box.
+    np.testing.assert_allclose(np.array(found.bbox) / [200, 90, 200, 90], contract.order_box(keras_boxes)[0], atol=1e-4)
 
 
 def contract_input(photo_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -208,7 +269,7 @@ def test_int8_static_activation_type(tiny_run: Path, tmp_path: Path, val_images:
     out = tmp_path / f"m-{activations}.onnx"
     report = export_model(tiny_run / "model.keras", ExportConfig(
         output=out, quant=Int8StaticConfig(calibration=train.images[:128], activations=activations),
-        parity_images=val_images, min_agreement=0.95))
+        parity_images=val_images, min_agreement=0.95, min_box_iou=0.5))
     assert report["passed"] and report["activations"] == activations
     proto = onnx.load(str(out))
     inits = {t.name: t for t in proto.graph.initializer}

@@ -21,8 +21,9 @@ from digitloc.runtime.preprocess import preprocess
 
 
 def test_runtime_imports_no_training_framework() -> None:
-    code = ("import sys, digitloc.runtime, digitloc.runtime.detector, digitloc.runtime.cli, digitloc.runtime.sources;"
-            "bad = [m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnx', 'matplotlib') if m in sys.modules];"
+    code = ("import sys, digitloc.runtime, digitloc.runtime.detector, digitloc.runtime.cli, digitloc.runtime.sources,"
+            " digitloc.runtime.cpuinfo, digitloc.runtime.openvino_backend;"
+            "bad = [m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnx', 'matplotlib', 'openvino') if m in sys.modules];"
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -370,3 +371,35 @@ def test_sigterm_during_a_video_leaves_no_temporary_file(tiny_onnx: Path, tmp_pa
     assert proc.returncode == 128 + signal.SIGTERM
     assert "error: terminated; unfinished outputs removed" in err.decode()
     assert list(out.iterdir()) == []
+
+
+def test_openvino_provider_serves_the_same_file(tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_openvino(name: str, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if name == "openvino" or name.startswith("openvino."):
+            raise ImportError("No module named 'openvino'")
+        return real_import(name, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(builtins, "__import__", no_openvino)
+        with pytest.raises(ProviderError, match=r"digitloc\[openvino\]"):
+            Detector(tiny_onnx, provider="openvino")
+    pytest.importorskip("openvino")
+    ours, theirs = Detector(tiny_onnx, provider="cpu"), Detector(tiny_onnx, provider="openvino")
+    assert theirs.provider == "OpenVINO-CPU" and theirs.input_size == ours.input_size
+    photos = [np.random.default_rng(i).integers(0, 255, (40 + i, 50, 3)).astype(np.uint8) for i in range(3)]
+    for a, b in zip(ours.predict_batch(photos), theirs.predict_batch(photos), strict=True):
+        assert a.digit == b.digit
+        np.testing.assert_allclose(a.bbox, b.bbox, atol=0.05)
+    assert theirs.predict(photos[0]).digit == ours.predict(photos[0]).digit  # another batch size
+
+
+def test_sessions_do_not_spin_and_take_the_thread_count() -> None:
+    from digitloc.runtime.detector import session_options
+
+    options = session_options(3)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 3 and session_options().intra_op_num_threads == 0

@@ -1,0 +1,206 @@
+"""The same model through onnxruntime (digitloc's runtime), OpenVINO (reading the ONNX file) and
+LiteRT (converted from the Keras model), int8 and fp32, timed interleaved in one process.
+
+Round-robin: every configuration is warmed up first, then each repetition times every
+configuration in turn, so that a noisy neighbour on a shared machine slows all of them alike.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RUNTIMES = ("onnxruntime", "openvino", "litert")
+Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Config:
+    runtime: str
+    precision: str  # fp32 | int8
+    batch: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.runtime} {self.precision} b{self.batch}"
+
+
+def ort_runner(path: Path, batch: int, threads: int | None) -> Runner:
+    """digitloc's runtime path: the Detector's own session (its default options)."""
+    from digitloc.runtime.detector import Detector
+
+    detector = Detector(path, provider="cpu", threads=threads)
+    return detector.run
+
+
+def openvino_runner(path: Path, batch: int, threads: int | None) -> Runner:
+    """OpenVINO on the ONNX file, as the runtime's ``openvino`` provider runs it (a static-shape
+    model per batch size, latency hint, float layers in f32 rather than OpenVINO's bf16 default)."""
+    from digitloc.runtime.detector import Detector
+
+    return Detector(path, provider="openvino", threads=threads).run
+
+
+def convert_litert(keras_path: Path, out_dir: Path, calibration: np.ndarray) -> dict[str, Path]:
+    """fp32 and full-integer int8 .tflite files of the Keras model (SavedModel -> TFLiteConverter);
+    the int8 one calibrated on ``calibration`` (uint8 images). Reuses files already in ``out_dir``."""
+    paths = {"fp32": out_dir / f"{keras_path.parent.name}-fp32.tflite",
+             "int8": out_dir / f"{keras_path.parent.name}-int8.tflite"}
+    if all(p.exists() for p in paths.values()):
+        return paths
+    import tensorflow as tf
+
+    from digitloc.train.model import load_model
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="digitloc-litert-") as tmp:
+        saved = Path(tmp) / "saved"
+        load_model(keras_path).export(str(saved), verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+        paths["fp32"].write_bytes(converter.convert())
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+        def representative() -> Any:
+            for image in calibration:
+                yield [image[None]]
+
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        paths["int8"].write_bytes(converter.convert())
+    return paths
+
+
+def litert_runner(path: Path, batch: int, threads: int | None) -> Runner:
+    """LiteRT's interpreter (XNNPACK) with the input resized to the batch."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
+    (inp,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(inp["index"], [batch, *inp["shape"][1:]])
+    interpreter.allocate_tensors()
+    outs = interpreter.get_output_details()
+    # Output names follow the SavedModel signature; tell the two heads apart by their width.
+    box_index = next(o["index"] for o in outs if o["shape"][-1] == 4)
+    digit_index = next(o["index"] for o in outs if o["shape"][-1] == 10)
+
+    def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        interpreter.set_tensor(inp["index"], images)
+        interpreter.invoke()
+        return interpreter.get_tensor(box_index).copy(), interpreter.get_tensor(digit_index).copy()
+
+    return run
+
+
+def interleaved(runners: dict[Config, Runner], inputs: dict[int, np.ndarray], repeats: int, calls: int,
+                warmup: int) -> dict[Config, list[float]]:
+    """Images/s of each configuration, one figure per repetition, timed round-robin."""
+    for cfg, run in runners.items():
+        for _ in range(warmup):
+            run(inputs[cfg.batch])
+    rates: dict[Config, list[float]] = {cfg: [] for cfg in runners}
+    for _ in range(repeats):
+        for cfg, run in runners.items():
+            x = inputs[cfg.batch]
+            start = time.perf_counter()
+            for _ in range(calls):
+                run(x)
+            rates[cfg].append(cfg.batch * calls / (time.perf_counter() - start))
+    return rates
+
+
+def summarize(rates: dict[Config, list[float]]) -> list[dict[str, Any]]:
+    return [{"runtime": c.runtime, "precision": c.precision, "batch": c.batch,
+             "images_per_s": statistics.median(r), "min": min(r), "max": max(r), "repeats": len(r)}
+            for c, r in rates.items()]
+
+
+def ratios(rows: list[dict[str, Any]], ours: str = "onnxruntime") -> list[dict[str, Any]]:
+    """Ours against each peer at the same precision and batch (median images/s)."""
+    by = {(r["runtime"], r["precision"], r["batch"]): r["images_per_s"] for r in rows}
+    out = []
+    for (runtime, precision, batch), rate in sorted(by.items()):
+        if runtime == ours or (ours, precision, batch) not in by:
+            continue
+        out.append({"peer": runtime, "precision": precision, "batch": batch,
+                    "ours_over_peer": by[(ours, precision, batch)] / rate})
+    return out
+
+
+def agreement(runners: dict[Config, Runner], images: np.ndarray, reference: tuple[np.ndarray, np.ndarray],
+              labels: np.ndarray | None) -> list[dict[str, Any]]:
+    """Class agreement and mean box IoU of each runtime x precision with ``reference``, and accuracy."""
+    from digitloc.runtime.contract import box_iou, order_box
+
+    out, seen = [], set()
+    for cfg, run in runners.items():
+        if (cfg.runtime, cfg.precision) in seen or cfg.batch != 1:
+            continue
+        seen.add((cfg.runtime, cfg.precision))
+        boxes, probs = zip(*(run(images[i:i + 1]) for i in range(len(images))), strict=True)
+        boxes, probs = np.concatenate(boxes), np.concatenate(probs)
+        row = {"runtime": cfg.runtime, "precision": cfg.precision,
+               "class_agreement": float((probs.argmax(1) == reference[1].argmax(1)).mean()),
+               "box_iou_mean": float(box_iou(order_box(reference[0]), order_box(boxes)).mean())}
+        if labels is not None:
+            row["accuracy"] = float((probs.argmax(1) == labels).mean())
+        out.append(row)
+    return out
+
+
+def compare_markdown(result: dict[str, Any]) -> str:
+    md = (f"Command: `{result['command']}`\n\nCPU: {result['environment']['cpu_summary']}\n\n"
+          f"Timed interleaved (round-robin, {result['repeats']} repetitions of {result['calls']} calls each); "
+          "median images/s (min-max). The machine may be shared: compare within this table only.\n\n"
+          "| runtime | precision | batch | images/s | min | max |\n|---|---|---|---|---|---|\n")
+    md += "".join(f"| {r['runtime']} | {r['precision']} | {r['batch']} | {r['images_per_s']:.1f} | {r['min']:.1f} "
+                  f"| {r['max']:.1f} |\n" for r in result["rows"])
+    md += "\n| ours (onnxruntime) over | precision | batch | ratio |\n|---|---|---|---|\n"
+    md += "".join(f"| {r['peer']} | {r['precision']} | {r['batch']} | {r['ours_over_peer']:.2f}x |\n"
+                  for r in result["ratios"])
+    if result.get("agreement"):
+        md += (f"\nAgainst onnxruntime fp32 on {result['agreement_samples']} real held-out photos (batch 1):\n\n"
+               "| runtime | precision | class agreement | box IoU | accuracy |\n|---|---|---|---|---|\n")
+        md += "".join(f"| {r['runtime']} | {r['precision']} | {r['class_agreement']:.4f} | {r['box_iou_mean']:.4f} "
+                      f"| {r.get('accuracy', float('nan')):.4f} |\n" for r in result["agreement"])
+    return md
+
+
+def compare_chart(result: dict[str, Any], path: Path) -> Path:
+    """Images/s per runtime, grouped by precision x batch, with the min-max range."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from digitloc.train.plots import save_figure
+
+    rows = result["rows"]
+    groups = sorted({(r["precision"], r["batch"]) for r in rows})
+    runtimes = [rt for rt in RUNTIMES if any(r["runtime"] == rt for r in rows)]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / max(1, len(runtimes))
+    for i, rt in enumerate(runtimes):
+        sel = {(r["precision"], r["batch"]): r for r in rows if r["runtime"] == rt}
+        xs = [g + i * width for g, key in enumerate(groups) if key in sel]
+        vals = [sel[key]["images_per_s"] for key in groups if key in sel]
+        err = [[sel[k]["images_per_s"] - sel[k]["min"] for k in groups if k in sel],
+               [sel[k]["max"] - sel[k]["images_per_s"] for k in groups if k in sel]]
+        ax.bar(xs, vals, width=width, yerr=err, capsize=3, label=rt)
+    ax.set_xticks([g + width * (len(runtimes) - 1) / 2 for g in range(len(groups))])
+    ax.set_xticklabels([f"{p}\nbatch {b}" for p, b in groups])
+    ax.set_ylabel("images/s (median, bar: min-max)")
+    ax.set_title("\n".join(textwrap.wrap(result["environment"]["cpu_summary"], 100)), fontsize=7)
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)

@@ -1,0 +1,73 @@
+"""onnxruntime session options and int8 files against each other, timed round-robin in one process.
+
+    python scripts/ort_options.py models/digitloc-default-int8.onnx OLD-int8.onnx --batch 1,32 \
+        -o benchmarks/results/ort-options.md
+
+The first file runs with each option set; further files run with the defaults.
+"""
+
+from __future__ import annotations
+
+import shlex
+import statistics
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+OPTIONS: dict[str, tuple[dict[str, str], int | None]] = {
+    "default": ({}, None),
+    "no spinning": ({"session.intra_op.allow_spinning": "0"}, None),
+    "dynamic_block_base 4": ({"session.dynamic_block_base": "4"}, None),
+    "1 thread": ({}, 1),
+}
+
+
+def session_runner(path: Path, entries: dict[str, str], threads: int | None):  # noqa: ANN201
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    for key, value in entries.items():
+        options.add_session_config_entry(key, value)
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(["bbox", "digit"], {"image": x})
+
+
+@click.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--batch", "batches", default="1,32", show_default=True)
+@click.option("--repeats", default=7, show_default=True)
+@click.option("--calls", default=10, show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def main(models: tuple[Path, ...], batches: str, repeats: int, calls: int, output: Path) -> None:
+    from digitloc.benchmarks.compare import Config, interleaved
+    from digitloc.runtime.cpuinfo import cpu_report
+    from digitloc.runtime.detector import Detector
+
+    sizes = [int(b) for b in batches.split(",")]
+    runners = {}
+    for b in sizes:
+        for name, (entries, threads) in OPTIONS.items():
+            runners[Config(f"{models[0].name}, {name}", "int8", b)] = session_runner(models[0], entries, threads)
+        for other in models[1:]:
+            runners[Config(f"{other.name}, default", "int8", b)] = session_runner(other, {}, None)
+    size = Detector(models[0], provider="cpu").input_size
+    rng = np.random.default_rng(0)
+    inputs = {b: rng.integers(0, 256, (b, *size, 3), dtype=np.uint8) for b in sizes}
+    rates = interleaved(runners, inputs, repeats, calls, warmup=3)
+    md = (f"Command: `python scripts/ort_options.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}`\n\n"
+          f"CPU: {cpu_report()['summary']}\n\nRound-robin, {repeats} repetitions of {calls} calls; images/s.\n\n"
+          "| file, options | batch | median | min | max |\n|---|---|---|---|---|\n")
+    md += "".join(f"| {c.runtime} | {c.batch} | {statistics.median(r):.1f} | {min(r):.1f} | {max(r):.1f} |\n"
+                  for c, r in rates.items())
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(md)
+    click.echo(md)
+
+
+if __name__ == "__main__":
+    main()
