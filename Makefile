@@ -26,7 +26,7 @@ WIDE_FIT = $(BIN)/digitloc-train fit --data $(WIDE_DATA) --size 128x64 --width 0
 BUILD_128X64 = $(BIN)/digitloc-data build --svhn $(SAMPLE) --crops-per-digit 8 --synthetic 60000 --size 128x64 \
 	-o $(DATA) --force
 
-.PHONY: venv demo test lint default-model wide-stage head-comparison session-model full-width keep-run bench drift-cpus compare clean
+.PHONY: venv demo test lint default-model default-exports wide-stage head-comparison session-model full-width keep-run bench drift-cpus compare clean
 
 venv: $(VENV)/.installed
 
@@ -75,24 +75,32 @@ default-model: venv
 	$(BIN)/digitloc-train fit --data $(DATA) -o $(RUN) --size 128x64 --width 0.25 --batchnorm \
 		--init $(STAGE3_RUN)/model.keras --init-backbone-only --epochs 40 --steps-per-epoch 400 --lr 3e-4 \
 		--patience 6 --max-minutes 55 --force
-	$(BIN)/digitloc-export $(RUN)/model.keras -o models/digitloc-default-fp32.onnx --parity-data $(DATA) \
-		--parity-size 512 --force
-	$(BIN)/digitloc-export $(RUN)/model.keras -o models/digitloc-default-int8.onnx --precision int8-static \
-		--calib $(DATA) --calib-size 512 --parity-size 512 --force
-	$(BIN)/digitloc-export $(RUN)/model.keras -o $(RUN)/export/w025-128x64-fp16.onnx --precision fp16 \
-		--parity-data $(DATA) --parity-size 512 --force
-	$(BIN)/digitloc-export $(RUN)/model.keras -o $(RUN)/export/w025-128x64-int8-dynamic.onnx --precision int8-dynamic \
-		--parity-data $(DATA) --parity-size 512 --force
-	$(BIN)/digitloc-export $(RUN)/model.keras -o $(RUN)/export/w025-128x64-int8-s8s8.onnx --precision int8-static \
-		--activations int8 --calib $(DATA) --calib-size 512 --parity-size 512 --force
-	$(BIN)/digitloc-export $(STAGE3_RUN)/model.keras -o models/digitloc-64-fp32.onnx --parity-data $(DATA64) \
-		--parity-size 512 --force
-	$(BIN)/digitloc-export $(STAGE3_RUN)/model.keras -o models/digitloc-64-int8.onnx --precision int8-static \
-		--calib $(DATA64) --calib-size 512 --parity-size 512 --force
+	$(MAKE) wide-stage
+	$(MAKE) default-exports
 	$(MAKE) keep-run FROM=$(BASE_RUN) TO=models/w025-64-run WEIGHTS=1
 	$(MAKE) keep-run FROM=$(STAGE2_RUN) TO=models/w025-64-ft-run WEIGHTS=1
 	$(MAKE) keep-run FROM=$(STAGE3_RUN) TO=models/w025-64-s3-run WEIGHTS=1
 	$(MAKE) keep-run FROM=$(RUN) TO=models/w025-128x64-run WEIGHTS=1
+
+# The shipped files from stage 5 (calibrated and parity-checked on the wide build's real crops and
+# photos), its variants, the 64x64 files from stage 3, and the records of stage 5 and its comparison.
+default-exports: venv
+	$(BIN)/digitloc-export $(WIDE_RUN)/model.keras -o models/digitloc-default-fp32.onnx --parity-data $(WIDE_DATA) \
+		--parity-size 512 --force
+	$(BIN)/digitloc-export $(WIDE_RUN)/model.keras -o models/digitloc-default-int8.onnx --precision int8-static \
+		--calib $(WIDE_DATA) --calib-size 512 --parity-size 512 --force
+	$(BIN)/digitloc-export $(WIDE_RUN)/model.keras -o $(WIDE_RUN)/export/w025-128x64-fp16.onnx --precision fp16 \
+		--parity-data $(WIDE_DATA) --parity-size 512 --force
+	$(BIN)/digitloc-export $(WIDE_RUN)/model.keras -o $(WIDE_RUN)/export/w025-128x64-int8-dynamic.onnx \
+		--precision int8-dynamic --parity-data $(WIDE_DATA) --parity-size 512 --force
+	$(BIN)/digitloc-export $(STAGE3_RUN)/model.keras -o models/digitloc-64-fp32.onnx --parity-data $(DATA64) \
+		--parity-size 512 --force
+	$(BIN)/digitloc-export $(STAGE3_RUN)/model.keras -o models/digitloc-64-int8.onnx --precision int8-static \
+		--calib $(DATA64) --calib-size 512 --parity-size 512 --force
+	cp models/digitloc-default-*.parity.json $(WIDE_RUN)/export/
+	$(MAKE) keep-run FROM=$(WIDE_RUN) TO=models/w025-128x64-wide-run WEIGHTS=1
+	$(MAKE) keep-run FROM=$(SPATIAL_CMP) TO=models/head-comparison/spatial
+	$(MAKE) keep-run FROM=$(DENSE_CMP) TO=models/head-comparison/dense
 
 # Stage 5 (issue 15): real photos are framed more loosely than the sample. A build whose windows
 # and synthetic photos span digit heights 0.15-0.95 of the photo (about 12 minutes), then the head
@@ -143,14 +151,14 @@ keep-run:
 
 # The figures in README.md and models/MODEL_CARD.md (after `make default-model` and `make full-width`).
 VARIANTS := models/digitloc-default-fp32.onnx models/digitloc-default-int8.onnx \
-	$(RUN)/export/w025-128x64-fp16.onnx $(RUN)/export/w025-128x64-int8-dynamic.onnx $(RUN)/export/w025-128x64-int8-s8s8.onnx
+	$(WIDE_RUN)/export/w025-128x64-fp16.onnx $(WIDE_RUN)/export/w025-128x64-int8-dynamic.onnx
 STAGE3_VARIANTS := models/digitloc-64-fp32.onnx models/digitloc-64-int8.onnx
 FULL_VARIANTS := $(FULL_RUN)/export/w100-64-fp32.onnx $(FULL_RUN)/export/w100-64-int8.onnx
 bench: venv
-	$(BIN)/digitloc-bench latency $(VARIANTS) $(STAGE3_VARIANTS) $(FULL_VARIANTS) --keras $(RUN)/model.keras --batch 1,8,32 --runs 50 \
-		--warmup 5 -o benchmarks/results/cpu --force
-	$(BIN)/digitloc-bench drift $(RUN)/model.keras $(VARIANTS) --data $(DATA) -o benchmarks/results/cpu \
-		--latency benchmarks/results/cpu/latency.json --force
+	$(BIN)/digitloc-bench latency $(VARIANTS) $(STAGE3_VARIANTS) $(FULL_VARIANTS) --keras $(WIDE_RUN)/model.keras \
+		--batch 1,8,32 --runs 50 --warmup 5 -o benchmarks/results/cpu --force
+	$(BIN)/digitloc-bench drift $(WIDE_RUN)/model.keras $(VARIANTS) --data $(WIDE_DATA) -o benchmarks/results/cpu \
+		--latency benchmarks/results/cpu/latency.json --framing $(SAMPLE) --force
 	$(BIN)/digitloc-bench drift $(STAGE3_RUN)/model.keras $(STAGE3_VARIANTS) --data $(DATA64) \
 		-o benchmarks/results/cpu/w025-64 --latency benchmarks/results/cpu/latency.json --force
 	$(BIN)/digitloc-bench drift $(FULL_RUN)/model.keras $(FULL_VARIANTS) --data $(DATA64) \
@@ -160,17 +168,17 @@ bench: venv
 # int8 drift of the default model on the CPUs a user may have, emulated with qemu-user (exact
 # results, meaningless speed; needs Debian's qemu-user, and apt-get/pip once for the ARM64 sysroot):
 # x86 AVX2 without VNNI, ARM64 Cortex-A76 (dotprod) and Cortex-A72 (NEON only). About 30 minutes.
-EMULATE_DATA ?= $(DATA)
+EMULATE_DATA ?= $(WIDE_DATA)
 drift-cpus: venv
 	for cpu in avx2 arm64 arm64-a72; do \
-		$(BIN)/digitloc-bench drift models/w025-128x64-run/model.keras models/digitloc-default-fp32.onnx \
+		$(BIN)/digitloc-bench drift models/w025-128x64-wide-run/model.keras models/digitloc-default-fp32.onnx \
 			models/digitloc-default-int8.onnx --data $(EMULATE_DATA) --emulate $$cpu -o benchmarks/results/drift/$$cpu \
 			--force || exit 1; done
 
 # onnxruntime (ours) against OpenVINO and LiteRT on the default model, interleaved (extra `peers`).
 compare: venv
 	$(BIN)/python -m pip install -q -e ".[peers]"
-	$(BIN)/digitloc-bench compare models/w025-128x64-run/model.keras --int8 models/digitloc-default-int8.onnx \
+	$(BIN)/digitloc-bench compare models/w025-128x64-wide-run/model.keras --int8 models/digitloc-default-int8.onnx \
 		--fp32 models/digitloc-default-fp32.onnx --data $(EMULATE_DATA) --litert-dir runs/litert -o benchmarks/results/compare \
 		--force
 

@@ -40,13 +40,16 @@ def main() -> None:
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores).")
 @click.option("--warmup", default=5, show_default=True)
 @click.option("--runs", default=50, show_default=True)
+@click.option("--refine-photos", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="A folder of real photos: also time the first MODEL through the runtime's Detector on them, with "
+                   "and without --refine, in turn.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-out"),
               show_default=True, help="Folder for latency.json, latency.md and latency.png.")
 @force_option
 def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, batches: str, threads: int | None,
-            warmup: int, runs: int, output: Path, force: bool) -> None:
+            warmup: int, runs: int, refine_photos: Path | None, output: Path, force: bool) -> None:
     """Time MODELS (ONNX) for every provider x batch size; p50/p90/p99/mean/min, images/s, GMAC/s."""
-    from digitloc.benchmarks.latency import matmul_gmacs, time_keras, time_onnx
+    from digitloc.benchmarks.latency import matmul_gmacs, time_keras, time_onnx, time_refine
     from digitloc.benchmarks.macs import count_macs
     from digitloc.benchmarks.report import cpu_lines, environment, latency_chart, latency_markdown, write_outputs
     from digitloc.runtime.contract import parse_metadata
@@ -84,12 +87,22 @@ def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, 
             rows.append(time_keras(keras_model, batch, inputs[sizes[models[0]]], warmup, runs).to_dict())
             bar.update(1)
     bar.close()
+    refine_ratios = []
+    if refine_photos is not None:
+        photos = _photos(refine_photos)
+        for batch in batch_sizes:
+            plain, refined = (t.to_dict() for t in time_refine(models[0], photos, batch, warmup, runs, threads))
+            rows += [plain, refined]
+            refine_ratios.append(f"{models[0].name} through Detector at batch {batch}: --refine costs "
+                                 f"{plain['images_per_s'] / refined['images_per_s']:.2f}x the time "
+                                 f"({refined['images_per_s']:.0f} against {plain['images_per_s']:.0f} images/s)")
     peak = matmul_gmacs()
     payload = {"command": "digitloc-bench latency " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
                "environment": environment(), "inputs": "random uint8 images (timing does not depend on content)",
                "macs_per_image": {m.name: macs[m] for m in models}, "matmul_gmacs_per_s": peak, "rows": rows,
                "errors": errors}
-    ratios = _ratios(rows, {m.name: macs[m] for m in models})
+    ratios = _ratios([r for r in rows if "detector" not in r["provider"]], {m.name: macs[m] for m in models})
+    ratios += refine_ratios
     payload["ratios"] = ratios
     md = cpu_lines(payload) + latency_markdown(rows) + f"\nfloat32 matrix product peak on this machine: {peak:.1f} GMAC/s\n"
     md += "".join(f"\n- {line}" for line in ratios) + "\n"
@@ -105,6 +118,22 @@ def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, 
     click.echo("wrote " + ", ".join(str(p) for p in paths))
     if errors:
         sys.exit(1)
+
+
+def _photos(folder: Path) -> list[np.ndarray]:
+    """The readable photos of a folder (for timings on real photo sizes)."""
+    from digitloc.runtime.imageio import ImageError, read_image_file
+    from digitloc.runtime.sources import IMAGE_EXTS
+
+    photos = []
+    for f in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS):
+        try:
+            photos.append(read_image_file(f))
+        except ImageError:
+            continue
+    if not photos:
+        fail(f"{folder}: holds no readable photo")
+    return photos
 
 
 def _ratios(rows: list[dict], macs: dict[str, float]) -> list[str]:

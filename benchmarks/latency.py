@@ -115,6 +115,26 @@ def time_keras(path: Path, batch: int, images: np.ndarray, warmup: int, runs: in
                   peak_rss_mb=peak_rss_mb())
 
 
+def time_refine(path: Path, photos: list[np.ndarray], batch: int, warmup: int, runs: int,
+                threads: int | None) -> list[Timing]:
+    """The runtime's whole path (``Detector.predict_batch``: preprocessing, model, boxes) on real
+    photos, one pass against two (``refine``), timed in turn so that both see the same machine."""
+    from digitloc.runtime.detector import Detector
+
+    detectors = {f"cpu detector{' + refine' if r else ''}": Detector(path, provider="cpu", threads=threads, refine=r)
+                 for r in (False, True)}
+    chunk = [photos[i % len(photos)] for i in range(batch)]
+    times: dict[str, list[float]] = {name: [] for name in detectors}
+    first = {name: time_calls(lambda d=d: d.predict_batch(chunk), warmup, 0)[0] for name, d in detectors.items()}
+    for _ in range(runs):
+        for name, d in detectors.items():
+            start = time.perf_counter()
+            d.predict_batch(chunk)
+            times[name].append((time.perf_counter() - start) * 1000.0)
+    return [Timing(path.name, name, batch, runs, **summarize(times[name], batch), first_run_ms=first[name])
+            for name in detectors]
+
+
 def matmul_gmacs(n: int = 2048, runs: int = 10) -> float:
     """What this machine reaches on a plain float32 matrix product (numpy/BLAS), in GMAC/s."""
     rng = np.random.default_rng(0)

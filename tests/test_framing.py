@@ -148,3 +148,25 @@ def test_refine_maps_the_second_box_back_to_the_photo(tiny_onnx: Path) -> None:
         assert 0 <= x1 <= x2 <= 96 and 0 <= y1 <= y2 <= 96
         assert abs(sum(r.probs) - 1) < 1e-4
     assert any(p.bbox != r.bbox for p, r in zip(plain, refined, strict=True))  # the second pass did something
+
+
+def test_latency_times_refine_against_one_pass(tiny_onnx: Path, tmp_path: Path) -> None:
+    import json
+
+    import cv2
+    from click.testing import CliRunner
+
+    from digitloc.benchmarks.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, im in enumerate(toy_data(3, seed=4, size=64)[0]):
+        cv2.imwrite(str(photos / f"{i}.png"), im)
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(main, ["latency", str(tiny_onnx), "--batch", "2", "--runs", "3", "--warmup", "1",
+                                       "--refine-photos", str(photos), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((out / "latency.json").read_text())
+    providers = {r["provider"] for r in payload["rows"]}
+    assert {"cpu", "cpu detector", "cpu detector + refine"} <= providers
+    assert any("--refine costs" in line for line in payload["ratios"])
