@@ -26,7 +26,7 @@ WIDE_FIT = $(BIN)/digitloc-train fit --data $(WIDE_DATA) --size 128x64 --width 0
 BUILD_128X64 = $(BIN)/digitloc-data build --svhn $(SAMPLE) --crops-per-digit 8 --synthetic 60000 --size 128x64 \
 	-o $(DATA) --force
 
-.PHONY: venv demo test lint default-model default-exports wide-stage head-comparison session-model full-width keep-run bench drift-cpus compare clean
+.PHONY: venv demo test lint default-model default-exports exports-64 wide-stage head-comparison session-model full-width keep-run bench drift-cpus compare clean
 
 venv: $(VENV)/.installed
 
@@ -54,12 +54,13 @@ lint: venv
 test: venv lint
 	$(BIN)/python -m pytest
 
-# The whole default-model pipeline, as it made models/ (about 4.5 hours on 2 CPU cores, each
-# stage within one session): stage 1 trains from scratch at 64x64 on a first build (70 min);
+# The whole default-model pipeline, as it made models/ (about 6.5 hours on 2 CPU cores, each
+# stage within 2 hours, with progress bars): stage 1 trains from scratch at 64x64 on a first build (70 min);
 # stage 2 fine-tunes it on a larger build (8 windows per digit, 60,000 synthetic photos; 70 min);
 # stage 3 fine-tunes stage 2 on that build with the corrected box augmentation, low-resolution
 # and cutout (55 min); stage 4 moves to 128x64 (SVHN photos are about 2:1, so a square input
-# halves the digit's width): the same build at 128x64, conv blocks from stage 3, new heads (55 min).
+# halves the digit's width): the same build at 128x64, conv blocks from stage 3, new heads (55 min);
+# stage 5 (wide-stage, below) teaches real photos' looser framing and makes the shipped files.
 # Every build splits the real photos alike (seed 0), so the held-out photos stay held out.
 default-model: venv
 	$(BIN)/digitloc-data build --svhn $(SAMPLE) --crops-per-digit 4 --synthetic 30000 --glyph-width 1.0 \
@@ -76,7 +77,7 @@ default-model: venv
 		--init $(STAGE3_RUN)/model.keras --init-backbone-only --epochs 40 --steps-per-epoch 400 --lr 3e-4 \
 		--patience 6 --max-minutes 55 --force
 	$(MAKE) wide-stage
-	$(MAKE) default-exports
+	$(MAKE) default-exports exports-64
 	$(MAKE) keep-run FROM=$(BASE_RUN) TO=models/w025-64-run WEIGHTS=1
 	$(MAKE) keep-run FROM=$(STAGE2_RUN) TO=models/w025-64-ft-run WEIGHTS=1
 	$(MAKE) keep-run FROM=$(STAGE3_RUN) TO=models/w025-64-s3-run WEIGHTS=1
@@ -93,14 +94,17 @@ default-exports: venv
 		--parity-data $(WIDE_DATA) --parity-size 512 --force
 	$(BIN)/digitloc-export $(WIDE_RUN)/model.keras -o $(WIDE_RUN)/export/w025-128x64-int8-dynamic.onnx \
 		--precision int8-dynamic --parity-data $(WIDE_DATA) --parity-size 512 --force
-	$(BIN)/digitloc-export $(STAGE3_RUN)/model.keras -o models/digitloc-64-fp32.onnx --parity-data $(DATA64) \
-		--parity-size 512 --force
-	$(BIN)/digitloc-export $(STAGE3_RUN)/model.keras -o models/digitloc-64-int8.onnx --precision int8-static \
-		--calib $(DATA64) --calib-size 512 --parity-size 512 --force
 	cp models/digitloc-default-*.parity.json $(WIDE_RUN)/export/
 	$(MAKE) keep-run FROM=$(WIDE_RUN) TO=models/w025-128x64-wide-run WEIGHTS=1
 	$(MAKE) keep-run FROM=$(SPATIAL_CMP) TO=models/head-comparison/spatial
 	$(MAKE) keep-run FROM=$(DENSE_CMP) TO=models/head-comparison/dense
+
+# The 64x64 files (stage 3), shipped beside the default.
+exports-64: venv
+	$(BIN)/digitloc-export $(STAGE3_RUN)/model.keras -o models/digitloc-64-fp32.onnx --parity-data $(DATA64) \
+		--parity-size 512 --force
+	$(BIN)/digitloc-export $(STAGE3_RUN)/model.keras -o models/digitloc-64-int8.onnx --precision int8-static \
+		--calib $(DATA64) --calib-size 512 --parity-size 512 --force
 
 # Stage 5 (issue 15): real photos are framed more loosely than the sample. A build whose windows
 # and synthetic photos span digit heights 0.15-0.95 of the photo (about 12 minutes), then the head
