@@ -52,7 +52,7 @@ lint: venv
 	$(BIN)/ruff check .
 
 test: venv lint
-	$(BIN)/python -m pytest
+	DIGITLOC_SHARED=$(SHARED) $(BIN)/python -m pytest
 
 # The whole default-model pipeline, as it made models/ (about 6.5 hours on 2 CPU cores, each
 # stage within 2 hours, with progress bars): stage 1 trains from scratch at 64x64 on a first build (70 min);

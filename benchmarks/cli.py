@@ -66,7 +66,7 @@ def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, 
         try:
             session = ort.InferenceSession(str(m), providers=["CPUExecutionProvider"])
             sizes[m] = parse_metadata(session.get_modelmeta().custom_metadata_map, str(m)).input_size
-        except Exception as exc:  # noqa: BLE001 - unreadable file or foreign model: one clear line
+        except Exception as exc:  # unreadable file or foreign model: one clear line
             fail(f"{m}: {exc}")
     rng = np.random.default_rng(0)
     inputs = {size: rng.integers(0, 256, (max(batch_sizes), *size, 3), dtype=np.uint8) for size in set(sizes.values())}
@@ -78,7 +78,7 @@ def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, 
         try:
             rows.append(time_onnx(model, provider, batch, inputs[sizes[model]], warmup, runs, threads,
                                   macs[model]).to_dict())
-        except Exception as exc:  # noqa: BLE001 - one provider failing must not lose the rest
+        except Exception as exc:  # one provider failing must not lose the rest
             errors.append(f"{model.name} on {provider}: {exc}")
             click.echo(f"error: {errors[-1]}", err=True)
         bar.update(1)
@@ -347,7 +347,7 @@ def startup(model: str | None, provider: str, repeats: int) -> None:
 
     try:
         result = measure_startup(model, provider, repeats)
-    except Exception as exc:  # noqa: BLE001 - the child's error text is the message
+    except Exception as exc:  # the child's error text is the message
         fail(f"startup probe failed: {getattr(exc, 'stderr', '') or exc}")
     click.echo(f"import {result['import_s'] * 1000:.0f} ms + session {result['session_s'] * 1000:.0f} ms = "
                f"{result['import_plus_session_s'] * 1000:.0f} ms (median of {repeats}), first prediction "

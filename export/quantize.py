@@ -60,7 +60,6 @@ class Int8StaticConfig:
 
 
 QuantConfig = Fp32Config | Fp16Config | Int8DynamicConfig | Int8StaticConfig
-PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")
 
 
 class ImageCalibrationReader:
@@ -80,9 +79,6 @@ class ImageCalibrationReader:
         if self._iter is None:
             self._iter = self._batches()
         return next(self._iter, None)
-
-    def rewind(self) -> None:
-        self._iter = None
 
 
 def _float_nodes(proto: Any, prefixes: tuple[str, ...], first_conv: bool = False) -> list[str]:

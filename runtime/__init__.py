@@ -5,13 +5,12 @@
     d = det.predict("photo.png")     # Detection(digit, confidence, bbox in pixels, probs)
 """
 
-from digitloc.runtime.contract import NUM_CLASSES, Box, box_iou, clip_box, pixels_to_relative, relative_to_pixels
+from digitloc.runtime.contract import NUM_CLASSES, box_iou, clip_box, pixels_to_relative, relative_to_pixels
 from digitloc.runtime.detector import Detection, Detector, ProviderError, available_providers, default_model_path
 from digitloc.runtime.preprocess import preprocess, to_rgb_uint8
 
 __all__ = [
     "NUM_CLASSES",
-    "Box",
     "Detection",
     "Detector",
     "ProviderError",

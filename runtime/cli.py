@@ -33,7 +33,7 @@ class VideoOut:
         self._tmp = self._ctx.__enter__()
         self.writer: cv2.VideoWriter | None = None
 
-    def write(self, frame_bgr) -> None:  # noqa: ANN001
+    def write(self, frame_bgr) -> None:
         if self.writer is None:
             h, w = frame_bgr.shape[:2]
             self.writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
@@ -196,7 +196,7 @@ def plan_outputs(items: list[Source], output: Path, force: bool) -> tuple[dict[s
     return plan, errors
 
 
-def _write_output(target: Path | None, frame: Frame, det, videos: dict[str, VideoOut | None]) -> str | None:  # noqa: ANN001
+def _write_output(target: Path | None, frame: Frame, det, videos: dict[str, VideoOut | None]) -> str | None:
     """Write one annotated image or video frame to its planned target; returns an error message instead of raising."""
     if target is None:
         return None  # not in the plan: its error was reported before the first write

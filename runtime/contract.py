@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
@@ -27,23 +26,6 @@ INPUT_LAYOUT = "NHWC"
 INPUT_DTYPE = "uint8"
 COLOR_ORDER = "RGB"
 BOX_FORMAT = "xyxy-relative"
-
-
-class Box(NamedTuple):
-    """An axis-aligned box x1, y1, x2, y2 (pixels or relative, as stated by the caller)."""
-
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-
-    @property
-    def width(self) -> float:
-        return self.x2 - self.x1
-
-    @property
-    def height(self) -> float:
-        return self.y2 - self.y1
 
 
 # Metadata keys in the ONNX file's metadata_props: everything the runtime needs.

@@ -39,7 +39,10 @@ def check_writable(path: str | os.PathLike[str], force: bool = False) -> Path:
     path = Path(path)
     if path.exists() and not force:
         raise OutputExistsError(f"{path}: already exists (use --force to overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OSError(f"{path.parent}: not a folder (a file is in the way)") from None
     return path
 
 

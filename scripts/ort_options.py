@@ -24,7 +24,7 @@ OPTIONS: dict[str, tuple[dict[str, str], int | None]] = {
 }
 
 
-def session_runner(path: Path, entries: dict[str, str], threads: int | None):  # noqa: ANN201
+def session_runner(path: Path, entries: dict[str, str], threads: int | None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()

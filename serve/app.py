@@ -70,7 +70,7 @@ async def _images(request: Request, limit: int, max_files: int, body_limit: int)
 
         try:
             form = await Request(request.scope, replay).form(max_files=max_files, max_part_size=limit)
-        except Exception as exc:  # noqa: BLE001 - multipart parser errors come in several types
+        except Exception as exc:  # multipart parser errors come in several types
             raise ClientError(400, f"malformed multipart upload: {exc}") from None
         del body
         files = [(v.filename or k, await v.read()) for k, v in form.multi_items() if hasattr(v, "read")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -27,10 +28,22 @@ def test_statistics_on_known_timings() -> None:
         summarize([], 1)
 
 
-def test_time_calls_excludes_warmup() -> None:
+def test_time_calls_excludes_warmup(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A clock that call k moves on by k ms: the first call is reported alone, the other warm-up
+    # calls (2, 3) are not timed, and the timed runs are calls 4..10.
+    from digitloc.benchmarks import latency
+
+    clock = [0.0]
     calls = []
-    first, times = time_calls(lambda: calls.append(1), warmup=3, runs=7)
-    assert len(calls) == 3 + 7 and len(times) == 7 and first >= 0
+
+    def call() -> None:
+        calls.append(1)
+        clock[0] += len(calls) / 1000.0
+
+    monkeypatch.setattr(latency, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    first, times = time_calls(call, warmup=3, runs=7)
+    assert len(calls) == 3 + 7 and first == pytest.approx(1.0)
+    assert times == pytest.approx([float(k) for k in range(4, 11)])
 
 
 def test_drift_figures_on_a_hand_made_case() -> None:
@@ -197,7 +210,7 @@ def test_compare_ratios_and_interleaving() -> None:
 
     order: list[str] = []
 
-    def runner(name: str):  # noqa: ANN202
+    def runner(name: str):
         return lambda x: order.append(name)
 
     runners = {Config("onnxruntime", "int8", 1): runner("a"), Config("openvino", "int8", 1): runner("b")}
@@ -227,3 +240,13 @@ def test_compare_runs_the_peers_on_the_tiny_model(tmp_path: Path, tiny_run: Path
     assert payload["environment"]["isa"] is not None and cv2.imread(str(out / "compare.png")) is not None
     ov_fp32 = next(r for r in payload["agreement"] if r["runtime"] == "openvino" and r["precision"] == "fp32")
     assert ov_fp32["class_agreement"] >= 0.95
+
+
+def test_startup_runs_the_runtime_in_a_fresh_process(tiny_onnx: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["startup", "--model", str(tiny_onnx), "--repeats", "1"])
+    assert result.exit_code == 0, result.output
+    assert "(median of 1)" in result.output and "on CPUExecutionProvider; TensorFlow loaded: False" in result.output
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"nonsense")
+    result = CliRunner().invoke(main, ["startup", "--model", str(junk), "--repeats", "1"])
+    assert result.exit_code == 1 and result.output.startswith("error: startup probe failed")

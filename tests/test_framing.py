@@ -82,7 +82,6 @@ def test_zoom_out_moves_the_box_with_the_pixels() -> None:
 
 
 def test_spatial_head_keeps_the_contract_learns_and_exports(tmp_path: Path) -> None:
-    pytest.importorskip("tensorflow")
     import keras
 
     from digitloc.export.convert import keras_to_onnx

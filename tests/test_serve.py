@@ -13,15 +13,13 @@ import time
 from pathlib import Path
 
 import cv2
+import httpx
 import numpy as np
 import pytest
+from starlette.testclient import TestClient
 
-pytest.importorskip("starlette")
-httpx = pytest.importorskip("httpx")
-from starlette.testclient import TestClient  # noqa: E402
-
-from digitloc.runtime.detector import Detector  # noqa: E402
-from digitloc.serve.app import create_app  # noqa: E402
+from digitloc.runtime.detector import Detector
+from digitloc.serve.app import create_app
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -174,7 +172,7 @@ def test_a_person_uploads_a_photo_in_a_real_browser(server: str, tmp_path: Path)
         driver.quit()
 
 
-async def _asgi(app, path: str, chunks, headers: list[tuple[bytes, bytes]]) -> tuple[int, dict, int]:  # noqa: ANN001
+async def _asgi(app, path: str, chunks, headers: list[tuple[bytes, bytes]]) -> tuple[int, dict, int]:
     """Call the ASGI app directly with a body sent in chunks (no content-length, as a chunked
     upload arrives); returns the status, the JSON body and how many body bytes the app pulled."""
     import json as _json
@@ -316,8 +314,8 @@ def test_bodies_held_at_once_are_bounded(tiny_onnx: Path) -> None:
         gate = asyncio.Event()
         pulled = [0, 0, 0]
 
-        def request(k: int, wait: bool):  # noqa: ANN202
-            async def chunks():  # noqa: ANN202
+        def request(k: int, wait: bool):
+            async def chunks():
                 pulled[k] += 1
                 if wait:
                     await gate.wait()

@@ -318,7 +318,7 @@ def _to_dataset(samples: list, size: int | tuple[int, int]) -> DataSet:
                    np.array(kinds), np.array(origins))
 
 
-def _run(jobs: list, func, workers: int, desc: str, unit_counts: list[int]) -> list:  # noqa: ANN001
+def _run(jobs: list, func, workers: int, desc: str, unit_counts: list[int]) -> list:
     """Run jobs (in worker processes when workers > 1) with a progress bar over samples."""
     results = []
     bar = progress(total=sum(unit_counts), desc=desc, unit="sample")

@@ -196,6 +196,6 @@ def load_model(path: str | os.PathLike[str], training: bool = False) -> Any:
             raise ModelError(f"{path}: not a Keras model (a zip archive without config.json)")
     try:  # safe mode: a model file from elsewhere cannot run code (the digitloc losses are registered)
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a foreign or broken archive
+    except Exception as exc:  # Keras raises many types for a foreign or broken archive
         raise ModelError(f"{path}: not a Keras model ({type(exc).__name__}: {exc})") from None
     return model if training else inference_model(model)

@@ -53,7 +53,7 @@ def find_fonts(extra_dirs: list[str] | None = None) -> list[str]:
 
 
 @lru_cache(maxsize=256)
-def _pil_font(path: str, size: int):  # noqa: ANN202 - PIL type stays optional
+def _pil_font(path: str, size: int):  # PIL type stays optional
     from PIL import ImageFont
 
     return ImageFont.truetype(path, size)
@@ -63,7 +63,7 @@ def _font_draws_digits(path: str) -> bool:
     """A font qualifies when its ten digits render non-empty and pairwise different."""
     try:
         masks = [_render_ttf(str(d), path, 32) for d in range(10)]
-    except Exception:  # noqa: BLE001 - any font that PIL cannot use is skipped
+    except Exception:  # any font that PIL cannot use is skipped
         return False
     if any(m.sum() == 0 for m in masks):
         return False
