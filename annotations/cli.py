@@ -11,10 +11,11 @@ import click
 from digitloc.annotations.check import check_folder
 from digitloc.annotations.digitstruct import AnnotationError, read_annotations, write_json
 from digitloc.runtime.fileio import OutputDirError, OutputExistsError, check_writable, prepare_output_dir
-from digitloc.runtime.options import SIZE, fail, force_option
+from digitloc.runtime.options import SIZE, fail, force_option, needs_extras
 from digitloc.train.synth import SynthConfig
 
 
+@needs_extras("digitloc-data", "train")
 @click.group()
 def main() -> None:
     """Read, check and turn SVHN annotations into digitloc datasets."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from digitloc.runtime.options import fail, force_option
+from digitloc.runtime.options import fail, force_option, needs_extras
 
 # Names of the emulated CPUs (benchmarks/emulate.py's TARGETS), without importing it at start-up.
 EMULATED = ("arm64", "arm64-a72", "arm64-max", "avx2")
@@ -26,6 +26,7 @@ def _ints(value: str) -> list[int]:
     return out
 
 
+@needs_extras("digitloc-bench", "train", "export")
 @click.group()
 def main() -> None:
     """Measure digitloc models: speed per provider and batch, accuracy drift of each variant."""

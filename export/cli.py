@@ -8,7 +8,7 @@ import click
 import numpy as np
 
 from digitloc.runtime.contract import size_text
-from digitloc.runtime.options import fail, force_option
+from digitloc.runtime.options import fail, force_option, needs_extras
 
 
 def load_images(source: str, size: tuple[int, int], split: str, limit: int, seed: int = 0) -> np.ndarray:
@@ -57,6 +57,7 @@ def load_labelled(source: str, size: tuple[int, int], split: str, limit: int,
     return images, labels
 
 
+@needs_extras("digitloc-export", "train", "export")
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)

@@ -43,3 +43,44 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print one line naming the problem to stderr and exit non-zero."""
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+# The top-level modules each optional extra of pyproject.toml brings (the base install has numpy,
+# onnxruntime, OpenCV, click, tqdm).
+EXTRA_MODULES = {
+    "train": ("tensorflow", "keras", "h5py", "matplotlib", "PIL"),
+    "export": ("tf2onnx", "onnx", "onnxconverter_common"),
+    "serve": ("starlette", "uvicorn", "multipart", "python_multipart"),
+    "peers": ("openvino", "ai_edge_litert"),
+}
+
+
+def extra_for(module: str | None) -> str | None:
+    """The extra that installs ``module`` (a dotted name), or None when no extra does."""
+    top = (module or "").split(".")[0]
+    return next((extra for extra, modules in EXTRA_MODULES.items() if top in modules), None)
+
+
+def needs_extras(prog: str, *extras: str) -> Callable[[click.Command], click.Command]:
+    """Decorate a command that needs ``extras``: a module of a missing extra ends it with one line
+    naming what to install (``error: digitloc-train needs the train extra: pip install 'digitloc[train]'``),
+    not a traceback."""
+
+    def decorate(command: click.Command) -> click.Command:
+        invoke = command.invoke
+
+        def guarded(ctx: click.Context) -> Any:
+            try:
+                return invoke(ctx)
+            except ModuleNotFoundError as exc:
+                missing = extra_for(exc.name)
+                if missing is None:
+                    raise
+                named = extras if missing in extras else (missing,)
+                fail(f"{prog} needs the {' and '.join(named)} extra{'s' * (len(named) > 1)}: "
+                     f"pip install 'digitloc[{','.join(named)}]'")
+
+        command.invoke = guarded  # type: ignore[method-assign]
+        return command
+
+    return decorate

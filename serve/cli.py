@@ -8,7 +8,7 @@ import click
 
 from digitloc.runtime.detector import DEFAULT_REFINE
 from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS
-from digitloc.runtime.options import fail, refine_option
+from digitloc.runtime.options import fail, needs_extras, refine_option
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -29,6 +29,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+@needs_extras("digitloc-serve", "serve")
 @click.command()
 @click.option("--model", type=click.Path(dir_okay=False), default=None, help="ONNX model (default: the shipped one).")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -51,14 +52,11 @@ def main(model: str | None, provider: str, host: str, port: int, workers: int, m
     for name, value in (("--max-upload-mb", max_upload_mb), ("--max-request-mb", max_request_mb)):
         if not value > 0:
             fail(f"{name} {value}: must be above 0", code=2)
-    try:
-        import uvicorn
+    import uvicorn
 
-        from digitloc.serve.app import create_app
-    except ImportError as exc:
-        fail(f"digitloc-serve needs the serve extra: pip install 'digitloc[serve]' ({exc})")
     from digitloc.runtime.contract import ContractError
     from digitloc.runtime.detector import Detector, ProviderError
+    from digitloc.serve.app import create_app
 
     try:
         detector = Detector(model, provider=provider, max_pixels=max_pixels, refine=refine)

@@ -8,10 +8,11 @@ from pathlib import Path
 import click
 
 from digitloc.runtime.fileio import OutputExistsError, atomic_write_text
-from digitloc.runtime.options import SIZE, fail, force_option
+from digitloc.runtime.options import SIZE, fail, force_option, needs_extras
 from digitloc.train.model import HEADS
 
 
+@needs_extras("digitloc-train", "train")
 @click.group()
 def main() -> None:
     """Train and evaluate digitloc models (TensorFlow/Keras)."""
