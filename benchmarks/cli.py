@@ -10,7 +10,16 @@ from pathlib import Path
 import click
 import numpy as np
 
-from digitloc.runtime.options import fail, force_option, needs_extras
+from digitloc.runtime.detector import PROVIDERS
+from digitloc.runtime.options import (
+    fail,
+    force_option,
+    model_option,
+    needs_extras,
+    output_option,
+    provider_option,
+    threads_option,
+)
 
 # Names of the emulated CPUs (benchmarks/emulate.py's TARGETS), without importing it at start-up.
 EMULATED = ("arm64", "arm64-a72", "arm64-max", "avx2")
@@ -36,16 +45,15 @@ def main() -> None:
 @click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--keras", "keras_model", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Time the Keras original of the first MODEL on the same inputs too.")
-@click.option("--providers", default="cpu", show_default=True, help="Comma list of cpu, cuda.")
+@click.option("--providers", default="cpu", show_default=True, help=f"Comma list of {', '.join(PROVIDERS)}.")
 @click.option("--batch", "batches", default="1,8,32", show_default=True, help="Comma list of batch sizes.")
-@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores).")
+@threads_option
 @click.option("--warmup", default=5, show_default=True)
 @click.option("--runs", default=50, show_default=True)
 @click.option("--refine-photos", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="A folder of real photos: also time the first MODEL through the runtime's Detector on them, with "
                    "and without --refine, in turn.")
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-out"),
-              show_default=True, help="Folder for latency.json, latency.md and latency.png.")
+@output_option(default=Path("bench-out"), help="Folder for latency.json, latency.md and latency.png.")
 @force_option
 def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, batches: str, threads: int | None,
             warmup: int, runs: int, refine_photos: Path | None, output: Path, force: bool) -> None:
@@ -58,15 +66,16 @@ def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, 
 
     batch_sizes = _ints(batches)
     provider_list = [p.strip() for p in providers.split(",") if p.strip()]
-    if not set(provider_list) <= {"cpu", "cuda"}:
-        fail(f"unknown provider in {providers!r}: choose cpu and/or cuda")
+    if not set(provider_list) <= set(PROVIDERS):
+        fail(f"unknown provider in {providers!r}: choose from {', '.join(PROVIDERS)}")
     import onnxruntime as ort
 
-    sizes = {}  # each model is timed at its own input size (a 128x64 and a 64x64 model may be compared)
+    sizes, precisions = {}, {}  # each model is timed at its own input size (128x64 and 64x64 may be compared)
     for m in models:
         try:
             session = ort.InferenceSession(str(m), providers=["CPUExecutionProvider"])
-            sizes[m] = parse_metadata(session.get_modelmeta().custom_metadata_map, str(m)).input_size
+            info = parse_metadata(session.get_modelmeta().custom_metadata_map, str(m))
+            sizes[m], precisions[m.name] = info.input_size, info.precision
         except Exception as exc:  # unreadable file or foreign model: one clear line
             fail(f"{m}: {exc}")
     rng = np.random.default_rng(0)
@@ -102,7 +111,8 @@ def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, 
                "environment": environment(), "inputs": "random uint8 images (timing does not depend on content)",
                "macs_per_image": {m.name: macs[m] for m in models}, "matmul_gmacs_per_s": peak, "rows": rows,
                "errors": errors}
-    ratios = _ratios([r for r in rows if "detector" not in r["provider"]], {m.name: macs[m] for m in models})
+    ratios = _ratios([r for r in rows if "detector" not in r["provider"]], {m.name: macs[m] for m in models},
+                     precisions)
     ratios += refine_ratios
     payload["ratios"] = ratios
     md = cpu_lines(payload) + latency_markdown(rows) + f"\nfloat32 matrix product peak on this machine: {peak:.1f} GMAC/s\n"
@@ -137,14 +147,16 @@ def _photos(folder: Path) -> list[np.ndarray]:
     return photos
 
 
-def _ratios(rows: list[dict], macs: dict[str, float]) -> list[str]:
-    """Speed-ups a reader looks for, per batch: each variant against the fp32 model of its own
-    architecture (same MACs per image), and the Keras model against the variants of the first
+def _ratios(rows: list[dict], macs: dict[str, float], precisions: dict[str, str]) -> list[str]:
+    """Speed-ups a reader looks for, per batch: each variant against the fp32 model (by its metadata's
+    precision) of its own architecture (same MACs per image), and the Keras model against the variants of the first
     ONNX model's architecture (``--keras`` is that model's Keras original)."""
+    from digitloc.export.quantize import Fp32Config
+
     out = []
     by = {(r["model"], r["provider"], r["batch"]): r for r in rows}
     onnx_models = list(dict.fromkeys(m for m, p, _ in by if p != "keras-tf-cpu"))
-    fp32 = {(macs.get(m), p, b): r for (m, p, b), r in by.items() if "fp32" in m}
+    fp32 = {(macs.get(m), p, b): r for (m, p, b), r in by.items() if precisions.get(m) == Fp32Config.name}
     keras = {b: r for (m, p, b), r in by.items() if p == "keras-tf-cpu"}
     keras_family = macs.get(onnx_models[0]) if onnx_models else None
     for (model, provider, batch), r in sorted(by.items()):
@@ -166,8 +178,7 @@ def _ratios(rows: list[dict], macs: dict[str, float]) -> list[str]:
 @click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
               help="A split .npz or a dataset folder (its val and test real photos).")
 @click.option("--kind", type=click.Choice(["real", "crop", "all"]), default="real", show_default=True)
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-out"),
-              show_default=True, help="Folder for drift.json, drift.md and drift.png.")
+@output_option(default=Path("bench-out"), help="Folder for drift.json, drift.md and drift.png.")
 @click.option("--latency", "latency_json", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="A latency.json of these models: adds accuracy-latency.png (accuracy against CPU ms per image).")
 @click.option("--emulate", type=click.Choice(sorted(EMULATED)), default=None,
@@ -275,8 +286,7 @@ def _latency_rows(path: Path, onnx_models: tuple[Path, ...]) -> list[dict]:
 @click.option("--warmup", default=5, show_default=True)
 @click.option("--litert-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the converted .tflite files are kept (default: OUTPUT/litert).")
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-out"),
-              show_default=True, help="Folder for compare.json, compare.md and compare.png.")
+@output_option(default=Path("bench-out"), help="Folder for compare.json, compare.md and compare.png.")
 @force_option
 def compare(keras_model: Path, int8_model: Path, fp32_model: Path, data: Path, kind: str, runtimes: str, batches: str,
             threads: int | None, repeats: int, calls: int, warmup: int, litert_dir: Path | None, output: Path,
@@ -338,9 +348,8 @@ def compare(keras_model: Path, int8_model: Path, fp32_model: Path, data: Path, k
 
 
 @main.command()
-@click.option("--model", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="ONNX model (default: the shipped one).")
-@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@model_option(exists=True)
+@provider_option(default="cpu")
 @click.option("--repeats", default=5, show_default=True, help="Fresh processes to take the median of.")
 def startup(model: str | None, provider: str, repeats: int) -> None:
     """Import of digitloc.runtime plus session start, each in a fresh Python process."""

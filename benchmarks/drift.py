@@ -7,7 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from digitloc.export.quantize import Fp32Config
 from digitloc.train.data import DataSet
+
+FP32 = Fp32Config.name
 
 
 def precision_of(path: Path) -> str:
@@ -40,12 +43,12 @@ def drift_table(keras_path: Path, onnx_paths: list[Path], data: DataSet,
     if predictions is None:
         predictions = [onnx_predict(path, data.images) for path in onnx_paths]
     precisions = [precision_of(path) for path in onnx_paths]
-    fp32 = predictions[precisions.index("fp32")] if "fp32" in precisions else None
+    fp32 = predictions[precisions.index(FP32)] if FP32 in precisions else None
     rows = []
     for path, precision, pred in zip(onnx_paths, precisions, predictions, strict=True):
         figures = truth(pred)
         rows.append({"model": path.name, "precision": precision, "size_mb": path.stat().st_size / 1e6, **figures,
                      **{f"delta_{k}": figures[k] - base[k] for k in keys},
                      "vs_keras": compare(reference, pred),
-                     "vs_fp32": None if fp32 is None or precision == "fp32" else compare(fp32, pred)})
+                     "vs_fp32": None if fp32 is None or precision == FP32 else compare(fp32, pred)})
     return {"samples": len(data), "keras": {"model": keras_path.name, **base}, "variants": rows}

@@ -8,6 +8,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from digitloc.export.quantize import Fp32Config
 from digitloc.runtime.fileio import atomic_write_text
 
 
@@ -68,7 +69,7 @@ def drift_markdown(result: dict[str, Any]) -> str:
     if fp32:
         body += ("\nAgainst the fp32 ONNX model on the same CPU:\n\n| model | class agreement | box IoU mean "
                  "| box IoU min | Δ acc vs fp32 (pt) |\n|---|---|---|---|---|\n")
-        base = next((r for r in result["variants"] if r.get("precision") == "fp32"), None)
+        base = next((r for r in result["variants"] if r.get("precision") == Fp32Config.name), None)
         for r in fp32:
             v = r["vs_fp32"]
             delta = "" if base is None else f"{100 * (r['class_accuracy'] - base['class_accuracy']):+.2f}"

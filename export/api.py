@@ -17,7 +17,7 @@ import numpy as np
 
 from digitloc.export.errors import ExportError
 from digitloc.export.parity import accuracy, compare, gate, gate_for, onnx_predict
-from digitloc.export.quantize import QuantConfig
+from digitloc.export.quantize import Fp32Config, QuantConfig
 from digitloc.runtime import contract
 from digitloc.runtime.cpuinfo import cpu_report
 from digitloc.runtime.fileio import atomic_write_text, check_writable
@@ -156,7 +156,7 @@ def export_model(keras_path: str | os.PathLike[str], cfg: ExportConfig) -> dict[
 
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".digitloc-export-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        set_metadata(proto, model_metadata(keras_path, size, "fp32", {}))
+        set_metadata(proto, model_metadata(keras_path, size, Fp32Config.name, {}))
         onnx.checker.check_model(proto)
         onnx.save(proto, str(fp32))
         if cfg.simplify:

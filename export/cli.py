@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from digitloc.export.quantize import CONFIGS, PRECISIONS, Int8StaticConfig
 from digitloc.runtime.contract import size_text
 from digitloc.runtime.options import fail, force_option, needs_extras
 
@@ -62,7 +63,7 @@ def load_labelled(source: str, size: tuple[int, int], split: str, limit: int,
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--opset", default=17, show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8-dynamic", "int8-static"]), default="fp32",
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
               show_default=True)
 @click.option("--calib", default=None, help="Dataset folder (train split) or image folder for int8-static calibration.")
 @click.option("--calib-size", default=512, show_default=True, help="Calibration images.")
@@ -97,7 +98,6 @@ def main(model: Path, output: Path, opset: int, precision: str, calib: str | Non
     from digitloc.export.api import ExportConfig, export_model, load_keras
     from digitloc.export.convert import check_two_head
     from digitloc.export.errors import ExportError
-    from digitloc.export.quantize import Fp16Config, Fp32Config, Int8DynamicConfig, Int8StaticConfig
     from digitloc.runtime.fileio import OutputExistsError
 
     try:
@@ -108,14 +108,14 @@ def main(model: Path, output: Path, opset: int, precision: str, calib: str | Non
 
             check_repository(triton_repo, output.stem.replace(" ", "_"), force)
         size = check_two_head(load_keras(model), str(model))
-        if precision == "int8-static":
+        if precision == Int8StaticConfig.name:
             if not calib:
                 raise ExportError("int8-static needs --calib: real images to calibrate on (never random noise)")
             choices = {"reduce_range": reduce_range, "first_conv_float": first_conv_float}
             quant = Int8StaticConfig(calibration=load_images(calib, size, "train", calib_size), method=calib_method,
                                      activations=activations, **{k: v for k, v in choices.items() if v is not None})
         else:
-            quant = {"fp32": Fp32Config(), "fp16": Fp16Config(), "int8-dynamic": Int8DynamicConfig()}[precision]
+            quant = CONFIGS[precision]()
         parity_source = parity_data or calib
         parity, labels = (load_labelled(parity_source, size, "val", parity_size, seed=1) if parity_source
                           else (None, None))

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from digitloc.export.quantize import Fp16Config, Fp32Config, Int8DynamicConfig, Int8StaticConfig
 from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME, box_iou, order_box
 
 
@@ -63,10 +64,10 @@ class Gate:
 
 
 GATES = {
-    "fp32": Gate(min_agreement=0.999, min_box_iou=0.999, max_accuracy_drop=0.0),
-    "fp16": Gate(min_agreement=0.99, min_box_iou=0.99),
-    "int8-dynamic": Gate(min_agreement=0.98, min_box_iou=0.95, max_accuracy_drop=0.01),
-    "int8-static": Gate(),
+    Fp32Config.name: Gate(min_agreement=0.999, min_box_iou=0.999, max_accuracy_drop=0.0),
+    Fp16Config.name: Gate(min_agreement=0.99, min_box_iou=0.99),
+    Int8DynamicConfig.name: Gate(min_agreement=0.98, min_box_iou=0.95, max_accuracy_drop=0.01),
+    Int8StaticConfig.name: Gate(),
 }
 
 
@@ -82,7 +83,7 @@ def accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
 def gate(report: dict[str, Any], precision: str, limits: Gate) -> str | None:
     """Why the export fails the gate (every reason, joined), or None when it passes."""
     reasons = []
-    if precision == "fp32" and report["max_abs_diff"] > limits.max_abs_diff:
+    if precision == Fp32Config.name and report["max_abs_diff"] > limits.max_abs_diff:
         reasons.append(f"fp32 max abs diff {report['max_abs_diff']:.3g} exceeds {limits.max_abs_diff:g}")
     if report["class_agreement"] < limits.min_agreement:
         reasons.append(f"class agreement {report['class_agreement']:.4f} is below {limits.min_agreement:g}")

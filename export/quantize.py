@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from digitloc.export.errors import ExportError
-from digitloc.runtime.contract import INPUT_NAME
+from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,13 @@ class Int8StaticConfig:
     weights: str = "int8"  # int8 | uint8 (U8U8 with uint8 activations)
     reduce_range: bool = True  # 7-bit weights: no int16 saturation on AVX2 without VNNI
     batch_size: int = 16
-    keep_float: tuple[str, ...] = ("bbox", "digit")  # layer-name prefixes of nodes kept in float
+    keep_float: tuple[str, ...] = (BBOX_OUTPUT, DIGIT_OUTPUT)  # layer-name prefixes of nodes kept in float
     first_conv_float: bool = False  # the 3-channel first convolution on the raw pixels stays float
 
 
 QuantConfig = Fp32Config | Fp16Config | Int8DynamicConfig | Int8StaticConfig
+CONFIGS: dict[str, type[QuantConfig]] = {c.name: c for c in (Fp32Config, Fp16Config, Int8DynamicConfig, Int8StaticConfig)}
+PRECISIONS = tuple(CONFIGS)  # the precision names, as the CLI, the gates and the metadata spell them
 
 
 class ImageCalibrationReader:

@@ -15,11 +15,11 @@ import click
 import cv2
 
 from digitloc.runtime.contract import ContractError, size_text
-from digitloc.runtime.detector import DEFAULT_REFINE, PROVIDER_CHOICES, Detector, ProviderError, available_providers
+from digitloc.runtime.detector import DEFAULT_REFINE, Detector, ProviderError, available_providers
 from digitloc.runtime.draw import annotate
 from digitloc.runtime.fileio import OutputDirError, atomic_path, prepare_output_dir
 from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS
-from digitloc.runtime.options import refine_option
+from digitloc.runtime.options import model_option, output_option, provider_option, refine_option, threads_option
 from digitloc.runtime.progress import progress
 from digitloc.runtime.sources import Frame, Source, expand_sources, iter_frames, video_properties
 
@@ -66,12 +66,11 @@ def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
 
 @click.command()
 @click.argument("sources", nargs=-1)
-@click.option("--model", type=click.Path(dir_okay=False), default=None, help="ONNX model (default: the shipped one).")
-@click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="auto", show_default=True)
-@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads.")
+@model_option()
+@provider_option()
+@threads_option
 @click.option("--batch", default=8, show_default=True, help="Frames per inference call.")
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write annotated copies of images and videos here, at their paths relative to the folder "
+@output_option(help="Write annotated copies of images and videos here, at their paths relative to the folder "
                    "the inputs share (files already here are never read as inputs).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per image or frame on stdout.")
 @click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True, help="Refuse larger images.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -30,6 +31,30 @@ class SizeType(click.ParamType):
 
 SIZE = SizeType()
 force_option = click.option("--force", is_flag=True, help="Overwrite outputs that already exist.")
+threads_option = click.option("--threads", type=int, default=None,
+                              help="ONNX Runtime intra-op threads (default: all cores).")
+
+
+def model_option(exists: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--model: an ONNX file, the shipped default when not given."""
+    return click.option("--model", type=click.Path(dir_okay=False, exists=exists), default=None,
+                        help="ONNX model (default: the shipped one).")
+
+
+def provider_option(default: str = "auto") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--provider: where the model runs, the choices the Detector knows."""
+    from digitloc.runtime.detector import PROVIDER_CHOICES
+
+    return click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default=default, show_default=True,
+                        help="Where the model runs: cpu, cuda (fails when CUDA is not really used), auto (CUDA "
+                             "when usable, else CPU) or openvino (OpenVINO's runtime, extra `openvino`).")
+
+
+def output_option(help: str, default: Path | None = None, required: bool = False,
+                  folder: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """-o/--output: the folder (or, with ``folder=False``, the file) a command writes."""
+    return click.option("-o", "--output", type=click.Path(file_okay=not folder, dir_okay=folder, path_type=Path),
+                        default=default, required=required, show_default=default is not None, help=help)
 
 
 def refine_option(default: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

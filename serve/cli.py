@@ -8,7 +8,7 @@ import click
 
 from digitloc.runtime.detector import DEFAULT_REFINE
 from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS
-from digitloc.runtime.options import fail, needs_extras, refine_option
+from digitloc.runtime.options import fail, model_option, needs_extras, provider_option, refine_option
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -31,8 +31,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 @needs_extras("digitloc-serve", "serve")
 @click.command()
-@click.option("--model", type=click.Path(dir_okay=False), default=None, help="ONNX model (default: the shipped one).")
-@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@model_option()
+@provider_option()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, help="TCP port, 1-65535 (0: any free port).")
 @click.option("--workers", default=2, show_default=True, help="Decode and inference threads (the bounded pool).")

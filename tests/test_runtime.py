@@ -8,6 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
+import click
 import cv2
 import numpy as np
 import pytest
@@ -331,7 +332,7 @@ def test_outputs_are_planned_before_the_first_write(tiny_onnx: Path, tmp_path: P
     assert cv2.imread(str(out / "b" / "1.png")).shape[:2] == (50, 80)
     # 1.gif and 1.png would both be written as 1.png (a GIF is written as PNG): the second is an error.
     cv2.imwrite(str(tmp_path / "a" / "1.gif"), np.zeros((20, 20, 3), np.uint8))
-    result = CliRunner().invoke(main, [str(tmp_path / "a"), "--output", str(tmp_path / "out2"), *model])
+    result = CliRunner().invoke(main, [str(tmp_path / "a"), "-o", str(tmp_path / "out2"), *model])
     assert result.exit_code == 1
     assert f"{tmp_path / 'a' / '1.png'}: its output {tmp_path / 'out2' / '1.png'} is also {tmp_path / 'a' / '1.gif'}'s" \
         in result.stderr and "already exists" not in result.stderr
@@ -407,3 +408,22 @@ def test_sessions_do_not_spin_and_take_the_thread_count() -> None:
     options = session_options(3)
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert options.intra_op_num_threads == 3 and session_options().intra_op_num_threads == 0
+
+
+def test_shared_options_are_declared_once() -> None:
+    # --provider of digitloc-run, digitloc-serve and digitloc-bench startup: the Detector's choices, with help;
+    # digitloc-bench latency's --providers names the same onnxruntime providers.
+    from digitloc.benchmarks.cli import main as bench
+    from digitloc.runtime.detector import PROVIDER_CHOICES, PROVIDERS
+    from digitloc.serve.cli import main as serve
+
+    def option(command: click.Command, name: str) -> click.Option:
+        return next(p for p in command.params if p.name == name)
+
+    for command in (main, serve, bench.commands["startup"]):
+        provider = option(command, "provider")
+        assert tuple(provider.type.choices) == PROVIDER_CHOICES and "auto" in provider.help
+        assert option(command, "model").help == "ONNX model (default: the shipped one)."
+    assert ", ".join(PROVIDERS) in option(bench.commands["latency"], "providers").help
+    assert option(main, "output").opts == ["-o", "--output"]
+    assert option(main, "threads").help == option(bench.commands["latency"], "threads").help
