@@ -132,8 +132,8 @@ def main(sources: tuple[str, ...], model: str | None, provider: str, threads: in
                     sys.exit(2)
                 for frame, det in zip(good, detections, strict=True):
                     if as_json:
-                        click.echo(json.dumps({"source": frame.source.location, "frame": frame.index,
-                                               **det.to_dict(), "latency_ms": round(ms / len(good), 3)}))
+                        click.echo(json.dumps(det.to_dict(ms / len(good), source=frame.source.location,
+                                                          frame=frame.index)))
                     if output is not None:
                         err = _write_output(plan.get(frame.source.location), frame, det, videos)
                         if err:

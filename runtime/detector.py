@@ -77,9 +77,16 @@ class Detection:
     bbox: tuple[float, float, float, float]  # x1, y1, x2, y2 in original pixels
     probs: tuple[float, ...]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"digit": self.digit, "confidence": round(self.confidence, 6),
-                "bbox": [round(v, 2) for v in self.bbox], "probs": [round(p, 6) for p in self.probs]}
+    def to_dict(self, latency_ms: float | None = None, **context: Any) -> dict[str, Any]:
+        """The one JSON record of a prediction (``digitloc-run --json`` lines, ``digitloc-serve`` answers):
+        ``context`` (where the image came from), digit, confidence, bbox, probs and, when given,
+        ``latency_ms``: milliseconds of the detector's work per image (preprocessing, inference, the
+        refining pass if on; not reading or decoding the file), a batch's time divided by its size."""
+        record = {**context, "digit": self.digit, "confidence": round(self.confidence, 6),
+                  "bbox": [round(v, 2) for v in self.bbox], "probs": [round(p, 6) for p in self.probs]}
+        if latency_ms is not None:
+            record["latency_ms"] = round(latency_ms, 3)
+        return record
 
 
 def default_model_path() -> Path:

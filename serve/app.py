@@ -147,8 +147,7 @@ def create_app(detector: Detector, max_upload_bytes: int = 10 * 1024 * 1024, wor
         start = time.perf_counter()
         det = detector.predict(image)
         ms = (time.perf_counter() - start) * 1000.0
-        return {"name": name, "width": image.shape[1], "height": image.shape[0], **det.to_dict(),
-                "latency_ms": round(ms, 3)}
+        return det.to_dict(ms, name=name, width=image.shape[1], height=image.shape[0])
 
     async def one(name: str, data: bytes, failed: asyncio.Event) -> dict[str, Any] | None:
         if not data:

@@ -427,3 +427,14 @@ def test_shared_options_are_declared_once() -> None:
     assert ", ".join(PROVIDERS) in option(bench.commands["latency"], "providers").help
     assert option(main, "output").opts == ["-o", "--output"]
     assert option(main, "threads").help == option(bench.commands["latency"], "threads").help
+
+
+def test_one_prediction_record() -> None:
+    # digitloc-run --json and digitloc-serve both write Detection.to_dict: context first, latency last.
+    from digitloc.runtime.detector import Detection
+
+    det = Detection(3, 0.912345678, (1.234, 2.0, 30.5, 40.0), tuple([0.1] * 10))
+    record = det.to_dict(12.34567, source="x.png", frame=None)
+    assert list(record) == ["source", "frame", "digit", "confidence", "bbox", "probs", "latency_ms"]
+    assert record["latency_ms"] == 12.346 and record["bbox"] == [1.23, 2.0, 30.5, 40.0]
+    assert record["confidence"] == 0.912346 and "latency_ms" not in det.to_dict()
