@@ -45,8 +45,8 @@ $(DEMO_VENV)/.installed: pyproject.toml $(wildcard runtime/*.py models/*.onnx)
 	touch $@
 
 demo: $(DEMO_VENV)/.installed
-	$(DEMO_VENV)/bin/digitloc-run samples/ --json --output $(DEMO_OUT) --force
-	@echo "annotated photos and video in $(DEMO_OUT)/"
+	$(DEMO_VENV)/bin/digitloc-run samples/ --summary --json-out $(DEMO_OUT)/predictions.jsonl --output $(DEMO_OUT) --force
+	@echo "annotated photos and video in $(DEMO_OUT)/, one JSON line per photo and frame in $(DEMO_OUT)/predictions.jsonl"
 
 lint: venv
 	$(BIN)/ruff check .

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 import cv2
 
 from digitloc.runtime.contract import ContractError, size_text
-from digitloc.runtime.detector import DEFAULT_REFINE, Detector, ProviderError, available_providers
+from digitloc.runtime.detector import DEFAULT_REFINE, Detection, Detector, ProviderError, available_providers
 from digitloc.runtime.draw import annotate
-from digitloc.runtime.fileio import OutputDirError, atomic_path, prepare_output_dir
+from digitloc.runtime.fileio import OutputDirError, atomic_path, check_writable, prepare_output_dir
 from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS
 from digitloc.runtime.options import model_option, output_option, provider_option, refine_option, threads_option
 from digitloc.runtime.progress import progress
@@ -73,14 +75,17 @@ def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
 @output_option(help="Write annotated copies of images and videos here, at their paths relative to the folder "
                    "the inputs share (files already here are never read as inputs).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per image or frame on stdout.")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the JSON lines to this file instead (whole, when the run ends).")
+@click.option("--summary", is_flag=True, help="At the end, a table: each photo's file, digit, confidence and box.")
 @click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True, help="Refuse larger images.")
 @click.option("--max-frames", type=int, default=None, help="Stop each video or camera after this many frames.")
 @click.option("--force", is_flag=True, help="Overwrite annotated outputs that exist.")
 @click.option("--list-providers", is_flag=True, help="Show the execution providers and exit.")
 @refine_option(DEFAULT_REFINE)
 def main(sources: tuple[str, ...], model: str | None, provider: str, threads: int | None, batch: int,
-         output: Path | None, as_json: bool, max_pixels: int, max_frames: int | None, force: bool,
-         list_providers: bool, refine: bool) -> None:
+         output: Path | None, as_json: bool, json_out: Path | None, summary: bool, max_pixels: int,
+         max_frames: int | None, force: bool, list_providers: bool, refine: bool) -> None:
     """Find and read the digit in SOURCES: image files, folders, globs, videos, camera:N."""
     if list_providers:
         for name in available_providers():
@@ -104,6 +109,12 @@ def main(sources: tuple[str, ...], model: str | None, provider: str, threads: in
         except OutputDirError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+    if json_out is not None:
+        try:
+            check_writable(json_out, force)
+        except OSError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
     items = expand_sources(list(sources), exclude=output)
     plan, failures = plan_outputs(items, output, force) if output is not None else ({}, [])
     for message in failures:
@@ -116,44 +127,71 @@ def main(sources: tuple[str, ...], model: str | None, provider: str, threads: in
     in_main = threading.current_thread() is threading.main_thread()  # signal handlers can only be set there
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     finished = False
-    try:
-        bar = progress(total=total or None, desc="predict", unit="frame")
-        for chunk in _batches(_frames(items, max_pixels, max_frames), batch):
-            good = [f for f in chunk if f.error is None]
-            for f in chunk:
-                if f.error is not None:
-                    failures.append(f.error)
-                    click.echo(f"error: {f.error}", err=True)
-            if good:
-                try:
-                    detections, ms = detector.timed_batch([f.image for f in good])
-                except ContractError as exc:
-                    click.echo(f"error: {exc}", err=True)
-                    sys.exit(2)
-                for frame, det in zip(good, detections, strict=True):
-                    if as_json:
-                        click.echo(json.dumps(det.to_dict(ms / len(good), source=frame.source.location,
-                                                          frame=frame.index)))
-                    if output is not None:
-                        err = _write_output(plan.get(frame.source.location), frame, det, videos)
-                        if err:
-                            failures.append(err)
-                            click.echo(f"error: {err}", err=True)
-            done += len(good)
-            bar.update(len(chunk))
-        bar.close()
-        finished = True
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
-        for video in videos.values():
-            if video is not None:
-                video.close(ok=finished)  # an interrupted run leaves no half-written video behind
+    table: list[tuple[str, Detection]] = []  # the photos, for --summary
+    with _json_sink(json_out) as emit:
+        try:
+            bar = progress(total=total or None, desc="predict", unit="frame")
+            for chunk in _batches(_frames(items, max_pixels, max_frames), batch):
+                good = [f for f in chunk if f.error is None]
+                for f in chunk:
+                    if f.error is not None:
+                        failures.append(f.error)
+                        click.echo(f"error: {f.error}", err=True)
+                if good:
+                    try:
+                        detections, ms = detector.timed_batch([f.image for f in good])
+                    except ContractError as exc:
+                        click.echo(f"error: {exc}", err=True)
+                        sys.exit(2)
+                    for frame, det in zip(good, detections, strict=True):
+                        if as_json or json_out is not None:
+                            emit(det.to_dict(ms / len(good), source=frame.source.location, frame=frame.index))
+                        if summary and frame.index is None:
+                            table.append((frame.source.name, det))
+                        if output is not None:
+                            err = _write_output(plan.get(frame.source.location), frame, det, videos)
+                            if err:
+                                failures.append(err)
+                                click.echo(f"error: {err}", err=True)
+                done += len(good)
+                bar.update(len(chunk))
+            bar.close()
+            finished = True
+        finally:
+            if in_main:
+                signal.signal(signal.SIGTERM, previous)
+            for video in videos.values():
+                if video is not None:
+                    video.close(ok=finished)  # an interrupted run leaves no half-written video behind
     seconds = time.perf_counter() - started
+    if summary:
+        click.echo(summary_table(table))
+    if json_out is not None:
+        click.echo(f"JSON lines in {json_out}", err=True)
     click.echo(f"{done} frames predicted, {len(failures)} failed, {seconds:.2f} s, "
                f"{done / seconds if seconds > 0 else 0:.1f} frames/s on {detector.provider}", err=True)
     if failures:
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def _json_sink(path: Path | None) -> Iterator[Callable[[dict[str, Any]], Any]]:
+    """Where the JSON lines go: stdout, or ``path``, written whole (atomically) when the run ends."""
+    if path is None:
+        yield lambda record: click.echo(json.dumps(record))
+        return
+    with atomic_path(path) as tmp, tmp.open("w") as f:
+        yield lambda record: f.write(json.dumps(record) + "\n")
+
+
+def summary_table(rows: list[tuple[str, Detection]]) -> str:
+    """One line per photo: file, digit, confidence, box (x1, y1, x2, y2 in pixels)."""
+    width = max([len("file"), *(len(name) for name, _ in rows)])
+    lines = [f"{'file':<{width}}  digit  confidence  box (x1, y1, x2, y2)"]
+    for name, det in rows:
+        box = ", ".join(f"{v:.0f}" for v in det.bbox)
+        lines.append(f"{name:<{width}}  {det.digit:>5}  {det.confidence:>10.3f}  {box}")
+    return "\n".join(lines)
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -438,3 +438,24 @@ def test_one_prediction_record() -> None:
     assert list(record) == ["source", "frame", "digit", "confidence", "bbox", "probs", "latency_ms"]
     assert record["latency_ms"] == 12.346 and record["bbox"] == [1.23, 2.0, 30.5, 40.0]
     assert record["confidence"] == 0.912346 and "latency_ms" not in det.to_dict()
+
+
+def test_summary_table_and_json_lines_in_a_file(tiny_onnx: Path, tmp_path: Path) -> None:
+    # What `make demo` runs: a table per photo on stdout, the JSON lines (photos and video frames) in a file.
+    (tmp_path / "in").mkdir()
+    _photo(tmp_path / "in" / "a.png", (60, 90))
+    _video(tmp_path / "in" / "clip.mp4")
+    jsonl = tmp_path / "out" / "predictions.jsonl"
+    args = [str(tmp_path / "in"), "--model", str(tiny_onnx), "--provider", "cpu", "--summary", "--json-out", str(jsonl)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(records) == 1 + 6 and not any(line.startswith("{") for line in result.stdout.splitlines())
+    photo = next(r for r in records if r["frame"] is None)
+    header, row = result.stdout.splitlines()[:2]
+    assert header.split() == ["file", "digit", "confidence", "box", "(x1,", "y1,", "x2,", "y2)"]
+    name, digit, confidence, *box = row.replace(",", "").split()
+    assert (name, int(digit), float(confidence)) == ("a.png", photo["digit"], round(photo["confidence"], 3))
+    assert [float(v) for v in box] == [round(v) for v in photo["bbox"]]
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 2 and f"error: {jsonl}: already exists" in again.output
