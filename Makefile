@@ -144,14 +144,8 @@ full-width: venv
 
 # A run's record into models/: config, history, evaluation, plots, parity reports; WEIGHTS=1 adds
 # model.keras without optimizer state.
-keep-run:
-	mkdir -p $(TO)
-	for f in config.json history.csv history.json evaluation.json curves.png confusion.png val-predictions.png; do \
-		cp $(FROM)/$$f $(TO)/; done
-	if [ -f $(FROM)/failures.png ]; then cp $(FROM)/failures.png $(TO)/; fi
-	if ls $(FROM)/export/*.parity.json >/dev/null 2>&1; then cp $(FROM)/export/*.parity.json $(TO)/; fi
-	if [ -n "$(WEIGHTS)" ]; then $(BIN)/python -c "from digitloc.train.model import load_model; \
-		load_model('$(FROM)/model.keras').save('$(TO)/model.keras')"; fi
+keep-run: venv
+	$(BIN)/digitloc-train keep-run $(FROM) $(TO) $(if $(WEIGHTS),--weights)
 
 # The figures in README.md and models/MODEL_CARD.md (after `make default-model` and `make full-width`).
 VARIANTS := models/digitloc-default-fp32.onnx models/digitloc-default-int8.onnx \

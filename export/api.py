@@ -21,6 +21,7 @@ from digitloc.export.quantize import Fp32Config, QuantConfig
 from digitloc.runtime import contract
 from digitloc.runtime.cpuinfo import cpu_report
 from digitloc.runtime.fileio import atomic_write_text, check_writable
+from digitloc.train.record import RunRecord
 
 
 @dataclass(frozen=True)
@@ -58,20 +59,17 @@ def digitloc_version() -> str:
 
 def model_metadata(keras_path: Path, size: tuple[int, int], precision: str, extra: dict[str, Any]) -> dict[str, str]:
     """Contract metadata plus what the run folder beside the .keras file says about its training."""
-    run_dir = keras_path.parent
+    run = RunRecord.of_model(keras_path)
     meta: dict[str, str] = {}
-    config_path, eval_path = run_dir / "config.json", run_dir / "evaluation.json"
-    if config_path.exists():
-        cfg = json.loads(config_path.read_text())
+    cfg, figures, manifest = run.config(), run.evaluation(), run.manifest()
+    if cfg is not None:
         meta[contract.META_BACKBONE] = json.dumps({"name": "vgg19", **cfg.get("model", {})})
-        data_dir = Path(cfg.get("data", ""))
-        manifest = data_dir / "manifest.json"
-        summary: dict[str, Any] = {"data": str(data_dir), "box_loss": cfg.get("box_loss"), "epochs": cfg.get("epochs")}
-        if manifest.exists():
-            summary["splits"] = {k: v.get("per_kind") for k, v in json.loads(manifest.read_text())["splits"].items()}
+        summary: dict[str, Any] = {"data": str(run.data_folder() or Path("")), "box_loss": cfg.get("box_loss"),
+                                   "epochs": cfg.get("epochs")}
+        if manifest is not None:
+            summary["splits"] = {k: v.get("per_kind") for k, v in manifest["splits"].items()}
         meta[contract.META_TRAINING] = json.dumps(summary)
-    if eval_path.exists():
-        figures = json.loads(eval_path.read_text())
+    if figures is not None:
         meta[contract.META_EVALUATION] = json.dumps({
             name: {k: figures[name][k] for k in ("samples", "class_accuracy", "mean_iou", "iou_hit_rate", "both_right")}
             for name in ("val_real", "test_real", "heldout_real") if name in figures})
@@ -99,11 +97,9 @@ def run_parity_photos(keras_path: Path, size: tuple[int, int], limit: int,
     synthetic images) with their digits, or None when the run folder does not lead to them."""
     from digitloc.train.data import DataSet, DatasetError
 
-    config_path = keras_path.parent / "config.json"
-    if not config_path.exists():
-        return None
-    val = Path(json.loads(config_path.read_text()).get("data", "")) / "val.npz"
-    if not val.is_file():
+    folder = RunRecord.of_model(keras_path).data_folder()
+    val = None if folder is None else folder / "val.npz"
+    if val is None or not val.is_file():
         return None
     try:
         data = DataSet.load(val)

@@ -9,13 +9,16 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from click.testing import CliRunner
 
 from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME
+from digitloc.train.cli import main as train_cli
 from digitloc.train.data import DataSet
 from digitloc.train.evaluate import constant_box_baseline, evaluate_predictions, failure_index, keras_predict
 from digitloc.train.fit import TrainConfig, compile_model, train
 from digitloc.train.losses import giou_loss, mse_giou_loss
 from digitloc.train.model import ModelConfig, ModelError, build_model, load_model
+from digitloc.train.record import RunRecord
 
 from helpers import toy_data as _toy_data
 
@@ -130,6 +133,19 @@ def test_train_writes_a_complete_run_folder(tmp_path: Path) -> None:
     # --force starts over: the earlier run's history is not carried into the new one.
     evaluation = train(TrainConfig(data=str(data), model=TINY, epochs=1, batch_size=32), run, force=True)
     assert evaluation["epochs_run"] == 1 and len(json.loads((run / "history.json").read_text())) == 1
+    # The run's record, read through RunRecord and kept elsewhere by `digitloc-train keep-run`.
+    record = RunRecord(run)
+    assert record.config()["data"] == str(data) and record.data_folder() == data and record.epochs() == 1
+    assert record.evaluation() == evaluation and len(record.history()) == 1
+    kept = tmp_path / "kept"
+    result = CliRunner().invoke(train_cli, ["keep-run", str(run), str(kept), "--weights"])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in kept.iterdir()} >= {"config.json", "history.csv", "history.json", "evaluation.json",
+                                                "curves.png", "confusion.png", "val-predictions.png", "model.keras"}
+    assert not (kept / "last.keras").exists() and RunRecord(kept).evaluation() == evaluation
+    (run / "curves.png").unlink()
+    result = CliRunner().invoke(train_cli, ["keep-run", str(run), str(tmp_path / "kept2")])
+    assert result.exit_code == 1 and result.output == f"error: {run}: not a finished run (no curves.png)\n"
 
 
 def test_init_copies_weights_and_refuses_another_architecture() -> None:

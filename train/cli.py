@@ -62,6 +62,7 @@ def fit(data: str, output: Path, size: int | tuple[int, int], width: float, batc
     from digitloc.train.data import DatasetError
     from digitloc.train.fit import TrainConfig, train
     from digitloc.train.model import ModelConfig, ModelError
+    from digitloc.train.record import RunError
 
     cfg = TrainConfig(data=data, model=ModelConfig(input_size=size, width=width, batchnorm=batchnorm, weights=weights,
                                                    head=head),
@@ -72,7 +73,7 @@ def fit(data: str, output: Path, size: int | tuple[int, int], width: float, batc
                       init=init, init_backbone_only=init_backbone_only, steps_per_epoch=steps_per_epoch)
     try:
         evaluation = train(cfg, output, resume=resume, force=force)
-    except (DatasetError, ModelError, OutputExistsError, FileNotFoundError) as exc:
+    except (DatasetError, ModelError, OutputExistsError, RunError, FileNotFoundError) as exc:
         fail(str(exc))
     _print_summary(evaluation)
     click.echo(f"wrote {output}")
@@ -149,3 +150,19 @@ def _print_summary(evaluation: dict) -> None:
             click.echo(f"  class accuracy where the box was found {fig['accuracy_box_found']:.4f}, "
                        f"where it was missed {fig['accuracy_box_missed']:.4f}; predicted/true box width "
                        f"{fig['box_size_ratio']['width']:.3f}, height {fig['box_size_ratio']['height']:.3f}")
+
+
+@main.command("keep-run")
+@click.argument("source", metavar="FROM", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("to", metavar="TO", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--weights", is_flag=True, help="Also keep model.keras, without optimizer state.")
+def keep_run(source: Path, to: Path, weights: bool) -> None:
+    """Copy run FROM's record into TO: config, history, evaluation, plots and export parity reports."""
+    from digitloc.train.model import ModelError
+    from digitloc.train.record import RunError, RunRecord
+
+    try:
+        written = RunRecord(source).keep(to, weights=weights)
+    except (RunError, ModelError, OSError) as exc:
+        fail(str(exc))
+    click.echo(f"kept {len(written)} files of {source} in {to}")

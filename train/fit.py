@@ -7,8 +7,6 @@ The run folder holds: ``model.keras`` (best on validation), ``last.keras`` (for
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,13 +16,12 @@ from typing import Any
 import numpy as np
 
 from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, size_hw, size_text
-from digitloc.runtime.fileio import OutputExistsError, atomic_write_text
+from digitloc.runtime.fileio import OutputExistsError
+from digitloc.train import record
 from digitloc.train.augment import AugmentConfig, augment_batch
 from digitloc.train.data import KIND_CROP, KIND_REAL, DataSet, DatasetError
 from digitloc.train.model import CENTRE_OUTPUT, ModelConfig, ModelError, centre_grid
-
-RUN_FILES = ("model.keras", "last.keras", "config.json", "history.csv", "history.json", "evaluation.json",
-             "curves.png", "confusion.png", "val-predictions.png", "failures.png")
+from digitloc.train.record import RunError, RunRecord
 
 
 @dataclass
@@ -183,21 +180,13 @@ def _callbacks(run_dir: Path, cfg: TrainConfig, val_real: DataSet | None, starte
     return [
         Progress(),
         RealPhotos(),
-        keras.callbacks.ModelCheckpoint(run_dir / "model.keras", monitor=monitor, mode="max", save_best_only=True),
-        keras.callbacks.ModelCheckpoint(run_dir / "last.keras"),
-        keras.callbacks.CSVLogger(run_dir / "history.csv", append=True),
+        keras.callbacks.ModelCheckpoint(run_dir / record.MODEL, monitor=monitor, mode="max", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(run_dir / record.LAST),
+        keras.callbacks.CSVLogger(run_dir / record.HISTORY_CSV, append=True),
         keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.3, patience=2, min_lr=1e-6),
         keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience),
         TimeBudget(),
     ]
-
-
-def _history_epochs(run_dir: Path) -> int:
-    path = run_dir / "history.csv"
-    if not path.exists():
-        return 0
-    with path.open() as handle:
-        return sum(1 for _ in csv.DictReader(handle))
 
 
 def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], resume: bool = False, force: bool = False) -> dict:
@@ -211,11 +200,13 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], resume: bool = Fals
     if run_dir.exists() and any(run_dir.iterdir()) and not (resume or force):
         raise OutputExistsError(f"{run_dir}: already holds a run (use --resume to continue or --force)")
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:  # --force: nothing of an earlier run may leak in (history.csv is appended to)
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
+    run = RunRecord(run_dir)
+    if not resume:  # --force: nothing of an earlier run may leak in
+        run.clear()
     if resume:
-        saved = json.loads((run_dir / "config.json").read_text())
+        saved = run.config()
+        if saved is None:
+            raise RunError(f"{run_dir}: no {record.CONFIG} to resume from")
         cfg = TrainConfig.from_dict({**saved, "epochs": cfg.epochs, "max_minutes": cfg.max_minutes})
     keras.utils.set_random_seed(cfg.seed)
     train_set, val_set, test_set = load_splits(cfg.data)
@@ -223,16 +214,16 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], resume: bool = Fals
     if data_hw != model_hw:
         raise DatasetError(f"{cfg.data}: images are {size_text(data_hw)} px but the model takes "
                            f"{size_text(model_hw)} px; rebuild the data or change --size")
-    atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
+    run.write_config(cfg.to_dict())
     val_real = val_set.select(val_set.kinds == KIND_REAL)
 
     strategy = tf.distribute.MirroredStrategy() if cfg.strategy == "mirrored" else tf.distribute.get_strategy()
     augment = AugmentConfig(**cfg.augmentation) if cfg.augment else None
     started = time.time()
-    initial_epoch = _history_epochs(run_dir) if resume else 0
+    initial_epoch = run.epochs() if resume else 0
     with strategy.scope():
         if resume:
-            model = load_model(run_dir / "last.keras", training=True)
+            model = load_model(run_dir / record.LAST, training=True)
         else:
             model = build_model(cfg.model)
             if cfg.init:
@@ -256,16 +247,16 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], resume: bool = Fals
         print(f"phase {name}: epochs {initial_epoch + 1}-{end_epoch}, learning rate {lr:g}", flush=True)
         model.fit(train_ds, validation_data=val_ds, epochs=end_epoch, initial_epoch=initial_epoch,
                   steps_per_epoch=cfg.steps_per_epoch, callbacks=_callbacks(run_dir, cfg, val_real, started), verbose=2)
-        initial_epoch = _history_epochs(run_dir)
+        initial_epoch = run.epochs()
         if model.stop_training and initial_epoch < end_epoch:
             break
     minutes = (time.time() - started) / 60
-    best = load_model(run_dir / "model.keras")
+    best = load_model(run_dir / record.MODEL)
     evaluation = evaluate_run(best, train_set, val_set, test_set)
     evaluation["training_minutes"] = round(minutes, 1)
-    evaluation["epochs_run"] = _history_epochs(run_dir)
-    atomic_write_text(run_dir / "evaluation.json", json.dumps(evaluation, indent=1))
-    write_history_json(run_dir)
+    evaluation["epochs_run"] = run.epochs()
+    run.write_evaluation(evaluation)
+    run.write_history_json()
     from digitloc.train.plots import plot_run
 
     plot_run(run_dir, best, val_set)
@@ -313,8 +304,3 @@ def evaluate_run(model: Any, train_set: DataSet, val_set: DataSet, test_set: Dat
         out[name]["constant_box_baseline"] = constant_box_baseline(train_set.boxes, data.boxes)
     return out
 
-
-def write_history_json(run_dir: Path) -> None:
-    with (run_dir / "history.csv").open() as handle:
-        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-    atomic_write_text(run_dir / "history.json", json.dumps(rows, indent=1))

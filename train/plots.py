@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import numpy as np
 
 from digitloc.runtime.fileio import atomic_path
 from digitloc.train.data import KIND_REAL, DataSet
+from digitloc.train.record import RunRecord
 
 
 def plot_run(run_dir: Path, model: Any, val_set: DataSet) -> list[Path]:
@@ -23,7 +23,8 @@ def plot_run(run_dir: Path, model: Any, val_set: DataSet) -> list[Path]:
     from digitloc.train.evaluate import failure_index, keras_predict
     from digitloc.train.preview import write_grid
 
-    history = json.loads((run_dir / "history.json").read_text())
+    run = RunRecord(run_dir)
+    history = run.history()
     epochs = [int(h["epoch"]) + 1 for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for ax, (title, keys) in zip(axes, [
@@ -40,7 +41,7 @@ def plot_run(run_dir: Path, model: Any, val_set: DataSet) -> list[Path]:
         ax.grid(alpha=0.3)
     written = [save_figure(fig, run_dir / "curves.png")]
 
-    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    evaluation = run.evaluation()
     group = "heldout_real" if "heldout_real" in evaluation else "val_real"
     if group in evaluation:
         written.append(plot_confusion(np.array(evaluation[group]["confusion_matrix"]), run_dir / "confusion.png",
