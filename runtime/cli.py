@@ -32,16 +32,27 @@ class VideoOut:
     def __init__(self, target: Path, fps: float) -> None:
         self.target, self.fps = target, fps
         self._ctx = atomic_path(target, suffix=".mp4")
-        self._tmp = self._ctx.__enter__()
+        self._tmp: Path | None = None
         self.writer: cv2.VideoWriter | None = None
 
     def write(self, frame_bgr) -> None:
-        if self.writer is None:
-            h, w = frame_bgr.shape[:2]
-            self.writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+        if self._tmp is None:
+            # The temporary file is made with SIGTERM held back, so a stop can never come between its
+            # creation and this object knowing it (close() then removes it).
+            mask = getattr(signal, "pthread_sigmask", None)  # POSIX only
+            held = mask(signal.SIG_BLOCK, {signal.SIGTERM}) if mask else None
+            try:
+                self._tmp = self._ctx.__enter__()
+                h, w = frame_bgr.shape[:2]
+                self.writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            finally:
+                if mask:
+                    mask(signal.SIG_SETMASK, held)
         self.writer.write(frame_bgr)
 
     def close(self, ok: bool) -> None:
+        if self._tmp is None:
+            return  # nothing written, nothing to remove
         if self.writer is not None:
             self.writer.release()
         if ok and self.writer is not None:
