@@ -198,7 +198,7 @@ def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: st
     from digitloc.benchmarks.drift import drift_table
     from digitloc.benchmarks.emulate import DEFAULT_SYSROOT, TARGETS, EmulationError, prepare_arm64, run_emulated
     from digitloc.benchmarks.report import accuracy_latency_chart, drift_chart, drift_markdown, environment, write_outputs
-    from digitloc.train.data import DatasetError, load_heldout
+    from digitloc.train.dataset.data import DatasetError, load_heldout
 
     try:
         latency_rows = _latency_rows(latency_json, onnx_models) if latency_json else None
@@ -237,7 +237,7 @@ def _framing(keras_model: Path, onnx_models: tuple[Path, ...], framing_dirs: tup
              output: Path, force: bool) -> list[Path]:
     from digitloc.benchmarks.framing import framing_markdown, framing_table
     from digitloc.benchmarks.report import environment, write_outputs
-    from digitloc.train.data import DatasetError, framing_photos
+    from digitloc.train.dataset.data import DatasetError, framing_photos
     from digitloc.train.evaluate import framing_chart
 
     try:
@@ -297,7 +297,7 @@ def compare(keras_model: Path, int8_model: Path, fp32_model: Path, data: Path, k
     from digitloc.benchmarks import compare as cmp
     from digitloc.benchmarks.report import environment, write_outputs
     from digitloc.export.cli import load_images
-    from digitloc.train.data import DatasetError, load_heldout
+    from digitloc.train.dataset.data import DatasetError, load_heldout
 
     names = [r.strip() for r in runtimes.split(",") if r.strip()]
     if not set(names) <= set(cmp.RUNTIMES):

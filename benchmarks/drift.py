@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from digitloc.export.quantize import Fp32Config
-from digitloc.train.data import DataSet
+from digitloc.train.dataset.data import DataSet
 
 FP32 = Fp32Config.name
 

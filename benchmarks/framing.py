@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from digitloc.train.data import FramedPhoto, framing_dataset
+from digitloc.train.dataset.data import FramedPhoto, framing_dataset
 
 
 def refined_predict(path: Path, framed: list[FramedPhoto], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,7 @@ def load_labelled(source: str, size: tuple[int, int], split: str, limit: int,
     from digitloc.runtime.imageio import ImageError, read_image_file
     from digitloc.runtime.preprocess import preprocess
     from digitloc.runtime.sources import IMAGE_EXTS
-    from digitloc.train.data import DataSet, DatasetError
+    from digitloc.train.dataset.data import DataSet, DatasetError
 
     path = Path(source)
     rng = np.random.default_rng(seed)

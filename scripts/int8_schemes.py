@@ -47,7 +47,7 @@ def main(fp32: Path, calib: str, calib_size: int, heldout: Path, schemes: str, m
     from digitloc.export.parity import compare, onnx_predict
     from digitloc.export.quantize import Int8StaticConfig, quantize
     from digitloc.runtime.cpuinfo import cpu_report
-    from digitloc.train.data import load_heldout
+    from digitloc.train.dataset.data import load_heldout
     from digitloc.train.evaluate import evaluate_predictions
 
     output.mkdir(parents=True, exist_ok=True)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from digitloc.annotations.cli import main
 from digitloc.runtime.contract import box_iou
-from digitloc.train.augment import AugmentConfig, augment_batch, augment_geometry
-from digitloc.train.data import (
+from digitloc.train.dataset.augment import AugmentConfig, augment_batch, augment_geometry
+from digitloc.train.dataset.cli import main
+from digitloc.train.dataset.data import (
     BuildConfig,
     DataSet,
     DatasetError,
@@ -23,8 +23,8 @@ from digitloc.train.data import (
     cut,
     split_of,
 )
-from digitloc.train.stats import BoxStats
-from digitloc.train.synth import SynthConfig, synth_batch
+from digitloc.train.dataset.stats import BoxStats
+from digitloc.train.dataset.synth import SynthConfig, synth_batch
 
 from helpers import make_svhn_folder
 

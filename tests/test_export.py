@@ -19,7 +19,7 @@ from digitloc.export.parity import compare, onnx_predict
 from digitloc.export.quantize import Fp16Config, Fp32Config, Int8DynamicConfig, Int8StaticConfig
 from digitloc.export.triton import write_repository
 from digitloc.runtime import contract
-from digitloc.train.data import DataSet
+from digitloc.train.dataset.data import DataSet
 from digitloc.train.evaluate import keras_predict
 from digitloc.train.model import load_model
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME
 from digitloc.train.cli import main as train_cli
-from digitloc.train.data import DataSet
+from digitloc.train.dataset.data import DataSet
 from digitloc.train.evaluate import constant_box_baseline, evaluate_predictions, failure_index, keras_predict
 from digitloc.train.fit import TrainConfig, compile_model, train
 from digitloc.train.losses import giou_loss, mse_giou_loss

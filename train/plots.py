@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from digitloc.runtime.fileio import atomic_path
-from digitloc.train.data import KIND_REAL, DataSet
+from digitloc.train.dataset.data import KIND_REAL, DataSet
 from digitloc.train.record import RunRecord
 
 
@@ -20,8 +20,8 @@ def plot_run(run_dir: Path, model: Any, val_set: DataSet) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from digitloc.train.dataset.preview import write_grid
     from digitloc.train.evaluate import failure_index, keras_predict
-    from digitloc.train.preview import write_grid
 
     run = RunRecord(run_dir)
     history = run.history()

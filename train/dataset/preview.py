@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from digitloc.runtime.fileio import atomic_path
-from digitloc.train.data import DataSet
+from digitloc.train.dataset.data import DataSet
 
 TILE = 96
 

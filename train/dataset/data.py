@@ -25,8 +25,8 @@ from digitloc.runtime.contract import pixels_to_relative, size_hw
 from digitloc.runtime.fileio import OutputExistsError, atomic_path, atomic_write_text
 from digitloc.runtime.preprocess import preprocess
 from digitloc.runtime.progress import progress
-from digitloc.train.stats import BoxStats, Framing
-from digitloc.train.synth import SynthConfig, find_fonts, synth_batch
+from digitloc.train.dataset.stats import BoxStats, Framing
+from digitloc.train.dataset.synth import SynthConfig, find_fonts, synth_batch
 
 SPLITS = ("train", "val", "test")
 KIND_REAL = "real"  # a whole SVHN photo that holds exactly one digit
