@@ -38,8 +38,10 @@ OPENVINO = "openvino"
 PROVIDER_CHOICES = ("auto", *PROVIDERS, OPENVINO)
 
 
-DEFAULT_REFINE = False  # the two-pass mode is off unless asked for
-REFINE_SHARE = 0.7  # the refining window makes the digit this share of its height, as in the training photos
+# The two-pass mode, on by default: chosen on the framing evaluation (see the model card).
+DEFAULT_REFINE = True
+REFINE_SHARE = 0.8  # the refining window makes the digit this share of its height, as the training photos do
+REFINE_BELOW = 0.7  # only photos whose first box is shorter than this share of the photo get the second pass
 
 
 def refine_window(box: np.ndarray, size: tuple[int, int], share: float = REFINE_SHARE) -> tuple[int, int, int, int]:
@@ -137,13 +139,16 @@ class Detector:
     """
 
     def __init__(self, model: str | os.PathLike[str] | None = None, provider: str = "auto",
-                 threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, refine: bool = DEFAULT_REFINE) -> None:
-        """``refine``: a second pass on a window cut around the first box, so that the digit
-        takes ``REFINE_SHARE`` of its height (small or off-centre digits are read at the size the
-        model knows best); it doubles the model's work."""
+                 threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, refine: bool = DEFAULT_REFINE,
+                 refine_below: float = REFINE_BELOW) -> None:
+        """``refine``: a second pass, for photos whose first box is shorter than ``refine_below`` of
+        the photo, on a window cut around that box so that the digit takes ``REFINE_SHARE`` of its
+        height: small or off-centre digits are read at the size the model knows best. Each refined
+        photo costs the model twice."""
         import onnxruntime as ort
 
         self.refine = refine
+        self.refine_below = refine_below
         if provider not in PROVIDER_CHOICES:
             raise ProviderError(f"unknown provider {provider!r}: choose {', '.join(PROVIDER_CHOICES)}")
         self.model_path = Path(model) if model is not None else default_model_path()
@@ -218,17 +223,22 @@ class Detector:
         return px, probs
 
     def predict_batch(self, images: list[str | os.PathLike[str] | np.ndarray]) -> list[Detection]:
-        """Detections for several photos (paths or OpenCV arrays), run as one batch (two with ``refine``)."""
+        """Detections for several photos (paths or OpenCV arrays), run as one batch (and one more for
+        the photos ``refine`` reads again)."""
         if not images:
             return []
         loaded = [self.load(im) for im in images]
         boxes, probs = self._pixel_boxes(loaded)
-        if self.refine:
-            windows = [refine_window(box, self.input_size) for box in boxes]
-            crops = [crop_window(im, win) for im, win in zip(loaded, windows, strict=True)]
-            second, probs = self._pixel_boxes(crops)
-            boxes = [clip_box(box + np.array([x1, y1, x1, y1], np.float32), im.shape[1], im.shape[0])
-                     for box, (x1, y1, _, _), im in zip(second, windows, loaded, strict=True)]
+        small = [i for i, (box, im) in enumerate(zip(boxes, loaded, strict=True))
+                 if box[3] - box[1] < self.refine_below * im.shape[0]] if self.refine else []
+        if small:
+            windows = [refine_window(boxes[i], self.input_size) for i in small]
+            second, second_probs = self._pixel_boxes([crop_window(loaded[i], w) for i, w in zip(small, windows,
+                                                                                              strict=True)])
+            probs = probs.copy()
+            for i, box, p, (x1, y1, _, _) in zip(small, second, second_probs, windows, strict=True):
+                boxes[i] = clip_box(box + np.array([x1, y1, x1, y1], np.float32), loaded[i].shape[1], loaded[i].shape[0])
+                probs[i] = p
         out = []
         for box, p in zip(boxes, probs, strict=True):
             digit = int(np.argmax(p))

@@ -140,13 +140,20 @@ def test_refine_maps_the_second_box_back_to_the_photo(tiny_onnx: Path) -> None:
 
     images, _, _ = toy_data(4, seed=9, size=96)
     bgr = [im[:, :, ::-1].copy() for im in images]
-    plain = Detector(tiny_onnx, provider="cpu").predict_batch(bgr)
-    refined = Detector(tiny_onnx, provider="cpu", refine=True).predict_batch(bgr)
-    for _p, r in zip(plain, refined, strict=True):
+    plain = Detector(tiny_onnx, provider="cpu", refine=False).predict_batch(bgr)
+    refined = Detector(tiny_onnx, provider="cpu", refine=True, refine_below=1.01).predict_batch(bgr)
+    for r in refined:
         x1, y1, x2, y2 = r.bbox
         assert 0 <= x1 <= x2 <= 96 and 0 <= y1 <= y2 <= 96
         assert abs(sum(r.probs) - 1) < 1e-4
-    assert any(p.bbox != r.bbox for p, r in zip(plain, refined, strict=True))  # the second pass did something
+    assert all(p.bbox != r.bbox for p, r in zip(plain, refined, strict=True))  # every photo was read again
+    none = Detector(tiny_onnx, provider="cpu", refine=True, refine_below=0.0).predict_batch(bgr)
+    assert [d.to_dict() for d in none] == [d.to_dict() for d in plain]  # no first box is that short: one pass
+    heights = [(d.bbox[3] - d.bbox[1]) / 96 for d in plain]
+    cut = float(np.median(heights))
+    some = Detector(tiny_onnx, provider="cpu", refine=True, refine_below=cut).predict_batch(bgr)
+    for h, p, s in zip(heights, plain, some, strict=True):
+        assert (p.bbox == s.bbox) == (h >= cut)  # only the photos whose first box is short are read again
 
 
 def test_latency_times_refine_against_one_pass(tiny_onnx: Path, tmp_path: Path) -> None:
