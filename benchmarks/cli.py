@@ -235,18 +235,22 @@ def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: st
 
 def _framing(keras_model: Path, onnx_models: tuple[Path, ...], framing_dirs: tuple[str, ...], size: tuple[int, int],
              output: Path, force: bool) -> list[Path]:
-    from digitloc.benchmarks.framing import framing_markdown, framing_table
+    from digitloc.benchmarks.framing import as_is_markdown, as_is_table, framing_markdown, framing_table
     from digitloc.benchmarks.report import environment, write_outputs
-    from digitloc.train.dataset.data import DatasetError, framing_photos
+    from digitloc.train.dataset.data import BuildConfig, DatasetError, framing_photos, split_of
     from digitloc.train.evaluate import framing_chart
 
     try:
         results = framing_table(keras_model, list(onnx_models), framing_photos(list(framing_dirs)), size)
+        photos = framing_photos(list(framing_dirs), as_is=True)
+        test = np.array([split_of(f.origin, BuildConfig.one_digit_split, BuildConfig.seed) == "test" for f in photos])
+        as_is = as_is_table(list(onnx_models), photos, test)
     except DatasetError as exc:
         fail(str(exc))
-    md = framing_markdown(results)
+    md = framing_markdown(results) + as_is_markdown(as_is)
     payload = {"command": "digitloc-bench drift " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
-               "environment": environment(), "fill": "the photo itself, beyond it its edge blurred", "results": results}
+               "environment": environment(), "fill": "the photo itself, beyond it its edge blurred", "results": results,
+               "as_is": as_is}
     try:
         paths = write_outputs(output, "framing", payload, md, force)
     except FileExistsError as exc:

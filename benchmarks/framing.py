@@ -49,6 +49,36 @@ def framing_table(keras_path: Path | None, onnx_paths: list[Path], framed: list[
     return out
 
 
+def as_is_table(onnx_paths: list[Path], photos: list[FramedPhoto], test: np.ndarray) -> list[dict[str, Any]]:
+    """The held-out photos as they are (native resolution, through ``Detector``), one pass and with
+    ``refine``: all of them and the untouched test half apart."""
+    from digitloc.runtime.detector import Detector
+    from digitloc.train.evaluate import evaluate_predictions
+
+    true = np.array([f.box / np.array([f.image.shape[1], f.image.shape[0]] * 2) for f in photos])
+    labels = np.array([f.digit for f in photos])
+    rows = []
+    for path in onnx_paths:
+        for refine in (False, True):
+            found = Detector(path, provider="cpu", refine=refine).predict_batch([f.image for f in photos])
+            boxes = np.array([np.asarray(d.bbox) / np.array([f.image.shape[1], f.image.shape[0]] * 2)
+                              for d, f in zip(found, photos, strict=True)])
+            probs = np.array([d.probs for d in found])
+            row: dict[str, Any] = {"model": path.name + (" + refine" if refine else "")}
+            for name, pick in (("all", np.ones(len(photos), bool)), ("test", test)):
+                fig = evaluate_predictions(true[pick], labels[pick], boxes[pick], probs[pick])
+                row[name] = {k: fig[k] for k in ("samples", "class_accuracy", "mean_iou", "iou_hit_rate")}
+            rows.append(row)
+    return rows
+
+
+def as_is_markdown(rows: list[dict[str, Any]]) -> str:
+    head = ("\n| model | held-out photos as they are: acc / IoU | the untouched test half |\n|---|---|---|\n")
+    return head + "".join(f"| {r['model']} | {r['all']['class_accuracy']:.4f} / {r['all']['mean_iou']:.4f} "
+                          f"({r['all']['samples']}) | {r['test']['class_accuracy']:.4f} / {r['test']['mean_iou']:.4f} "
+                          f"({r['test']['samples']}) |\n" for r in rows)
+
+
 def framing_markdown(results: dict[str, Any]) -> str:
     """One row per model: accuracy and mean IoU at each share, overall, and the small-digit gap."""
     shares = [r["share"] for r in next(iter(results.values()))["per_share"]]

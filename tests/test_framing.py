@@ -64,6 +64,9 @@ def test_framing_photos_take_only_held_out_one_digit_photos(tmp_path: Path) -> N
     assert all(f.origin != "svhn/multi.png" for f in framed)
     again = framing_photos([str(folder)], shares=(0.3, 0.8))
     assert all(np.array_equal(a.image, b.image) for a, b in zip(framed, again, strict=True))  # deterministic
+    as_is = framing_photos([str(folder)], as_is=True)
+    assert len(as_is) == 6 and all(f.image.shape[:2] == (40, 80) for f in as_is)  # the photos untouched
+    assert all(f.share == pytest.approx(24 / 40) and f.box.tolist() == [30, 8, 42, 32] for f in as_is)
 
 
 def test_zoom_out_moves_the_box_with_the_pixels() -> None:
@@ -176,3 +179,31 @@ def test_latency_times_refine_against_one_pass(tiny_onnx: Path, tmp_path: Path) 
     providers = {r["provider"] for r in payload["rows"]}
     assert {"cpu", "cpu detector", "cpu detector + refine"} <= providers
     assert any("--refine costs" in line for line in payload["ratios"])
+
+
+def test_drift_writes_the_framing_evaluation_of_every_variant(tiny_run: Path, tiny_onnx: Path, tmp_path: Path) -> None:
+    import json
+
+    import cv2
+    from click.testing import CliRunner
+
+    from digitloc.benchmarks.cli import main
+
+    entries = [{"filename": f"{i}.png", "boxes": [{"label": 1 + i % 9, "left": 30, "top": 8, "width": 12,
+                                                    "height": 24}]} for i in range(5)]
+    folder = make_svhn_folder(tmp_path / "svhn", entries)
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(main, ["drift", str(tiny_run / "model.keras"), str(tiny_onnx), "--data",
+                                       str(tiny_run.parent / "data"), "--kind", "crop", "--framing", str(folder),
+                                       "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((out / "framing.json").read_text())
+    names = list(payload["results"])
+    assert names == ["model.keras (Keras)", tiny_onnx.name, f"{tiny_onnx.name} + refine"]
+    assert all(len(r["per_share"]) == 6 and r["per_share"][0]["samples"] == 5 for r in payload["results"].values())
+    keras, onnx = payload["results"][names[0]], payload["results"][names[1]]
+    for k, o in zip(keras["per_share"], onnx["per_share"], strict=True):  # one pass: the same model
+        assert k["class_accuracy"] == o["class_accuracy"] and k["mean_iou"] == pytest.approx(o["mean_iou"], abs=1e-4)
+    assert [r["model"] for r in payload["as_is"]] == [tiny_onnx.name, f"{tiny_onnx.name} + refine"]
+    assert payload["as_is"][0]["all"]["samples"] == 5
+    assert cv2.imread(str(out / "framing.png")) is not None

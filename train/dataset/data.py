@@ -440,9 +440,10 @@ def reframe(image: np.ndarray, box: ClippedBox, share: float, rng: np.random.Gen
 
 
 def framing_photos(folders: list[str], shares: tuple[float, ...] = FRAMING_SHARES, seed: int = 0,
-                   split: tuple[str, ...] = ("val", "test")) -> list[FramedPhoto]:
+                   split: tuple[str, ...] = ("val", "test"), as_is: bool = False) -> list[FramedPhoto]:
     """Every one-digit photo of ``folders`` that a default build holds out (its ``split``),
-    re-framed at each share: the framing evaluation. Deterministic for a seed."""
+    re-framed at each share: the framing evaluation. Deterministic for a seed. With ``as_is``
+    the photos themselves instead (``share`` is then the digit's own height share)."""
     problems: list[Problem] = []
     photos = []
     for folder in folders:
@@ -457,6 +458,11 @@ def framing_photos(folders: list[str], shares: tuple[float, ...] = FRAMING_SHARE
     out = []
     for k, photo in enumerate(held):
         image = read_image(photo.path)
+        if as_is:
+            b = photo.boxes[0]
+            out.append(FramedPhoto(image, np.array([b.x1, b.y1, b.x2, b.y2], np.float32), b.digit,
+                                   (b.y2 - b.y1) / photo.height, photo.origin))
+            continue
         for j, share in enumerate(shares):
             rng = np.random.default_rng([seed, k, j])
             window, box = reframe(image, photo.boxes[0], share, rng)
