@@ -128,8 +128,9 @@ def _simplify(path: Path) -> None:
     Path(options.optimized_model_filepath).unlink()
 
 
-def export_model(keras_path: str | os.PathLike[str], cfg: ExportConfig) -> dict[str, Any]:
-    """Export ``keras_path`` per ``cfg``; returns the parity report (also written beside the model)."""
+def export_model(keras_path: str | os.PathLike[str], cfg: ExportConfig, model: Any | None = None) -> dict[str, Any]:
+    """Export ``keras_path`` per ``cfg``; returns the parity report (also written beside the model).
+    ``model``: that file already loaded (it is loaded once per export)."""
     import onnx
 
     from digitloc.export.convert import check_two_head, keras_to_onnx, set_metadata
@@ -146,7 +147,7 @@ def export_model(keras_path: str | os.PathLike[str], cfg: ExportConfig) -> dict[
         raise ExportError(str(exc)) from None
     if not os.access(output.parent, os.W_OK):
         raise ExportError(f"{output.parent}: not writable")
-    model = load_keras(keras_path)
+    model = model if model is not None else load_keras(keras_path)
     size = check_two_head(model, str(keras_path))
     proto = keras_to_onnx(model, cfg.opset)
 

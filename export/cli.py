@@ -107,7 +107,8 @@ def main(model: Path, output: Path, opset: int, precision: str, calib: str | Non
             from digitloc.export.triton import check_repository
 
             check_repository(triton_repo, output.stem.replace(" ", "_"), force)
-        size = check_two_head(load_keras(model), str(model))
+        keras_model = load_keras(model)
+        size = check_two_head(keras_model, str(model))
         if precision == Int8StaticConfig.name:
             if not calib:
                 raise ExportError("int8-static needs --calib: real images to calibrate on (never random noise)")
@@ -123,7 +124,7 @@ def main(model: Path, output: Path, opset: int, precision: str, calib: str | Non
                            parity_labels=labels, parity_random=parity_random, parity_size=parity_size,
                            max_abs_diff=max_abs_diff, min_agreement=min_agreement, min_box_iou=min_box_iou,
                            max_accuracy_drop=max_accuracy_drop, force=force)
-        report = export_model(model, cfg)
+        report = export_model(model, cfg, keras_model)
         if triton_repo is not None:
             from digitloc.export.triton import write_repository
 

@@ -307,3 +307,15 @@ def test_foreign_keras_files_and_an_existing_triton_entry_fail_before_writing(ti
                                   str(tmp_path / "triton")])
     assert result.exit_code == 1 and f"{tmp_path / 'triton' / 'm'}: already exists" in result.output
     assert not out.exists() and not out.with_suffix(".parity.json").exists()  # nothing half done
+
+
+def test_the_cli_loads_the_keras_model_once(tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import digitloc.export.api as api
+
+    calls = []
+    real = api.load_keras
+    monkeypatch.setattr(api, "load_keras", lambda path: calls.append(path) or real(path))
+    out = tmp_path / "once.onnx"
+    result = CliRunner().invoke(main, [str(tiny_run / "model.keras"), "-o", str(out), "--parity-random"])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and len(calls) == 1
