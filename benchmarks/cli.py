@@ -68,12 +68,12 @@ def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, 
     provider_list = [p.strip() for p in providers.split(",") if p.strip()]
     if not set(provider_list) <= set(PROVIDERS):
         fail(f"unknown provider in {providers!r}: choose from {', '.join(PROVIDERS)}")
-    import onnxruntime as ort
+    from digitloc.runtime.detector import open_session
 
     sizes, precisions = {}, {}  # each model is timed at its own input size (128x64 and 64x64 may be compared)
     for m in models:
         try:
-            session = ort.InferenceSession(str(m), providers=["CPUExecutionProvider"])
+            session = open_session(m)
             info = parse_metadata(session.get_modelmeta().custom_metadata_map, str(m))
             sizes[m], precisions[m.name] = info.input_size, info.precision
         except Exception as exc:  # unreadable file or foreign model: one clear line

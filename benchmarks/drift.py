@@ -15,11 +15,10 @@ FP32 = Fp32Config.name
 
 def precision_of(path: Path) -> str:
     """The precision an exported model's metadata names."""
-    import onnxruntime as ort
-
     from digitloc.runtime.contract import parse_metadata
+    from digitloc.runtime.detector import open_session
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = open_session(path)
     return parse_metadata(session.get_modelmeta().custom_metadata_map, str(path)).precision
 
 

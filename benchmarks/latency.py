@@ -78,23 +78,12 @@ def peak_rss_mb() -> float | None:
     return None
 
 
-def onnx_session(path: Path, provider: str, threads: int | None) -> Any:
-    """A session on exactly ``provider`` (cpu/cuda), with the runtime's own session options;
-    refuses a silent CPU fallback."""
-    import onnxruntime as ort
-
-    from digitloc.runtime.detector import PROVIDERS, session_options
-
-    session = ort.InferenceSession(str(path), session_options(threads), providers=[PROVIDERS[provider]])
-    if session.get_providers()[0] != PROVIDERS[provider]:
-        raise RuntimeError(f"{path.name}: {provider} was asked for but the session runs on {session.get_providers()[0]}")
-    return session
-
-
 def time_onnx(path: Path, provider: str, batch: int, images: np.ndarray, warmup: int, runs: int,
               threads: int | None, macs_per_image: float | None = None) -> Timing:
     reset_peak_rss()
-    session = onnx_session(path, provider, threads)
+    from digitloc.runtime.detector import open_session
+
+    session = open_session(path, provider, threads)
     feed = {INPUT_NAME: images[:batch]}
     first, times = time_calls(lambda: session.run([BBOX_OUTPUT, DIGIT_OUTPUT], feed), warmup, runs)
     stats = summarize(times, batch)

@@ -19,9 +19,9 @@ from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME, box
 
 def onnx_predict(path: Path, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Boxes and probabilities from ONNX Runtime (CPU) for preprocessed uint8 images."""
-    import onnxruntime as ort
+    from digitloc.runtime.detector import open_session
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = open_session(path)
     boxes, probs = [], []
     for start in range(0, len(images), batch_size):
         b, p = session.run([BBOX_OUTPUT, DIGIT_OUTPUT], {INPUT_NAME: images[start:start + batch_size]})

@@ -120,6 +120,19 @@ def session_options(threads: int | None = None) -> Any:
     return options
 
 
+def open_session(path: str | os.PathLike[str], provider: str = "cpu", threads: int | None = None) -> Any:
+    """An onnxruntime session on exactly ``provider`` (cpu or cuda) with the runtime's session
+    options: the one way the project opens a model outside the Detector. A session that falls
+    back to another provider (onnxruntime only logs that) is refused."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), session_options(threads), providers=[PROVIDERS[provider]])
+    if session.get_providers()[0] != PROVIDERS[provider]:
+        raise ProviderError(f"{Path(path).name}: {provider} was asked for but the session runs on "
+                            f"{session.get_providers()[0]}")
+    return session
+
+
 def _openvino_session(path: Path, threads: int | None) -> Any:
     try:
         from digitloc.runtime.openvino_backend import OpenVINOSession

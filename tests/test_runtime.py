@@ -459,3 +459,15 @@ def test_summary_table_and_json_lines_in_a_file(tiny_onnx: Path, tmp_path: Path)
     assert [float(v) for v in box] == [round(v) for v in photo["bbox"]]
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 2 and f"error: {jsonl}: already exists" in again.output
+
+
+def test_open_session_is_the_one_way_to_a_session_and_refuses_a_fallback(tiny_onnx: Path) -> None:
+    import onnxruntime as ort
+
+    from digitloc.runtime.detector import open_session
+
+    session = open_session(tiny_onnx)
+    assert session.get_providers()[0] == "CPUExecutionProvider" and session.get_inputs()[0].name == "image"
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(ProviderError, match="cuda was asked for"):
+            open_session(tiny_onnx, "cuda")
