@@ -6,27 +6,18 @@ DEMO_VENV := .venv-demo
 SHARED ?= ../shared
 SAMPLE := $(SHARED)/data/svhn-train-sample/train
 DEMO_OUT ?= demo-out
-BASE_DATA ?= data/svhn64
-BASE_RUN ?= runs/w025-64
+# The same paths as recipes/default.toml (its [vars]), for the targets below that read its runs.
 DATA64 ?= data/svhn64x
-STAGE2_RUN ?= runs/w025-64-ft
 STAGE3_RUN ?= runs/w025-64-s3
 DATA ?= data/svhn128x64
 RUN ?= runs/w025-128x64
 FULL_RUN ?= runs/w100-64
 SESSION_RUN ?= runs/w025-128x64-1s
-WIDE_DATA ?= data/wide128x64
-SPATIAL_CMP ?= runs/w025-128x64-spatial-cmp
-DENSE_CMP ?= runs/w025-128x64-dense-cmp
-WIDE_RUN ?= runs/w025-128x64-wide
-# The framing stage's shared settings: wide windows (digit 0.15-0.95 of the height), zoom-out to 2.5x.
-WIDE_FIT = $(BIN)/digitloc-train fit --data $(WIDE_DATA) --size 128x64 --width 0.25 --batchnorm --expand 2.5 \
-	--batch-size 64 --patience 6 --force
 # The 128x64 build of stage 4, which the one-session run trains on too.
 BUILD_128X64 = $(BIN)/digitloc-data build --svhn $(SAMPLE) --crops-per-digit 8 --synthetic 60000 --size 128x64 \
 	-o $(DATA) --force
 
-.PHONY: venv demo test lint default-model default-exports exports-64 wide-stage head-comparison session-model full-width keep-run bench drift-cpus compare clean
+.PHONY: venv demo test lint default-model default-exports exports-64 wide-stage session-model full-width keep-run bench drift-cpus compare clean
 
 venv: $(VENV)/.installed
 
@@ -54,73 +45,23 @@ lint: venv
 test: venv lint
 	DIGITLOC_SHARED=$(SHARED) $(BIN)/python -m pytest
 
-# The whole default-model pipeline, as it made models/ (about 4.5 hours on 2 CPU cores, each
-# stage within 2 hours, with progress bars): stage 1 trains from scratch at 64x64 on a first build (70 min);
-# stage 2 fine-tunes it on a larger build (8 windows per digit, 60,000 synthetic photos; 70 min);
-# stage 3 fine-tunes stage 2 on that build with the corrected box augmentation, low-resolution
-# and cutout (55 min); stage 4 moves to 128x64 (SVHN photos are about 2:1, so a square input
-# halves the digit's width): the same build at 128x64, conv blocks from stage 3, new heads (55 min);
-# the runtime's refine pass (on by default) reads small digits again at a familiar size.
-# Every build splits the real photos alike (seed 0), so the held-out photos stay held out.
+# The whole default-model pipeline, as it made models/: the stages of recipes/default.toml (four
+# trainings, each within 2 hours on 2 CPU cores, about 4.5 hours in all, with progress bars), the
+# exports and the run records. The runtime's refine pass reads small digits again at a familiar size.
 default-model: venv
-	$(BIN)/digitloc-data build --svhn $(SAMPLE) --crops-per-digit 4 --synthetic 30000 --glyph-width 1.0 \
-		--box-margin 0.06 --size 64 -o $(BASE_DATA) --force
-	$(BIN)/digitloc-train fit --data $(BASE_DATA) -o $(BASE_RUN) --size 64 --width 0.25 --batchnorm --epochs 40 \
-		--batch-size 64 --lr 1e-3 --box-loss mse+giou --patience 8 --max-minutes 70 --force
-	$(BIN)/digitloc-data build --svhn $(SAMPLE) --crops-per-digit 8 --synthetic 60000 --size 64 -o $(DATA64) --force
-	$(BIN)/digitloc-train fit --data $(DATA64) -o $(STAGE2_RUN) --size 64 --width 0.25 --batchnorm \
-		--init $(BASE_RUN)/model.keras --epochs 30 --steps-per-epoch 600 --lr 3e-4 --patience 6 --max-minutes 70 --force
-	$(BIN)/digitloc-train fit --data $(DATA64) -o $(STAGE3_RUN) --size 64 --width 0.25 --batchnorm \
-		--init $(STAGE2_RUN)/model.keras --epochs 30 --steps-per-epoch 600 --lr 3e-4 --patience 6 --max-minutes 55 --force
-	$(BUILD_128X64)
-	$(BIN)/digitloc-train fit --data $(DATA) -o $(RUN) --size 128x64 --width 0.25 --batchnorm \
-		--init $(STAGE3_RUN)/model.keras --init-backbone-only --epochs 40 --steps-per-epoch 400 --lr 3e-4 \
-		--patience 6 --max-minutes 55 --force
-	$(MAKE) default-exports exports-64
-	$(MAKE) keep-run FROM=$(BASE_RUN) TO=models/w025-64-run WEIGHTS=1
-	$(MAKE) keep-run FROM=$(STAGE2_RUN) TO=models/w025-64-ft-run WEIGHTS=1
-	$(MAKE) keep-run FROM=$(STAGE3_RUN) TO=models/w025-64-s3-run WEIGHTS=1
-	$(MAKE) keep-run FROM=$(RUN) TO=models/w025-128x64-run WEIGHTS=1
+	$(BIN)/digitloc-train recipe recipes/default.toml --set sample=$(SAMPLE)
 
-# The shipped files from stage 4 (calibrated and parity-checked on its build's real crops and
-# photos) and its variants.
+# The shipped files from stage 4 and its variants; the 64x64 files from stage 3 (after default-model).
 default-exports: venv
-	$(BIN)/digitloc-export $(RUN)/model.keras -o models/digitloc-default-fp32.onnx --parity-data $(DATA) \
-		--parity-size 512 --force
-	$(BIN)/digitloc-export $(RUN)/model.keras -o models/digitloc-default-int8.onnx --precision int8-static \
-		--calib $(DATA) --calib-size 512 --parity-size 512 --force
-	$(BIN)/digitloc-export $(RUN)/model.keras -o $(RUN)/export/w025-128x64-fp16.onnx --precision fp16 \
-		--parity-data $(DATA) --parity-size 512 --force
-	$(BIN)/digitloc-export $(RUN)/model.keras -o $(RUN)/export/w025-128x64-int8-dynamic.onnx \
-		--precision int8-dynamic --parity-data $(DATA) --parity-size 512 --force
+	$(BIN)/digitloc-train recipe recipes/default.toml --set sample=$(SAMPLE) --only 'export-default-*'
 
-# The 64x64 files (stage 3), shipped beside the default.
 exports-64: venv
-	$(BIN)/digitloc-export $(STAGE3_RUN)/model.keras -o models/digitloc-64-fp32.onnx --parity-data $(DATA64) \
-		--parity-size 512 --force
-	$(BIN)/digitloc-export $(STAGE3_RUN)/model.keras -o models/digitloc-64-int8.onnx --precision int8-static \
-		--calib $(DATA64) --calib-size 512 --parity-size 512 --force
+	$(BIN)/digitloc-train recipe recipes/default.toml --set sample=$(SAMPLE) --only 'export-64-*'
 
-# Stage 5 (issue 15), tried and NOT shipped (model card, "Real photos' framing"): real photos are
-# framed more loosely than the sample. A build whose windows and synthetic photos span digit
-# heights 0.15-0.95 of the photo (about 12 minutes), the head comparison (dense vs spatial from
-# stage 4's conv blocks, the same data, seed and 1,200 batches, about 17 minutes each), then the
-# winner (dense) continued (60-minute cap; early stopping ended it at 31). With the runtime's
-# refine pass, stage 4 scored as well on the framing evaluation and better on boxes.
-wide-stage: venv head-comparison
-	$(WIDE_FIT) -o $(WIDE_RUN) --head dense --init $(DENSE_CMP)/model.keras --epochs 40 \
-		--steps-per-epoch 300 --lr 2e-4 --max-minutes 60
-	$(MAKE) keep-run FROM=$(WIDE_RUN) TO=models/w025-128x64-wide-run
-	$(MAKE) keep-run FROM=$(SPATIAL_CMP) TO=models/head-comparison/spatial
-	$(MAKE) keep-run FROM=$(DENSE_CMP) TO=models/head-comparison/dense
-
-head-comparison: venv
-	$(BIN)/digitloc-data build --svhn $(SAMPLE) --crops-per-digit 8 --synthetic 40000 --size 128x64 --framing wide \
-		-o $(WIDE_DATA) --force
-	$(WIDE_FIT) -o $(SPATIAL_CMP) --head spatial --init $(RUN)/model.keras --init-backbone-only --epochs 4 \
-		--steps-per-epoch 300 --lr 3e-4 --max-minutes 30
-	$(WIDE_FIT) -o $(DENSE_CMP) --head dense --init $(RUN)/model.keras --init-backbone-only --epochs 4 \
-		--steps-per-epoch 300 --lr 3e-4 --max-minutes 30
+# Stage 5 (issue 15), tried and NOT shipped: recipes/wide-stage.toml (wide-framing build, the dense
+# vs spatial head comparison, the winner continued; about 1 hour 50 minutes; needs stage 4's run).
+wide-stage: venv
+	$(BIN)/digitloc-train recipe recipes/wide-stage.toml --set sample=$(SAMPLE)
 
 # One full training run that fits one working session (about 2 hours on 2 CPU cores): the
 # 128x64 build (9 minutes; the same as stage 4's), then one from-scratch fit capped at 110 minutes.

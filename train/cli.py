@@ -166,3 +166,38 @@ def keep_run(source: Path, to: Path, weights: bool) -> None:
     except (RunError, ModelError, OSError) as exc:
         fail(str(exc))
     click.echo(f"kept {len(written)} files of {source} in {to}")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "assignments", multiple=True, metavar="NAME=VALUE", help="Override a variable of the recipe.")
+@click.option("--only", multiple=True, metavar="PATTERN", help="Run only the stages whose name matches (shell-style).")
+@click.option("--from", "start", default=None, metavar="STAGE", help="Start at this stage (after a stop).")
+@click.option("--dry-run", is_flag=True, help="Print the stages' command lines and run nothing.")
+def recipe(recipe: Path, assignments: tuple[str, ...], only: tuple[str, ...], start: str | None, dry_run: bool) -> None:
+    """Run a training RECIPE (a TOML file of stages, e.g. recipes/default.toml) stage by stage,
+    each as its own process; stops at the first stage that fails."""
+    import shlex
+    import subprocess
+    import time
+
+    from digitloc.train.recipe import RecipeError, executable, load_recipe, select
+
+    try:
+        overrides = dict(a.split("=", 1) for a in assignments)
+    except ValueError:
+        fail(f"--set takes NAME=VALUE, got {', '.join(a for a in assignments if '=' not in a)}")
+    try:
+        stages = select(load_recipe(recipe, overrides), only, start)
+        programs = {s.name: executable(s.argv[0]) for s in stages} if not dry_run else {}
+    except RecipeError as exc:
+        fail(str(exc))
+    for i, stage in enumerate(stages, start=1):
+        click.echo(f"[{i}/{len(stages)}] {stage.name}: {shlex.join(stage.argv)}", err=True)
+        if dry_run:
+            continue
+        started = time.time()
+        code = subprocess.run([programs[stage.name], *stage.argv[1:]], check=False).returncode
+        if code != 0:
+            fail(f"{recipe}: stage {stage.name} failed (exit {code}); rerun from it with --from {stage.name}", code=code)
+        click.echo(f"[{i}/{len(stages)}] {stage.name}: done in {(time.time() - started) / 60:.1f} min", err=True)
