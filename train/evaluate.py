@@ -70,11 +70,11 @@ def constant_box_baseline(train_boxes: np.ndarray, true_boxes: np.ndarray, iou_t
 
 def keras_predict(model: object, images: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """Boxes and class probabilities of a Keras two-head model (direct calls, no fit machinery)."""
-    from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT
+    from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME
 
     boxes, probs = [], []
     for start in range(0, len(images), batch_size):
-        out = model(images[start:start + batch_size], training=False)
+        out = model({INPUT_NAME: images[start:start + batch_size]}, training=False)
         boxes.append(np.asarray(out[BBOX_OUTPUT]))
         probs.append(np.asarray(out[DIGIT_OUTPUT]))
     return np.concatenate(boxes), np.concatenate(probs)

@@ -245,7 +245,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike[str], resume: bool = Fals
         with strategy.scope():
             compile_model(model, cfg, lr)
         print(f"phase {name}: epochs {initial_epoch + 1}-{end_epoch}, learning rate {lr:g}", flush=True)
-        model.fit(train_ds, validation_data=val_ds, epochs=end_epoch, initial_epoch=initial_epoch,
+        model.fit(train_ds, validation_data=val_ds, epochs=end_epoch, initial_epoch=initial_epoch, shuffle=False,
                   steps_per_epoch=cfg.steps_per_epoch, callbacks=_callbacks(run_dir, cfg, val_real, started), verbose=2)
         initial_epoch = run.epochs()
         if model.stop_training and initial_epoch < end_epoch:
