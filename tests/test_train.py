@@ -93,6 +93,7 @@ def test_evaluation_figures_on_a_hand_made_case() -> None:
     assert fig["accuracy_box_missed"] == 0.0  # sample 2
     assert fig["box_size_ratio"]["width"] == pytest.approx(1.0)
     assert fig["box_size_ratio"]["height"] == pytest.approx((1 + 0.5 + 1 + 1) / 4)
+    assert fig["box_size_ratio_median"] == {"width": pytest.approx(1.0), "height": pytest.approx(1.0)}  # 3 of 4 exact
     assert fig["per_class_accuracy"]["2"] == 0.0 and fig["per_class_accuracy"]["4"] is None
     cm = np.array(fig["confusion_matrix"])
     assert cm[3, 3] == 1 and cm[2, 7] == 1 and cm[1, 0] == 1 and cm.sum() == 4

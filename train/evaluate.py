@@ -15,8 +15,8 @@ def evaluate_predictions(true_boxes: np.ndarray, true_labels: np.ndarray, pred_b
                          probs: np.ndarray, iou_threshold: float = 0.5) -> dict:
     """Class accuracy, per-class accuracy, mean IoU, IoU >= threshold share, both right
     (class right and IoU >= threshold), class accuracy apart for photos whose box was found
-    (IoU >= threshold) and missed (most wrong digits come with a missed box), the mean ratio of
-    predicted to true box width and height (a biased box head shows here first) and the
+    (IoU >= threshold) and missed (most wrong digits come with a missed box), the mean and median
+    ratio of predicted to true box width and height (a biased box head shows here first) and the
     confusion matrix (rows true, columns predicted).
     """
     true_labels = np.asarray(true_labels).astype(int)
@@ -29,11 +29,13 @@ def evaluate_predictions(true_boxes: np.ndarray, true_labels: np.ndarray, pred_b
     hit = ious >= iou_threshold
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=int)
     np.add.at(confusion, (true_labels, pred), 1)
-    sizes = {}
+    sizes, medians = {}, {}
     for name, (lo, hi) in (("width", (0, 2)), ("height", (1, 3))):
         true_size = true_boxes[:, hi] - true_boxes[:, lo]
         ok = true_size > 0
-        sizes[name] = float(((pred_boxes[ok, hi] - pred_boxes[ok, lo]) / true_size[ok]).mean()) if ok.any() else None
+        ratio = (pred_boxes[ok, hi] - pred_boxes[ok, lo]) / true_size[ok]
+        sizes[name] = float(ratio.mean()) if ok.any() else None
+        medians[name] = float(np.median(ratio)) if ok.any() else None  # the mean also grows with noise
     per_class = {str(d): (float(right[true_labels == d].mean()) if (true_labels == d).any() else None)
                  for d in range(NUM_CLASSES)}
     return {
@@ -48,6 +50,7 @@ def evaluate_predictions(true_boxes: np.ndarray, true_labels: np.ndarray, pred_b
         "accuracy_box_found": float(right[hit].mean()) if hit.any() else None,
         "accuracy_box_missed": float(right[~hit].mean()) if (~hit).any() else None,
         "box_size_ratio": sizes,
+        "box_size_ratio_median": medians,
         "confusion_matrix": confusion.tolist(),
     }
 
