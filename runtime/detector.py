@@ -42,6 +42,9 @@ PROVIDER_CHOICES = ("auto", *PROVIDERS, OPENVINO)
 DEFAULT_REFINE = True
 REFINE_SHARE = 0.8  # the refining window makes the digit this share of its height, as the training photos do
 REFINE_BELOW = 0.7  # only photos whose first box is shorter than this share of the photo get the second pass
+# A larger photo is read again from a copy shrunk to this many pixels: the window cut for the
+# second pass (padded past the edge) then never costs more memory than a photo of this size.
+REFINE_MAX_PIXELS = 4_000_000
 
 
 def refine_window(box: np.ndarray, size: tuple[int, int], share: float = REFINE_SHARE) -> tuple[int, int, int, int]:
@@ -64,6 +67,17 @@ def crop_window(image: np.ndarray, window: tuple[int, int, int, int]) -> np.ndar
     pad = (max(0, -y1), max(0, y2 - h), max(0, -x1), max(0, x2 - w))
     src = image[max(0, y1):min(h, y2), max(0, x1):min(w, x2)]
     return cv2.copyMakeBorder(src, *pad, cv2.BORDER_REPLICATE) if any(pad) else src
+
+
+def _bounded(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The photo, or a copy shrunk to ``REFINE_MAX_PIXELS``, and the x, y, x, y scale to it."""
+    h, w = image.shape[:2]
+    if h * w <= REFINE_MAX_PIXELS:
+        return image, np.ones(4, np.float32)
+    f = (REFINE_MAX_PIXELS / (h * w)) ** 0.5
+    small = cv2.resize(image, (max(1, int(w * f)), max(1, int(h * f))), interpolation=cv2.INTER_AREA)
+    sx, sy = small.shape[1] / w, small.shape[0] / h
+    return small, np.array([sx, sy, sx, sy], np.float32)
 
 
 class ProviderError(RuntimeError):
@@ -245,12 +259,15 @@ class Detector:
         small = [i for i, (box, im) in enumerate(zip(boxes, loaded, strict=True))
                  if box[3] - box[1] < self.refine_below * im.shape[0]] if self.refine else []
         if small:
-            windows = [refine_window(boxes[i], self.input_size) for i in small]
-            second, second_probs = self._pixel_boxes([crop_window(loaded[i], w) for i, w in zip(small, windows,
-                                                                                              strict=True)])
+            sources = [_bounded(loaded[i]) for i in small]
+            windows = [refine_window(boxes[i] * scale, self.input_size) for i, (_, scale) in zip(small, sources,
+                                                                                                 strict=True)]
+            second, second_probs = self._pixel_boxes([crop_window(src, w) for (src, _), w in zip(sources, windows,
+                                                                                                  strict=True)])
             probs = probs.copy()
-            for i, box, p, (x1, y1, _, _) in zip(small, second, second_probs, windows, strict=True):
-                boxes[i] = clip_box(box + np.array([x1, y1, x1, y1], np.float32), loaded[i].shape[1], loaded[i].shape[0])
+            for i, box, p, (x1, y1, _, _), (_, scale) in zip(small, second, second_probs, windows, sources, strict=True):
+                h, w = loaded[i].shape[:2]
+                boxes[i] = clip_box((box + np.array([x1, y1, x1, y1], np.float32)) / scale, w, h)
                 probs[i] = p
         out = []
         for box, p in zip(boxes, probs, strict=True):

@@ -48,5 +48,11 @@ def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def preprocess(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """OpenCV image (BGR as cv2.imread gives) to the model input: RGB uint8 [H, W, 3]."""
+    """OpenCV image (BGR as cv2.imread gives) to the model input: RGB uint8 [H, W, 3].
+
+    An 8-bit photo is resized before its channels are reordered: the same pixels (both steps act
+    per channel), without a full-size copy of a large photo."""
+    image = np.asarray(image)
+    if image.dtype == np.uint8 and image.size and image.ndim in (2, 3) and (image.ndim == 2 or image.shape[2] in (3, 4)):
+        return to_rgb_uint8(resize_rgb(image, size))
     return resize_rgb(to_rgb_uint8(image), size)

@@ -207,3 +207,19 @@ def test_drift_writes_the_framing_evaluation_of_every_variant(tiny_run: Path, ti
     assert [r["model"] for r in payload["as_is"]] == [tiny_onnx.name, f"{tiny_onnx.name} + refine"]
     assert payload["as_is"][0]["all"]["samples"] == 5
     assert cv2.imread(str(out / "framing.png")) is not None
+
+
+def test_refine_reads_a_huge_photo_from_a_shrunk_copy(tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import digitloc.runtime.detector as detector_module
+
+    images, _, _ = toy_data(3, seed=2, size=96)
+    bgr = [np.ascontiguousarray(im[:, :, ::-1]) for im in images]
+    full = detector_module.Detector(tiny_onnx, provider="cpu", refine=True, refine_below=1.01).predict_batch(bgr)
+    monkeypatch.setattr(detector_module, "REFINE_MAX_PIXELS", 48 * 48)  # these 96x96 photos count as huge
+    shrunk = detector_module.Detector(tiny_onnx, provider="cpu", refine=True, refine_below=1.01).predict_batch(bgr)
+    small, scale = detector_module._bounded(bgr[0])
+    assert small.shape == (48, 48, 3) and scale.tolist() == [0.5, 0.5, 0.5, 0.5]
+    assert detector_module._bounded(bgr[0][:40, :40])[0].shape == (40, 40, 3)  # small enough: untouched
+    for a, b in zip(full, shrunk, strict=True):
+        assert all(0 <= v <= 96 for v in b.bbox)
+        assert np.abs(np.array(a.bbox) - np.array(b.bbox)).max() < 16  # the same place, read at half the resolution

@@ -471,3 +471,12 @@ def test_open_session_is_the_one_way_to_a_session_and_refuses_a_fallback(tiny_on
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         with pytest.raises(ProviderError, match="cuda was asked for"):
             open_session(tiny_onnx, "cuda")
+
+
+@pytest.mark.parametrize("shape", [(90, 200, 3), (90, 200, 4), (90, 200), (40, 30, 3), (1000, 3000, 3)])
+def test_an_8_bit_photo_is_resized_first_with_the_same_pixels(shape: tuple[int, ...]) -> None:
+    from digitloc.runtime.preprocess import preprocess, resize_rgb, to_rgb_uint8
+
+    photo = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
+    for size in ((64, 128), (64, 64)):
+        assert np.array_equal(preprocess(photo, size), resize_rgb(to_rgb_uint8(photo), size))
