@@ -237,12 +237,13 @@ def _framing(keras_model: Path, onnx_models: tuple[Path, ...], framing_dirs: tup
              output: Path, force: bool) -> list[Path]:
     from digitloc.benchmarks.framing import as_is_markdown, as_is_table, framing_markdown, framing_table
     from digitloc.benchmarks.report import environment, write_outputs
-    from digitloc.train.dataset.data import BuildConfig, DatasetError, framing_photos, split_of
+    from digitloc.train.dataset.data import BuildConfig, DatasetError, held_out_photos, reframe_photos, split_of
     from digitloc.train.evaluate import framing_chart
 
     try:
-        results = framing_table(keras_model, list(onnx_models), framing_photos(list(framing_dirs)), size)
-        photos = framing_photos(list(framing_dirs), as_is=True)
+        held = held_out_photos(list(framing_dirs))  # scanned once for both tables
+        results = framing_table(keras_model, list(onnx_models), reframe_photos(held), size)
+        photos = reframe_photos(held, as_is=True)
         test = np.array([split_of(f.origin, BuildConfig.one_digit_split, BuildConfig.seed) == "test" for f in photos])
         as_is = as_is_table(list(onnx_models), photos, test)
     except DatasetError as exc:

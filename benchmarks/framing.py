@@ -11,14 +11,16 @@ import numpy as np
 from digitloc.train.dataset.data import FramedPhoto, framing_dataset
 
 
-def refined_predict(path: Path, framed: list[FramedPhoto], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Relative boxes and probabilities from ``Detector(refine=True)`` on the native-resolution photos."""
+def detector_predict(path: Path, photos: list[FramedPhoto], refine: bool,
+                     batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Relative boxes and probabilities from the runtime's ``Detector`` (one pass or with
+    ``refine``) on the native-resolution photos."""
     from digitloc.runtime.detector import Detector
 
-    detector = Detector(path, provider="cpu", refine=True)
+    detector = Detector(path, provider="cpu", refine=refine)
     boxes, probs = [], []
-    for start in range(0, len(framed), batch_size):
-        chunk = framed[start:start + batch_size]
+    for start in range(0, len(photos), batch_size):
+        chunk = photos[start:start + batch_size]
         for f, d in zip(chunk, detector.predict_batch([f.image for f in chunk]), strict=True):
             h, w = f.image.shape[:2]
             boxes.append(np.asarray(d.bbox) / np.array([w, h, w, h]))
@@ -45,14 +47,13 @@ def framing_table(keras_path: Path | None, onnx_paths: list[Path], framed: list[
     for path in onnx_paths:
         out[path.name] = figures(onnx_predict(path, data.images))
         if refine:
-            out[f"{path.name} + refine"] = figures(refined_predict(path, framed))
+            out[f"{path.name} + refine"] = figures(detector_predict(path, framed, refine=True))
     return out
 
 
 def as_is_table(onnx_paths: list[Path], photos: list[FramedPhoto], test: np.ndarray) -> list[dict[str, Any]]:
     """The held-out photos as they are (native resolution, through ``Detector``), one pass and with
     ``refine``: all of them and the untouched test half apart."""
-    from digitloc.runtime.detector import Detector
     from digitloc.train.evaluate import evaluate_predictions
 
     true = np.array([f.box / np.array([f.image.shape[1], f.image.shape[0]] * 2) for f in photos])
@@ -60,10 +61,7 @@ def as_is_table(onnx_paths: list[Path], photos: list[FramedPhoto], test: np.ndar
     rows = []
     for path in onnx_paths:
         for refine in (False, True):
-            found = Detector(path, provider="cpu", refine=refine).predict_batch([f.image for f in photos])
-            boxes = np.array([np.asarray(d.bbox) / np.array([f.image.shape[1], f.image.shape[0]] * 2)
-                              for d, f in zip(found, photos, strict=True)])
-            probs = np.array([d.probs for d in found])
+            boxes, probs = detector_predict(path, photos, refine)
             row: dict[str, Any] = {"model": path.name + (" + refine" if refine else "")}
             for name, pick in (("all", np.ones(len(photos), bool)), ("test", test)):
                 fig = evaluate_predictions(true[pick], labels[pick], boxes[pick], probs[pick])

@@ -439,11 +439,8 @@ def reframe(image: np.ndarray, box: ClippedBox, share: float, rng: np.random.Gen
                          np.float32)
 
 
-def framing_photos(folders: list[str], shares: tuple[float, ...] = FRAMING_SHARES, seed: int = 0,
-                   split: tuple[str, ...] = ("val", "test"), as_is: bool = False) -> list[FramedPhoto]:
-    """Every one-digit photo of ``folders`` that a default build holds out (its ``split``),
-    re-framed at each share: the framing evaluation. Deterministic for a seed. With ``as_is``
-    the photos themselves instead (``share`` is then the digit's own height share)."""
+def held_out_photos(folders: list[str], split: tuple[str, ...] = ("val", "test")) -> list[Photo]:
+    """The one-digit photos of ``folders`` that a default build holds out (its ``split``)."""
     problems: list[Problem] = []
     photos = []
     for folder in folders:
@@ -455,6 +452,13 @@ def framing_photos(folders: list[str], shares: tuple[float, ...] = FRAMING_SHARE
             split_of(p.origin, BuildConfig.one_digit_split, BuildConfig.seed) in split]
     if not held:
         raise DatasetError(f"{', '.join(folders)}: no held-out one-digit photo to re-frame")
+    return held
+
+
+def reframe_photos(held: list[Photo], shares: tuple[float, ...] = FRAMING_SHARES, seed: int = 0,
+                   as_is: bool = False) -> list[FramedPhoto]:
+    """Each photo re-framed at each share: the framing evaluation, deterministic for a seed. With
+    ``as_is`` the photos themselves instead (``share`` is then the digit's own height share)."""
     out = []
     for k, photo in enumerate(held):
         image = read_image(photo.path)
@@ -468,6 +472,12 @@ def framing_photos(folders: list[str], shares: tuple[float, ...] = FRAMING_SHARE
             window, box = reframe(image, photo.boxes[0], share, rng)
             out.append(FramedPhoto(window, box, photo.boxes[0].digit, share, photo.origin))
     return out
+
+
+def framing_photos(folders: list[str], shares: tuple[float, ...] = FRAMING_SHARES, seed: int = 0,
+                   split: tuple[str, ...] = ("val", "test"), as_is: bool = False) -> list[FramedPhoto]:
+    """The held-out one-digit photos of ``folders`` re-framed at each share (``reframe_photos``)."""
+    return reframe_photos(held_out_photos(folders, split), shares, seed, as_is)
 
 
 def framing_dataset(framed: list[FramedPhoto], size: int | tuple[int, int]) -> tuple[DataSet, np.ndarray]:
