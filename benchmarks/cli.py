@@ -186,25 +186,40 @@ def _ratios(rows: list[dict], macs: dict[str, float], precisions: dict[str, str]
                    "(dotprod), arm64-a72 = NEON only, arm64-max = dotprod + i8mm. Keras runs natively.")
 @click.option("--sysroot", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="ARM64 sysroot (default ~/.cache/digitloc/arm64; built on first use with apt-get and pip).")
+@click.option("--outputs", "outputs_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="The ONNX models' outputs computed on another machine (your device) by benchmarks/probe.py on the "
+                   "inputs `digitloc-bench probe-inputs` wrote from the same --data: drift on that machine's CPU.")
 @click.option("--framing", "framing_dirs", multiple=True, type=click.Path(file_okay=False),
               help="SVHN folder: also the framing evaluation (its held-out one-digit photos re-framed at digit height "
                    "shares 0.2-0.9) of Keras, each variant and each variant with --refine: framing.json/.md/.png "
                    "(natively).")
 @force_option
 def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: str, output: Path,
-          latency_json: Path | None, emulate: str | None, sysroot: Path | None, framing_dirs: tuple[str, ...],
-          force: bool) -> None:
+          latency_json: Path | None, emulate: str | None, sysroot: Path | None, outputs_file: Path | None,
+          framing_dirs: tuple[str, ...], force: bool) -> None:
     """Accuracy of each ONNX variant against the ground truth, against KERAS_MODEL and against the fp32 variant."""
     from digitloc.benchmarks.drift import drift_table
-    from digitloc.benchmarks.emulate import DEFAULT_SYSROOT, TARGETS, EmulationError, prepare_arm64, run_emulated
+    from digitloc.benchmarks.emulate import (
+        DEFAULT_SYSROOT,
+        TARGETS,
+        EmulationError,
+        load_probe_outputs,
+        prepare_arm64,
+        run_emulated,
+    )
     from digitloc.benchmarks.report import accuracy_latency_chart, drift_chart, drift_markdown, environment, write_outputs
     from digitloc.train.dataset.data import DatasetError, load_heldout
 
+    if emulate and outputs_file:
+        fail("--emulate and --outputs each say where the models ran: give one")
+    device = None
     try:
         latency_rows = _latency_rows(latency_json, onnx_models) if latency_json else None
         split = load_heldout(data, kind)
         predictions = None
-        if emulate:
+        if outputs_file:
+            predictions, device = load_probe_outputs(outputs_file, len(onnx_models), split.images)
+        elif emulate:
             target = TARGETS[emulate]
             root = sysroot or DEFAULT_SYSROOT
             if target.arch == "aarch64":
@@ -219,6 +234,8 @@ def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: st
     if emulate:
         result["emulated"] = TARGETS[emulate].description
         result["emulated_isa"] = list(TARGETS[emulate].isa)
+    if device:
+        result["device"] = device
     md = drift_markdown(result)
     try:
         paths = write_outputs(output, "drift", result, md, force)
@@ -231,6 +248,31 @@ def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: st
     if framing_dirs:
         paths += _framing(keras_model, onnx_models, framing_dirs, tuple(split.images.shape[1:3]), output, force)
     click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+@main.command("probe-inputs")
+@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
+              help="A split .npz or a dataset folder (its val and test real photos), as given to drift.")
+@click.option("--kind", type=click.Choice(["real", "crop", "all"]), default="real", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The .npz of model inputs for benchmarks/probe.py.")
+@force_option
+def probe_inputs(data: Path, kind: str, output: Path, force: bool) -> None:
+    """Write the held-out inputs for benchmarks/probe.py, to run the models on another machine.
+
+    There: python probe.py INPUTS OUT.npz fp32.onnx int8.onnx (numpy and onnxruntime only); back
+    here: digitloc-bench drift KERAS fp32.onnx int8.onnx --data DATA --outputs OUT.npz."""
+    from digitloc.runtime.fileio import atomic_path, check_writable
+    from digitloc.train.dataset.data import DatasetError, load_heldout
+
+    try:
+        check_writable(output, force)
+        split = load_heldout(data, kind)
+        with atomic_path(output, suffix=".npz") as tmp:
+            np.savez_compressed(tmp, images=split.images)
+    except (DatasetError, FileExistsError, OSError) as exc:
+        fail(str(exc))
+    click.echo(f"wrote {output}: {len(split)} images")
 
 
 def _framing(keras_model: Path, onnx_models: tuple[Path, ...], framing_dirs: tuple[str, ...], size: tuple[int, int],

@@ -134,3 +134,28 @@ def run_emulated(target: Target, models: list[Path], images: np.ndarray, sysroot
         if str(out["platform"]) != target.arch:
             raise EmulationError(f"the probe ran on {out['platform']}, not on {target.arch}")
         return [(out[f"{i}_bbox"], out[f"{i}_digit"]) for i in range(len(models))]
+
+
+def load_probe_outputs(path: Path, n_models: int, images: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict]:
+    """The (boxes, probs) per model that probe.py wrote on another machine, and that machine's CPU
+    (``features_of`` its /proc/cpuinfo); refused unless it ran the same inputs and as many models."""
+    import hashlib
+
+    from digitloc.runtime.cpuinfo import features_of
+
+    try:
+        out = np.load(path)
+        digest = str(out["images_sha256"])
+        results = [(out[f"{i}_bbox"], out[f"{i}_digit"]) for i in range(n_models)]
+    except (OSError, ValueError, KeyError) as exc:
+        raise EmulationError(f"{path}: not an outputs file of probe.py for {n_models} models ({exc})") from None
+    if f"{n_models}_bbox" in out.files:
+        raise EmulationError(f"{path}: holds outputs of more than the {n_models} models given")
+    if digest != hashlib.sha256(np.ascontiguousarray(images)).hexdigest():
+        raise EmulationError(f"{path}: computed on other inputs than --data gives here (write them with "
+                             "digitloc-bench probe-inputs from the same --data)")
+    info = features_of(str(out["cpu_model"]), set(str(out["cpu_flags"]).split()), str(out["platform"]), None)
+    info["onnxruntime"] = str(out["onnxruntime"])
+    info["summary"] = (f"{info['cpu']} ({info['arch']}; {' '.join(info['isa']) or 'no flags'}; int8: "
+                       f"{info['int8_path']}); onnxruntime {info['onnxruntime']}, CPUExecutionProvider")
+    return results, info

@@ -65,16 +65,23 @@ def as_is_table(onnx_paths: list[Path], photos: list[FramedPhoto], test: np.ndar
             row: dict[str, Any] = {"model": path.name + (" + refine" if refine else "")}
             for name, pick in (("all", np.ones(len(photos), bool)), ("test", test)):
                 fig = evaluate_predictions(true[pick], labels[pick], boxes[pick], probs[pick])
-                row[name] = {k: fig[k] for k in ("samples", "class_accuracy", "mean_iou", "iou_hit_rate")}
+                row[name] = {k: fig[k] for k in ("samples", "class_accuracy", "mean_iou", "iou_hit_rate",
+                                                 "missed_box_side")}
             rows.append(row)
     return rows
 
 
 def as_is_markdown(rows: list[dict[str, Any]]) -> str:
-    head = ("\n| model | held-out photos as they are: acc / IoU | the untouched test half |\n|---|---|---|\n")
+    head = ("\n| model | held-out photos as they are: acc / IoU | the untouched test half | missed boxes (IoU < 0.5): "
+            "left of the digit / right / over it |\n|---|---|---|---|\n")
     return head + "".join(f"| {r['model']} | {r['all']['class_accuracy']:.4f} / {r['all']['mean_iou']:.4f} "
                           f"({r['all']['samples']}) | {r['test']['class_accuracy']:.4f} / {r['test']['mean_iou']:.4f} "
-                          f"({r['test']['samples']}) |\n" for r in rows)
+                          f"({r['test']['samples']}) | {_sides(r['all'])} |\n" for r in rows)
+
+
+def _sides(figures: dict[str, Any]) -> str:
+    s = figures.get("missed_box_side")
+    return f"{s['left']} / {s['right']} / {s['over']}" if s else ""
 
 
 def framing_markdown(results: dict[str, Any]) -> str:

@@ -6,13 +6,34 @@ under CPU emulation (qemu-user with an aarch64 Python, or x86 Python with fewer 
     python probe.py images.npz outputs.npz model-a.onnx model-b.onnx
 
 ``images.npz`` holds ``images`` (uint8 [N, H, W, 3]); ``outputs.npz`` gets ``<i>_bbox`` and
-``<i>_digit`` per model (in argument order) and ``platform``/``onnxruntime`` strings.
+``<i>_digit`` per model (in argument order), ``platform``/``onnxruntime`` strings, the CPU's
+model and flags, and ``images_sha256`` (so that the outputs are checked against the same inputs).
+Copied to a user's device (with the models and ``digitloc-bench probe-inputs``' file), it measures
+int8 against fp32 on that device's own CPU: ``digitloc-bench drift --outputs`` reads its file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import sys
+
+
+def cpu_text() -> tuple[str, str]:
+    """The CPU model and flags line of /proc/cpuinfo (empty where there is none)."""
+    model = flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key in ("model name", "hardware", "cpu model") and not model:
+                    model = value.strip()
+                elif key in ("flags", "features") and not flags:
+                    flags = value.strip()
+    except OSError:
+        pass
+    return model, flags
 
 
 def main(argv: list[str]) -> int:
@@ -23,7 +44,10 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     images = np.load(argv[0])["images"]
-    out: dict[str, object] = {"platform": np.array(platform.machine()), "onnxruntime": np.array(ort.__version__)}
+    model, flags = cpu_text()
+    out: dict[str, object] = {"platform": np.array(platform.machine()), "onnxruntime": np.array(ort.__version__),
+                              "cpu_model": np.array(model), "cpu_flags": np.array(flags),
+                              "images_sha256": np.array(hashlib.sha256(np.ascontiguousarray(images)).hexdigest())}
     for i, path in enumerate(argv[2:]):
         options = ort.SessionOptions()
         options.log_severity_level = 3

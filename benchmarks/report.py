@@ -82,7 +82,10 @@ def cpu_lines(result: dict[str, Any]) -> str:
     """Markdown lines naming the command and the CPU (emulated or not) of a result."""
     env = result.get("environment", {})
     text = f"Command: `{result['command']}`\n\n" if result.get("command") else ""
-    if result.get("emulated"):
+    if result.get("device"):
+        text += (f"CPU: {result['device']['summary']}: the ONNX models ran there (benchmarks/probe.py); Keras ran "
+                 f"here, on {env.get('cpu_summary', '')}\n\n")
+    elif result.get("emulated"):
         text += (f"CPU: **emulated** {result['emulated']} (exact results; speed under emulation means nothing); "
                  f"host: {env.get('cpu_summary', '')}\n\n")
     else:

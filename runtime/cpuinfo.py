@@ -55,13 +55,17 @@ def int8_path(isa: list[str]) -> str:
 def cpu_features() -> dict[str, Any]:
     """CPU model, architecture, cores and the named instruction-set flags this CPU reports."""
     model, flags = _proc_cpuinfo()
-    machine = platform.machine().lower()
+    return features_of(model or platform.processor(), flags, platform.machine(), os.cpu_count())
+
+
+def features_of(model: str, flags: set[str], machine: str, cores: int | None) -> dict[str, Any]:
+    """cpu_features of a CPU described elsewhere (a device's /proc/cpuinfo read by the probe)."""
+    machine = machine.lower()
     if machine in ("aarch64", "arm64"):
         isa = [ARM_NAMES.get(f, f) for f in ARM_FLAGS if f in flags] or ["neon"]
     else:
         isa = [f for f in X86_FLAGS if f in flags]
-    return {"cpu": model or platform.processor() or machine, "arch": machine, "cores": os.cpu_count(),
-            "isa": isa, "int8_path": int8_path(isa)}
+    return {"cpu": model or machine, "arch": machine, "cores": cores, "isa": isa, "int8_path": int8_path(isa)}
 
 
 def cpu_report(provider: str | None = None) -> dict[str, Any]:

@@ -187,6 +187,39 @@ def test_probe_runs_models_without_digitloc(tmp_path: Path, tiny_onnx: Path) -> 
     np.testing.assert_array_equal(out["0_digit"], probs)
 
 
+def test_drift_on_outputs_computed_on_another_machine(tiny_run: Path, tiny_onnx: Path, tmp_path: Path) -> None:
+    # probe-inputs -> probe.py (as on a user's device) -> drift --outputs: the same figures as a
+    # drift run here, the device's CPU named; outputs of other inputs are refused.
+    import subprocess
+    import sys
+
+    from digitloc.benchmarks.emulate import PROBE
+
+    data = Path(json.loads((tiny_run / "config.json").read_text())["data"]) / "val.npz"
+    made = CliRunner().invoke(main, ["probe-inputs", "--data", str(data), "--kind", "all", "-o",
+                                     str(tmp_path / "in.npz")])
+    assert made.exit_code == 0, made.output
+    subprocess.run([sys.executable, "-I", str(PROBE), str(tmp_path / "in.npz"), str(tmp_path / "out.npz"),
+                    str(tiny_onnx)], check=True, capture_output=True, cwd=tmp_path)
+    args = ["drift", str(tiny_run / "model.keras"), str(tiny_onnx), "--data", str(data), "--kind", "all"]
+    here = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "here")])
+    there = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "there"), "--outputs", str(tmp_path / "out.npz")])
+    assert here.exit_code == 0 and there.exit_code == 0, there.output
+    a, b = (json.loads((tmp_path / d / "drift.json").read_text()) for d in ("here", "there"))
+    assert a["variants"] == b["variants"] and "device" not in a
+    assert b["device"]["isa"] == a["environment"]["isa"]  # the probe ran on this CPU here
+    assert "the ONNX models ran there" in (tmp_path / "there" / "drift.md").read_text()
+    out = dict(np.load(tmp_path / "out.npz"))
+    out["images_sha256"] = np.array("0" * 64)
+    np.savez(tmp_path / "other.npz", **out)
+    refused = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "x"), "--outputs", str(tmp_path / "other.npz")])
+    assert refused.exit_code == 1 and "other inputs" in refused.output
+    two = CliRunner().invoke(main, ["drift", str(tiny_run / "model.keras"), str(tiny_onnx), str(tiny_onnx), "--data",
+                                    str(data), "--kind", "all", "-o", str(tmp_path / "y"), "--outputs",
+                                    str(tmp_path / "out.npz")])
+    assert two.exit_code == 1 and "for 2 models" in two.output
+
+
 def test_emulated_commands_name_their_cpu(tmp_path: Path) -> None:
     from digitloc.benchmarks.cli import EMULATED
     from digitloc.benchmarks.emulate import TARGETS, EmulationError, _arm_cpuinfo, probe_command

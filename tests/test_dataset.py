@@ -128,6 +128,10 @@ def test_crop_window_holds_the_digit_and_cuts_neighbours() -> None:
         assert lo > 10 and hi < 74  # neither neighbour's pixels are kept whole
         widths.append((x2 - x1) / (y2 - y1))
     assert np.median(widths) > 1.5  # the window keeps a real one-digit photo's aspect (about 2)
+    # --context: the neighbours stay whole (the photo's pixels across its width), the digit framed alike.
+    for _ in range(50):
+        (x1, y1, x2, y2), keep = crop_window(photo, 1, BoxStats.default(), rng, whole_neighbours=True)
+        assert keep == (0, 90) and x1 <= 32 and x2 >= 52
 
 
 def test_cut_fills_outside_the_kept_range_without_neighbour_pixels() -> None:
@@ -191,11 +195,13 @@ def test_build_keeps_photos_in_one_split_and_counts_drops(tmp_path: Path) -> Non
 def test_build_at_a_non_square_size(tmp_path: Path) -> None:
     folder = make_svhn_folder(tmp_path / "svhn", _entries(12))
     result = CliRunner().invoke(main, ["build", "--svhn", str(folder), "--crops-per-digit", "1", "--synthetic", "8",
-                                       "--size", "64x32", "--workers", "1", "-o", str(tmp_path / "out")])
+                                       "--size", "64x32", "--context", "0.5", "--workers", "1", "-o",
+                                       str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     train = DataSet.load(tmp_path / "out" / "train.npz")
     assert train.images.shape[1:] == (32, 64, 3)  # WIDTHxHEIGHT 64x32: 32 rows of 64 pixels
-    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["size"] == [32, 64]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["size"] == [32, 64] and manifest["config"]["context"] == 0.5
 
 
 def test_wholly_unusable_source_fails_clearly(tmp_path: Path) -> None:

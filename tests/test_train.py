@@ -95,6 +95,10 @@ def test_evaluation_figures_on_a_hand_made_case() -> None:
     assert fig["box_size_ratio"]["height"] == pytest.approx((1 + 0.5 + 1 + 1) / 4)
     assert fig["box_size_ratio_median"] == {"width": pytest.approx(1.0), "height": pytest.approx(1.0)}  # 3 of 4 exact
     assert fig["per_class_accuracy"]["2"] == 0.0 and fig["per_class_accuracy"]["4"] is None
+    assert fig["missed_box_side"] == {"left": 1, "right": 0, "over": 0}  # sample 2: the box left of the digit
+    assert [b["samples"] for b in fig["accuracy_by_confidence"]] == [0, 0, 0, 4]  # one-hot: all at 1.0
+    assert fig["accuracy_by_confidence"][-1]["accuracy"] == pytest.approx(0.5)
+    assert fig["accuracy_by_confidence"][0]["accuracy"] is None
     cm = np.array(fig["confusion_matrix"])
     assert cm[3, 3] == 1 and cm[2, 7] == 1 and cm[1, 0] == 1 and cm.sum() == 4
     assert failure_index(true_boxes, labels, pred_boxes, probs).tolist() == [2, 3]  # wrong box; wrong digit

@@ -10,13 +10,18 @@ import numpy as np
 
 from digitloc.runtime.contract import NUM_CLASSES, box_iou
 
+MISS_SHIFT = 0.6  # a missed box whose centre is this many true widths off lies beside the digit
+CONFIDENCE_BINS = (0.0, 0.5, 0.7, 0.9, 1.01)
+
 
 def evaluate_predictions(true_boxes: np.ndarray, true_labels: np.ndarray, pred_boxes: np.ndarray,
                          probs: np.ndarray, iou_threshold: float = 0.5) -> dict:
     """Class accuracy, per-class accuracy, mean IoU, IoU >= threshold share, both right
     (class right and IoU >= threshold), class accuracy apart for photos whose box was found
     (IoU >= threshold) and missed (most wrong digits come with a missed box), the mean and median
-    ratio of predicted to true box width and height (a biased box head shows here first) and the
+    ratio of predicted to true box width and height (a biased box head shows here first), on which
+    side of the true box each missed box lies (its centre more than 0.6 of the true width to the
+    left or right: another digit of the photo read instead), accuracy by confidence, and the
     confusion matrix (rows true, columns predicted).
     """
     true_labels = np.asarray(true_labels).astype(int)
@@ -36,6 +41,16 @@ def evaluate_predictions(true_boxes: np.ndarray, true_labels: np.ndarray, pred_b
         ratio = (pred_boxes[ok, hi] - pred_boxes[ok, lo]) / true_size[ok]
         sizes[name] = float(ratio.mean()) if ok.any() else None
         medians[name] = float(np.median(ratio)) if ok.any() else None  # the mean also grows with noise
+    true_w = np.maximum(true_boxes[:, 2] - true_boxes[:, 0], 1e-9)
+    shift = ((pred_boxes[:, 0] + pred_boxes[:, 2]) - (true_boxes[:, 0] + true_boxes[:, 2])) / 2 / true_w
+    sides = {"left": int((~hit & (shift < -MISS_SHIFT)).sum()), "right": int((~hit & (shift > MISS_SHIFT)).sum())}
+    sides["over"] = int((~hit).sum()) - sides["left"] - sides["right"]
+    confidence = np.asarray(probs).max(axis=1)
+    by_confidence = []
+    for lo, hi in zip(CONFIDENCE_BINS[:-1], CONFIDENCE_BINS[1:], strict=True):
+        pick = (confidence >= lo) & (confidence < hi)
+        by_confidence.append({"from": lo, "to": min(hi, 1.0), "samples": int(pick.sum()),
+                              "accuracy": float(right[pick].mean()) if pick.any() else None})
     per_class = {str(d): (float(right[true_labels == d].mean()) if (true_labels == d).any() else None)
                  for d in range(NUM_CLASSES)}
     return {
@@ -51,6 +66,8 @@ def evaluate_predictions(true_boxes: np.ndarray, true_labels: np.ndarray, pred_b
         "accuracy_box_missed": float(right[~hit].mean()) if (~hit).any() else None,
         "box_size_ratio": sizes,
         "box_size_ratio_median": medians,
+        "missed_box_side": sides,
+        "accuracy_by_confidence": by_confidence,
         "confusion_matrix": confusion.tolist(),
     }
 

@@ -106,18 +106,21 @@ def _split_shares(value: str) -> tuple[float, float, float]:
 @click.option("--framing", type=click.Choice(["sample", "wide"]), default="sample", show_default=True,
               help="Windows and synthetic photos framed like the sample's tight one-digit photos, or wide: digit "
                    "height 0.15-0.95 of the photo, centre anywhere in the middle 60 %, aspect 1-3.5 (as real photos).")
+@click.option("--context", type=click.FloatRange(min=0.0, max=1.0), default=0.0, show_default=True,
+              help="Share of windows that show the neighbouring digits whole (as many real one-digit photos do); "
+                   "the others show at most part of a neighbour. The target stays the digit the window frames.")
 @click.option("--workers", default=2, show_default=True, help="Worker processes.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True)
 @force_option
 def build(svhn: tuple[str, ...], synthetic: int, crops_per_digit: int, size: int | tuple[int, int], seed: int,
           one_digit_split: str, multi_digit_split: str, font_dirs: tuple[str, ...], glyph_width: float,
-          box_margin: float, framing: str, workers: int, output: Path, force: bool) -> None:
+          box_margin: float, framing: str, context: float, workers: int, output: Path, force: bool) -> None:
     """Build train/val/test sets (uint8 .npz and manifest.json) into OUTPUT."""
     from digitloc.train.dataset.data import BuildConfig, DatasetError, build_dataset
 
     cfg = BuildConfig(svhn=list(svhn), size=size, seed=seed, crops_per_digit=crops_per_digit,
                       synthetic=synthetic, font_dirs=list(font_dirs), glyph_width=glyph_width,
-                      box_margin=box_margin, framing=framing,
+                      box_margin=box_margin, framing=framing, context=context,
                       one_digit_split=_split_shares(one_digit_split),
                       multi_digit_split=_split_shares(multi_digit_split), workers=workers)
     existed = output.exists()

@@ -53,6 +53,9 @@ class BuildConfig:
     glyph_width: float = SynthConfig.glyph_width  # synthetic glyph width factor (1.0: the font's own)
     box_margin: float = SynthConfig.box_margin  # synthetic box side margin (share of the digit height)
     framing: str = "sample"  # windows and synthetic photos framed as the sample's photos, or "wide" (any size/place)
+    # Share of windows that show the neighbouring digits whole, as many real one-digit photos do
+    # (the others show at most part of a neighbour); the target stays the digit they are cut around.
+    context: float = 0.0
     # Shares of photos per split (train, val, test), for one-digit and for multi-digit photos.
     one_digit_split: tuple[float, float, float] = (0.0, 0.5, 0.5)
     multi_digit_split: tuple[float, float, float] = (0.9, 0.1, 0.0)
@@ -219,7 +222,7 @@ def _neighbour_range(photo: Photo, index: int, rng: np.random.Generator,
 
 def crop_window(photo: Photo, index: int, stats: BoxStats, rng: np.random.Generator,
                 max_neighbour_share: float = 0.6, framing: Framing | None = None,
-                ) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+                whole_neighbours: bool = False) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
     """A window x1, y1, x2, y2 (pixels) holding box ``index`` whole, framed per ``framing``
     (default: like the digit of the sample's one-digit photos), and the horizontal range
     (lo, hi) of real pixels to keep.
@@ -227,13 +230,16 @@ def crop_window(photo: Photo, index: int, stats: BoxStats, rng: np.random.Genera
     Outside (lo, hi) a neighbour would show more than ``max_neighbour_share`` of its width;
     ``cut`` fills those columns from the edge of the kept range instead, so the window keeps
     the real photos' aspect (digit about 0.2 of the width) without showing whole neighbours.
-    A wide framing may reach past the photo: ``cut`` fills that too.
+    With ``whole_neighbours`` the photo's own pixels are kept across its width: the model then
+    learns to pick the digit the photo is framed around among whole neighbours. A wide framing
+    may reach past the photo: ``cut`` fills that too.
     """
     box = photo.boxes[index]
     bw, bh = box.x2 - box.x1, box.y2 - box.y1
     if framing is not None and framing.name != "sample":
         rel_h, cx, cy, aspect = framing.draw(stats, rng)
-        lo, hi = _neighbour_range(photo, index, rng, max_neighbour_share)
+        lo, hi = (0.0, float(photo.width)) if whole_neighbours else _neighbour_range(photo, index, rng,
+                                                                                     max_neighbour_share)
         win_h = bh / rel_h
         win_w = max(win_h * aspect, bw + 2)
         y1 = (box.y1 + box.y2) / 2 - cy * win_h
@@ -243,7 +249,8 @@ def crop_window(photo: Photo, index: int, stats: BoxStats, rng: np.random.Genera
         cy = float(np.clip(stats.draw(rng, "cy"), 0.3, 0.7))
         y1 = float(np.clip((box.y1 + box.y2) / 2 - cy * win_h, box.y2 - win_h, box.y1))
         y1 = float(np.clip(y1, min(0.0, box.y1), max(photo.height - win_h, box.y2 - win_h)))
-        lo, hi = _neighbour_range(photo, index, rng, max_neighbour_share)
+        lo, hi = (0.0, float(photo.width)) if whole_neighbours else _neighbour_range(photo, index, rng,
+                                                                                     max_neighbour_share)
         cx = float(np.clip(stats.draw(rng, "cx"), 0.35, 0.65))
         win_w = max(win_h * float(np.clip(stats.draw(rng, "aspect"), 0.7, 3.2)), bw + 2)
         x1 = float(np.clip((box.x1 + box.x2) / 2 - cx * win_w, box.x2 - win_w, box.x1))
@@ -287,9 +294,10 @@ def _sample(photo_bgr: np.ndarray, box_px: np.ndarray, digit: int, kind: str, or
     return preprocess(photo_bgr, size_hw(size)), rel, digit, kind, origin
 
 
-def _photo_samples(job: tuple[Photo, bool, int, BoxStats, int, int, Framing]) -> list:
-    """Samples from one SVHN photo: the whole photo if it holds one digit, plus crops."""
-    photo, whole, crops_per_digit, stats, size, seed, framing = job
+def _photo_samples(job: tuple[Photo, bool, int, BoxStats, int, int, Framing, float]) -> list:
+    """Samples from one SVHN photo: the whole photo if it holds one digit, plus crops (``context``
+    of them with whole neighbours)."""
+    photo, whole, crops_per_digit, stats, size, seed, framing, context = job
     image = read_image(photo.path)
     out = []
     if whole:
@@ -298,7 +306,9 @@ def _photo_samples(job: tuple[Photo, bool, int, BoxStats, int, int, Framing]) ->
     rng = np.random.default_rng(seed)
     for i, b in enumerate(photo.boxes):
         for _ in range(crops_per_digit):
-            (x1, y1, x2, y2), keep = crop_window(photo, i, stats, rng, framing=framing)
+            context_window = context > 0 and rng.random() < context  # no draw at 0: older builds stay alike
+            (x1, y1, x2, y2), keep = crop_window(photo, i, stats, rng, framing=framing,
+                                                 whole_neighbours=context_window)
             box = np.array([b.x1 - x1, b.y1 - y1, b.x2 - x1, b.y2 - y1])
             out.append(_sample(cut(image, (x1, y1, x2, y2), keep), box, b.digit, KIND_CROP, photo.origin, size))
     return out
@@ -369,7 +379,7 @@ def build_dataset(cfg: BuildConfig, out_dir: str | os.PathLike[str], force: bool
         # Crops are cut for training only: evaluation keeps to real photos as SVHN has them,
         # plus crops of held-out multi-digit photos (a second, larger check).
         crops = cfg.crops_per_digit if (split == "train" or not whole) else 0
-        jobs.append((photo, whole, crops, stats, cfg.size, cfg.seed * 1_000_003 + k, framing))
+        jobs.append((photo, whole, crops, stats, cfg.size, cfg.seed * 1_000_003 + k, framing, cfg.context))
         counts.append(int(whole) + crops * len(photo.boxes))
     samples = _run(jobs, _photo_samples, cfg.workers, "svhn samples", counts)
     for split in SPLITS:
