@@ -278,7 +278,7 @@ def probe_inputs(data: Path, kind: str, output: Path, force: bool) -> None:
 def _framing(keras_model: Path, onnx_models: tuple[Path, ...], framing_dirs: tuple[str, ...], size: tuple[int, int],
              output: Path, force: bool) -> list[Path]:
     from digitloc.benchmarks.framing import as_is_markdown, as_is_table, framing_markdown, framing_table
-    from digitloc.benchmarks.report import environment, write_outputs
+    from digitloc.benchmarks.report import cpu_lines, environment, write_outputs
     from digitloc.train.dataset.data import BuildConfig, DatasetError, held_out_photos, reframe_photos, split_of
     from digitloc.train.evaluate import framing_chart
 
@@ -290,10 +290,10 @@ def _framing(keras_model: Path, onnx_models: tuple[Path, ...], framing_dirs: tup
         as_is = as_is_table(list(onnx_models), photos, test)
     except DatasetError as exc:
         fail(str(exc))
-    md = framing_markdown(results) + as_is_markdown(as_is)
     payload = {"command": "digitloc-bench drift " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
                "environment": environment(), "fill": "the photo itself, beyond it its edge blurred", "results": results,
                "as_is": as_is}
+    md = cpu_lines(payload) + framing_markdown(results) + as_is_markdown(as_is)
     try:
         paths = write_outputs(output, "framing", payload, md, force)
     except FileExistsError as exc:

@@ -130,8 +130,10 @@ def test_crop_window_holds_the_digit_and_cuts_neighbours() -> None:
     assert np.median(widths) > 1.5  # the window keeps a real one-digit photo's aspect (about 2)
     # --context: the neighbours stay whole (the photo's pixels across its width), the digit framed alike.
     for _ in range(50):
-        (x1, y1, x2, y2), keep = crop_window(photo, 1, BoxStats.default(), rng, whole_neighbours=True)
+        (x1, y1, x2, y2), keep = crop_window(photo, 1, BoxStats.default(), rng, whole_neighbours="both")
         assert keep == (0, 90) and x1 <= 32 and x2 >= 52
+        _, (lo, hi) = crop_window(photo, 1, BoxStats.default(), rng, whole_neighbours="right")
+        assert lo > 10 and hi == 90  # the left neighbour cut as before, the right one whole
 
 
 def test_cut_fills_outside_the_kept_range_without_neighbour_pixels() -> None:

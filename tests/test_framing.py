@@ -206,6 +206,10 @@ def test_drift_writes_the_framing_evaluation_of_every_variant(tiny_run: Path, ti
         assert k["class_accuracy"] == o["class_accuracy"] and k["mean_iou"] == pytest.approx(o["mean_iou"], abs=1e-4)
     assert [r["model"] for r in payload["as_is"]] == [tiny_onnx.name, f"{tiny_onnx.name} + refine"]
     assert payload["as_is"][0]["all"]["samples"] == 5
+    sides = payload["as_is"][0]["all"]["missed_box_side"]
+    assert sum(sides.values()) == round(5 * (1 - payload["as_is"][0]["all"]["iou_hit_rate"]))
+    md = (out / "framing.md").read_text()
+    assert md.startswith("Command: `digitloc-bench drift ") and payload["environment"]["cpu_summary"] in md
     assert cv2.imread(str(out / "framing.png")) is not None
 
 

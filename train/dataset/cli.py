@@ -109,18 +109,21 @@ def _split_shares(value: str) -> tuple[float, float, float]:
 @click.option("--context", type=click.FloatRange(min=0.0, max=1.0), default=0.0, show_default=True,
               help="Share of windows that show the neighbouring digits whole (as many real one-digit photos do); "
                    "the others show at most part of a neighbour. The target stays the digit the window frames.")
+@click.option("--context-side", type=click.Choice(["both", "right"]), default="both", show_default=True,
+              help="Which neighbours --context windows show whole: on both sides, or only to the right of the digit.")
 @click.option("--workers", default=2, show_default=True, help="Worker processes.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True)
 @force_option
 def build(svhn: tuple[str, ...], synthetic: int, crops_per_digit: int, size: int | tuple[int, int], seed: int,
           one_digit_split: str, multi_digit_split: str, font_dirs: tuple[str, ...], glyph_width: float,
-          box_margin: float, framing: str, context: float, workers: int, output: Path, force: bool) -> None:
+          box_margin: float, framing: str, context: float, context_side: str, workers: int, output: Path,
+          force: bool) -> None:
     """Build train/val/test sets (uint8 .npz and manifest.json) into OUTPUT."""
     from digitloc.train.dataset.data import BuildConfig, DatasetError, build_dataset
 
     cfg = BuildConfig(svhn=list(svhn), size=size, seed=seed, crops_per_digit=crops_per_digit,
                       synthetic=synthetic, font_dirs=list(font_dirs), glyph_width=glyph_width,
-                      box_margin=box_margin, framing=framing, context=context,
+                      box_margin=box_margin, framing=framing, context=context, context_side=context_side,
                       one_digit_split=_split_shares(one_digit_split),
                       multi_digit_split=_split_shares(multi_digit_split), workers=workers)
     existed = output.exists()

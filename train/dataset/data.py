@@ -56,6 +56,9 @@ class BuildConfig:
     # Share of windows that show the neighbouring digits whole, as many real one-digit photos do
     # (the others show at most part of a neighbour); the target stays the digit they are cut around.
     context: float = 0.0
+    # Which neighbours those windows show whole: "both" sides, or only those to the "right" (the
+    # labelled digit of a real one-digit photo that shows several is mostly the leftmost).
+    context_side: str = "both"
     # Shares of photos per split (train, val, test), for one-digit and for multi-digit photos.
     one_digit_split: tuple[float, float, float] = (0.0, 0.5, 0.5)
     multi_digit_split: tuple[float, float, float] = (0.9, 0.1, 0.0)
@@ -220,9 +223,21 @@ def _neighbour_range(photo: Photo, index: int, rng: np.random.Generator,
     return min(lo, box.x1), max(hi, box.x2)
 
 
+def _kept_range(photo: Photo, index: int, rng: np.random.Generator, max_neighbour_share: float,
+                whole_neighbours: str) -> tuple[float, float]:
+    """The range of real pixels a window may show: neighbours cut (``_neighbour_range``), or kept
+    whole on "both" sides or on the "right" only."""
+    if whole_neighbours == "both":
+        return 0.0, float(photo.width)
+    if whole_neighbours not in ("", "right"):
+        raise ValueError(f"whole_neighbours must be '', 'both' or 'right', not {whole_neighbours!r}")
+    lo, hi = _neighbour_range(photo, index, rng, max_neighbour_share)
+    return (lo, float(photo.width)) if whole_neighbours == "right" else (lo, hi)
+
+
 def crop_window(photo: Photo, index: int, stats: BoxStats, rng: np.random.Generator,
                 max_neighbour_share: float = 0.6, framing: Framing | None = None,
-                whole_neighbours: bool = False) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+                whole_neighbours: str = "") -> tuple[tuple[int, int, int, int], tuple[int, int]]:
     """A window x1, y1, x2, y2 (pixels) holding box ``index`` whole, framed per ``framing``
     (default: like the digit of the sample's one-digit photos), and the horizontal range
     (lo, hi) of real pixels to keep.
@@ -230,16 +245,15 @@ def crop_window(photo: Photo, index: int, stats: BoxStats, rng: np.random.Genera
     Outside (lo, hi) a neighbour would show more than ``max_neighbour_share`` of its width;
     ``cut`` fills those columns from the edge of the kept range instead, so the window keeps
     the real photos' aspect (digit about 0.2 of the width) without showing whole neighbours.
-    With ``whole_neighbours`` the photo's own pixels are kept across its width: the model then
-    learns to pick the digit the photo is framed around among whole neighbours. A wide framing
-    may reach past the photo: ``cut`` fills that too.
+    With ``whole_neighbours`` ("both" or "right") the photo's own pixels are kept across its
+    width, or to its right edge: the model then learns to pick the digit the photo is framed
+    around among whole neighbours. A wide framing may reach past the photo: ``cut`` fills that too.
     """
     box = photo.boxes[index]
     bw, bh = box.x2 - box.x1, box.y2 - box.y1
     if framing is not None and framing.name != "sample":
         rel_h, cx, cy, aspect = framing.draw(stats, rng)
-        lo, hi = (0.0, float(photo.width)) if whole_neighbours else _neighbour_range(photo, index, rng,
-                                                                                     max_neighbour_share)
+        lo, hi = _kept_range(photo, index, rng, max_neighbour_share, whole_neighbours)
         win_h = bh / rel_h
         win_w = max(win_h * aspect, bw + 2)
         y1 = (box.y1 + box.y2) / 2 - cy * win_h
@@ -249,8 +263,7 @@ def crop_window(photo: Photo, index: int, stats: BoxStats, rng: np.random.Genera
         cy = float(np.clip(stats.draw(rng, "cy"), 0.3, 0.7))
         y1 = float(np.clip((box.y1 + box.y2) / 2 - cy * win_h, box.y2 - win_h, box.y1))
         y1 = float(np.clip(y1, min(0.0, box.y1), max(photo.height - win_h, box.y2 - win_h)))
-        lo, hi = (0.0, float(photo.width)) if whole_neighbours else _neighbour_range(photo, index, rng,
-                                                                                     max_neighbour_share)
+        lo, hi = _kept_range(photo, index, rng, max_neighbour_share, whole_neighbours)
         cx = float(np.clip(stats.draw(rng, "cx"), 0.35, 0.65))
         win_w = max(win_h * float(np.clip(stats.draw(rng, "aspect"), 0.7, 3.2)), bw + 2)
         x1 = float(np.clip((box.x1 + box.x2) / 2 - cx * win_w, box.x2 - win_w, box.x1))
@@ -294,10 +307,10 @@ def _sample(photo_bgr: np.ndarray, box_px: np.ndarray, digit: int, kind: str, or
     return preprocess(photo_bgr, size_hw(size)), rel, digit, kind, origin
 
 
-def _photo_samples(job: tuple[Photo, bool, int, BoxStats, int, int, Framing, float]) -> list:
+def _photo_samples(job: tuple[Photo, bool, int, BoxStats, int, int, Framing, float, str]) -> list:
     """Samples from one SVHN photo: the whole photo if it holds one digit, plus crops (``context``
-    of them with whole neighbours)."""
-    photo, whole, crops_per_digit, stats, size, seed, framing, context = job
+    of them with whole neighbours, on ``side``)."""
+    photo, whole, crops_per_digit, stats, size, seed, framing, context, side = job
     image = read_image(photo.path)
     out = []
     if whole:
@@ -308,7 +321,7 @@ def _photo_samples(job: tuple[Photo, bool, int, BoxStats, int, int, Framing, flo
         for _ in range(crops_per_digit):
             context_window = context > 0 and rng.random() < context  # no draw at 0: older builds stay alike
             (x1, y1, x2, y2), keep = crop_window(photo, i, stats, rng, framing=framing,
-                                                 whole_neighbours=context_window)
+                                                 whole_neighbours=side if context_window else "")
             box = np.array([b.x1 - x1, b.y1 - y1, b.x2 - x1, b.y2 - y1])
             out.append(_sample(cut(image, (x1, y1, x2, y2), keep), box, b.digit, KIND_CROP, photo.origin, size))
     return out
@@ -379,7 +392,8 @@ def build_dataset(cfg: BuildConfig, out_dir: str | os.PathLike[str], force: bool
         # Crops are cut for training only: evaluation keeps to real photos as SVHN has them,
         # plus crops of held-out multi-digit photos (a second, larger check).
         crops = cfg.crops_per_digit if (split == "train" or not whole) else 0
-        jobs.append((photo, whole, crops, stats, cfg.size, cfg.seed * 1_000_003 + k, framing, cfg.context))
+        jobs.append((photo, whole, crops, stats, cfg.size, cfg.seed * 1_000_003 + k, framing, cfg.context,
+                     cfg.context_side))
         counts.append(int(whole) + crops * len(photo.boxes))
     samples = _run(jobs, _photo_samples, cfg.workers, "svhn samples", counts)
     for split in SPLITS:
