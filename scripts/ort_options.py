@@ -3,7 +3,9 @@
     python scripts/ort_options.py models/digitloc-default-int8.onnx OLD-int8.onnx --batch 1,32 \
         -o benchmarks/results/ort-options.md
 
-The first file runs with each option set; further files run with the defaults.
+The first file runs with each option set; further files run with the runtime's own session
+options (``digitloc.runtime.detector.session_options``). ``--profile`` adds onnxruntime's
+per-node kernel time of the first file at the largest batch (which layers cost the time).
 """
 
 from __future__ import annotations
@@ -24,6 +26,41 @@ OPTIONS: dict[str, tuple[dict[str, str], int | None]] = {
 }
 
 
+RUNTIME = {"session.intra_op.allow_spinning": "0"}  # as digitloc.runtime.detector.session_options
+
+
+def profile_nodes(path: Path, batch: int, calls: int = 20, top: int = 12) -> str:
+    """Markdown: the nodes taking the most kernel time (onnxruntime's profiler, runtime options)."""
+    import json
+    import os
+    import tempfile
+    from collections import defaultdict
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        options.profile_file_prefix = os.path.join(tmp, "profile")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        x = np.random.default_rng(0).integers(0, 256, (batch, *session.get_inputs()[0].shape[1:]), dtype=np.uint8)
+        for _ in range(calls):
+            session.run(None, {session.get_inputs()[0].name: x})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    times: dict[tuple[str, str], float] = defaultdict(float)
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            times[(e["args"].get("op_name", ""), e["name"][:-len("_kernel_time")])] += e["dur"]
+    total = sum(times.values())
+    md = (f"\nKernel time per node, {path.name} at batch {batch} ({calls} calls; onnxruntime's profiler):\n\n"
+          "| node | op | share | ms per image |\n|---|---|---|---|\n")
+    for (op, name), t in sorted(times.items(), key=lambda kv: -kv[1])[:top]:
+        md += f"| {name} | {op} | {100 * t / total:.1f} % | {t / calls / batch / 1000:.4f} |\n"
+    return md
+
+
 def session_runner(path: Path, entries: dict[str, str], threads: int | None):
     import onnxruntime as ort
 
@@ -42,8 +79,9 @@ def session_runner(path: Path, entries: dict[str, str], threads: int | None):
 @click.option("--batch", "batches", default="1,32", show_default=True)
 @click.option("--repeats", default=7, show_default=True)
 @click.option("--calls", default=10, show_default=True)
+@click.option("--profile", is_flag=True, help="Add the first file's kernel time per node at the largest batch.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-def main(models: tuple[Path, ...], batches: str, repeats: int, calls: int, output: Path) -> None:
+def main(models: tuple[Path, ...], batches: str, repeats: int, calls: int, profile: bool, output: Path) -> None:
     from digitloc.benchmarks.compare import Config, interleaved
     from digitloc.runtime.cpuinfo import cpu_report
     from digitloc.runtime.detector import Detector
@@ -54,7 +92,7 @@ def main(models: tuple[Path, ...], batches: str, repeats: int, calls: int, outpu
         for name, (entries, threads) in OPTIONS.items():
             runners[Config(f"{models[0].name}, {name}", "int8", b)] = session_runner(models[0], entries, threads)
         for other in models[1:]:
-            runners[Config(f"{other.name}, default", "int8", b)] = session_runner(other, {}, None)
+            runners[Config(f"{other.name}, runtime's options", "int8", b)] = session_runner(other, RUNTIME, None)
     size = Detector(models[0], provider="cpu").input_size
     rng = np.random.default_rng(0)
     inputs = {b: rng.integers(0, 256, (b, *size, 3), dtype=np.uint8) for b in sizes}
@@ -64,6 +102,8 @@ def main(models: tuple[Path, ...], batches: str, repeats: int, calls: int, outpu
           "| file, options | batch | median | min | max |\n|---|---|---|---|---|\n")
     md += "".join(f"| {c.runtime} | {c.batch} | {statistics.median(r):.1f} | {min(r):.1f} | {max(r):.1f} |\n"
                   for c, r in rates.items())
+    if profile:
+        md += profile_nodes(models[0], max(sizes))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(md)
     click.echo(md)
