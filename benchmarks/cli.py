@@ -18,6 +18,7 @@ from digitloc.runtime.options import (
     needs_extras,
     output_option,
     provider_option,
+    spin_option,
     threads_option,
 )
 
@@ -48,6 +49,7 @@ def main() -> None:
 @click.option("--providers", default="cpu", show_default=True, help=f"Comma list of {', '.join(PROVIDERS)}.")
 @click.option("--batch", "batches", default="1,8,32", show_default=True, help="Comma list of batch sizes.")
 @threads_option
+@spin_option
 @click.option("--warmup", default=5, show_default=True)
 @click.option("--runs", default=50, show_default=True)
 @click.option("--refine-photos", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
@@ -56,7 +58,7 @@ def main() -> None:
 @output_option(default=Path("bench-out"), help="Folder for latency.json, latency.md and latency.png.")
 @force_option
 def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, batches: str, threads: int | None,
-            warmup: int, runs: int, refine_photos: Path | None, output: Path, force: bool) -> None:
+            spin: bool, warmup: int, runs: int, refine_photos: Path | None, output: Path, force: bool) -> None:
     """Time MODELS (ONNX) for every provider x batch size; p50/p90/p99/mean/min, images/s, GMAC/s."""
     from digitloc.benchmarks.latency import matmul_gmacs, time_keras, time_onnx, time_refine
     from digitloc.benchmarks.macs import count_macs
@@ -87,7 +89,7 @@ def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, 
     for model, provider, batch in jobs:
         try:
             rows.append(time_onnx(model, provider, batch, inputs[sizes[model]], warmup, runs, threads,
-                                  macs[model]).to_dict())
+                                  macs[model], spin).to_dict())
         except Exception as exc:  # one provider failing must not lose the rest
             errors.append(f"{model.name} on {provider}: {exc}")
             click.echo(f"error: {errors[-1]}", err=True)
@@ -101,7 +103,8 @@ def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, 
     if refine_photos is not None:
         photos = _photos(refine_photos)
         for batch in batch_sizes:
-            plain, refined = (t.to_dict() for t in time_refine(models[0], photos, batch, warmup, runs, threads))
+            plain, refined = (t.to_dict() for t in time_refine(models[0], photos, batch, warmup, runs, threads,
+                                                                spin))
             rows += [plain, refined]
             refine_ratios.append(f"{models[0].name} through Detector at batch {batch}: --refine costs "
                                  f"{plain['images_per_s'] / refined['images_per_s']:.2f}x the time "
@@ -110,12 +113,14 @@ def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, 
     payload = {"command": "digitloc-bench latency " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
                "environment": environment(), "inputs": "random uint8 images (timing does not depend on content)",
                "macs_per_image": {m.name: macs[m] for m in models}, "matmul_gmacs_per_s": peak, "rows": rows,
-               "errors": errors}
+               "errors": errors, "spin": spin}
     ratios = _ratios([r for r in rows if "detector" not in r["provider"]], {m.name: macs[m] for m in models},
                      precisions)
     ratios += refine_ratios
     payload["ratios"] = ratios
-    md = cpu_lines(payload) + latency_markdown(rows) + f"\nfloat32 matrix product peak on this machine: {peak:.1f} GMAC/s\n"
+    md = (cpu_lines(payload) + f"onnxruntime sessions: threads {threads or 'all cores'}, "
+          f"{'spinning' if spin else 'no spinning'} between calls (the runtime's default: no spinning)\n\n"
+          + latency_markdown(rows) + f"\nfloat32 matrix product peak on this machine: {peak:.1f} GMAC/s\n")
     md += "".join(f"\n- {line}" for line in ratios) + "\n"
     try:
         paths = write_outputs(output, "latency", payload, md, force)

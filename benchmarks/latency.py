@@ -79,11 +79,11 @@ def peak_rss_mb() -> float | None:
 
 
 def time_onnx(path: Path, provider: str, batch: int, images: np.ndarray, warmup: int, runs: int,
-              threads: int | None, macs_per_image: float | None = None) -> Timing:
+              threads: int | None, macs_per_image: float | None = None, spin: bool = False) -> Timing:
     reset_peak_rss()
     from digitloc.runtime.detector import open_session
 
-    session = open_session(path, provider, threads)
+    session = open_session(path, provider, threads, spin)
     feed = {INPUT_NAME: images[:batch]}
     first, times = time_calls(lambda: session.run([BBOX_OUTPUT, DIGIT_OUTPUT], feed), warmup, runs)
     stats = summarize(times, batch)
@@ -105,12 +105,13 @@ def time_keras(path: Path, batch: int, images: np.ndarray, warmup: int, runs: in
 
 
 def time_refine(path: Path, photos: list[np.ndarray], batch: int, warmup: int, runs: int,
-                threads: int | None) -> list[Timing]:
+                threads: int | None, spin: bool = False) -> list[Timing]:
     """The runtime's whole path (``Detector.predict_batch``: preprocessing, model, boxes) on real
     photos, one pass against two (``refine``), timed in turn so that both see the same machine."""
     from digitloc.runtime.detector import Detector
 
-    detectors = {f"cpu detector{' + refine' if r else ''}": Detector(path, provider="cpu", threads=threads, refine=r)
+    detectors = {f"cpu detector{' + refine' if r else ''}": Detector(path, provider="cpu", threads=threads, refine=r,
+                                                                       spin=spin)
                  for r in (False, True)}
     chunk = [photos[i % len(photos)] for i in range(batch)]
     times: dict[str, list[float]] = {name: [] for name in detectors}

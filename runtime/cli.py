@@ -21,7 +21,14 @@ from digitloc.runtime.detector import DEFAULT_REFINE, Detection, Detector, Provi
 from digitloc.runtime.draw import annotate
 from digitloc.runtime.fileio import OutputDirError, atomic_path, check_writable, prepare_output_dir
 from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS
-from digitloc.runtime.options import model_option, output_option, provider_option, refine_option, threads_option
+from digitloc.runtime.options import (
+    model_option,
+    output_option,
+    provider_option,
+    refine_option,
+    spin_option,
+    threads_option,
+)
 from digitloc.runtime.progress import progress
 from digitloc.runtime.sources import Frame, Source, expand_sources, iter_frames, video_properties
 
@@ -82,6 +89,7 @@ def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
 @model_option()
 @provider_option()
 @threads_option
+@spin_option
 @click.option("--batch", default=8, show_default=True, help="Frames per inference call.")
 @output_option(help="Write annotated copies of images and videos here, at their paths relative to the folder "
                    "the inputs share (files already here are never read as inputs).")
@@ -94,7 +102,7 @@ def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
 @click.option("--force", is_flag=True, help="Overwrite annotated outputs that exist.")
 @click.option("--list-providers", is_flag=True, help="Show the execution providers and exit.")
 @refine_option(DEFAULT_REFINE)
-def main(sources: tuple[str, ...], model: str | None, provider: str, threads: int | None, batch: int,
+def main(sources: tuple[str, ...], model: str | None, provider: str, threads: int | None, spin: bool, batch: int,
          output: Path | None, as_json: bool, json_out: Path | None, summary: bool, max_pixels: int,
          max_frames: int | None, force: bool, list_providers: bool, refine: bool) -> None:
     """Find and read the digit in SOURCES: image files, folders, globs, videos, camera:N."""
@@ -107,7 +115,8 @@ def main(sources: tuple[str, ...], model: str | None, provider: str, threads: in
     if batch < 1:
         raise click.BadParameter("must be at least 1", param_hint="--batch")
     try:
-        detector = Detector(model, provider=provider, threads=threads, max_pixels=max_pixels, refine=refine)
+        detector = Detector(model, provider=provider, threads=threads, max_pixels=max_pixels, refine=refine,
+                            spin=spin)
     except (ContractError, ProviderError, FileNotFoundError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

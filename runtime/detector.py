@@ -120,27 +120,29 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
-def session_options(threads: int | None = None) -> Any:
-    """The runtime's onnxruntime session options. Intra-op threads do not spin-wait between
-    calls: on a CPU shared with other work, spinning threads fought it for the cores
-    (benchmarks/results/ort-options.md: batch 32 int8 1.7x faster without spinning)."""
+def session_options(threads: int | None = None, spin: bool = False) -> Any:
+    """The runtime's onnxruntime session options. By default intra-op threads do not spin-wait
+    between calls: on a CPU shared with other work, spinning threads fight it for the cores. On a
+    CPU the detector has to itself, ``spin`` makes small batches faster (the model card's speed
+    section measures both)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     return options
 
 
-def open_session(path: str | os.PathLike[str], provider: str = "cpu", threads: int | None = None) -> Any:
+def open_session(path: str | os.PathLike[str], provider: str = "cpu", threads: int | None = None,
+                 spin: bool = False) -> Any:
     """An onnxruntime session on exactly ``provider`` (cpu or cuda) with the runtime's session
     options: the one way the project opens a model outside the Detector. A session that falls
     back to another provider (onnxruntime only logs that) is refused."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), session_options(threads), providers=[PROVIDERS[provider]])
+    session = ort.InferenceSession(str(path), session_options(threads, spin), providers=[PROVIDERS[provider]])
     if session.get_providers()[0] != PROVIDERS[provider]:
         raise ProviderError(f"{Path(path).name}: {provider} was asked for but the session runs on "
                             f"{session.get_providers()[0]}")
@@ -167,11 +169,12 @@ class Detector:
 
     def __init__(self, model: str | os.PathLike[str] | None = None, provider: str = "auto",
                  threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, refine: bool = DEFAULT_REFINE,
-                 refine_below: float = REFINE_BELOW) -> None:
+                 refine_below: float = REFINE_BELOW, spin: bool = False) -> None:
         """``refine``: a second pass, for photos whose first box is shorter than ``refine_below`` of
         the photo, on a window cut around that box so that the digit takes ``REFINE_SHARE`` of its
         height: small or off-centre digits are read at the size the model knows best. Each refined
-        photo costs the model twice."""
+        photo costs the model twice. ``spin``: onnxruntime's threads spin-wait between calls
+        (faster on a CPU of its own, slower beside other work; see ``session_options``)."""
         import onnxruntime as ort
 
         self.refine = refine
@@ -188,7 +191,7 @@ class Detector:
             self.info = parse_metadata(self.session.get_modelmeta().custom_metadata_map, str(self.model_path))
             self._check_io()
             return
-        options = session_options(threads)
+        options = session_options(threads, spin)
         available = ort.get_available_providers()
         if provider == "cuda" and PROVIDERS["cuda"] not in available:
             raise ProviderError("CUDA was asked for but this onnxruntime has no CUDA provider "

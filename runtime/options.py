@@ -33,6 +33,9 @@ SIZE = SizeType()
 force_option = click.option("--force", is_flag=True, help="Overwrite outputs that already exist.")
 threads_option = click.option("--threads", type=int, default=None,
                               help="ONNX Runtime intra-op threads (default: all cores).")
+spin_option = click.option("--spin/--no-spin", default=False, show_default=True,
+                           help="Let ONNX Runtime's threads spin-wait between calls: faster small batches on a CPU "
+                                "the detector has to itself, much slower beside other work.")
 
 
 def model_option(exists: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -72,10 +72,11 @@ def test_latency_times_each_model_at_its_own_input_size(tiny_onnx: Path, tmp_pat
     export_model(wide, ExportConfig(output=wide_onnx, quant=Fp32Config(), parity_random=True))
     out = tmp_path / "bench"
     result = CliRunner().invoke(main, ["latency", str(tiny_onnx), str(wide_onnx), "--batch", "2", "--runs", "2",
-                                       "--warmup", "1", "-o", str(out)])
+                                       "--warmup", "1", "--spin", "-o", str(out)])
     assert result.exit_code == 0, result.output
     payload = json.loads((out / "latency.json").read_text())
     assert not payload["errors"] and {r["model"] for r in payload["rows"]} == {tiny_onnx.name, wide_onnx.name}
+    assert payload["spin"] is True and ", spinning between calls" in (out / "latency.md").read_text()
     macs = payload["macs_per_image"]
     assert 1.8 < macs[wide_onnx.name] / macs[tiny_onnx.name] < 2.2  # twice the pixels, about twice the MACs
 

@@ -480,3 +480,27 @@ def test_an_8_bit_photo_is_resized_first_with_the_same_pixels(shape: tuple[int, 
     photo = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
     for size in ((64, 128), (64, 64)):
         assert np.array_equal(preprocess(photo, size), resize_rgb(to_rgb_uint8(photo), size))
+
+
+def test_spinning_is_off_unless_asked_for(tiny_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Off by default (a detector beside other work must not fight it for the cores); --spin reaches
+    # the onnxruntime session through digitloc-run and the Detector.
+    import digitloc.runtime.detector as detector_module
+
+    key = "session.intra_op.allow_spinning"
+    assert detector_module.session_options().get_session_config_entry(key) == "0"
+    assert detector_module.session_options(spin=True).get_session_config_entry(key) == "1"
+    seen: list[str] = []
+    real = detector_module.session_options
+
+    def spy(threads: int | None = None, spin: bool = False) -> object:
+        options = real(threads, spin)
+        seen.append(options.get_session_config_entry(key))
+        return options
+
+    monkeypatch.setattr(detector_module, "session_options", spy)
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((40, 80, 3), 128, np.uint8))
+    for flag, expected in (("--spin", "1"), ("--no-spin", "0")):
+        result = CliRunner().invoke(main, [str(tmp_path / "a.png"), "--model", str(tiny_onnx), flag, "--json"])
+        assert result.exit_code == 0, result.output
+        assert seen[-1] == expected
