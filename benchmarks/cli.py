@@ -255,6 +255,43 @@ def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: st
     click.echo("wrote " + ", ".join(str(p) for p in paths))
 
 
+@main.command("photos")
+@click.argument("onnx_models", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--svhn", "folders", multiple=True, required=True, type=click.Path(file_okay=False, exists=True),
+              help="SVHN-format folder (photos and digitStruct.json or .mat), repeatable: its one-digit photos.")
+@click.option("--held-out-only", is_flag=True,
+              help="Only the one-digit photos a default digitloc-data build holds out (val and test).")
+@output_option(default=Path("bench-out"), help="Folder for photos.json, photos.md and photos.png.")
+@force_option
+def photos_command(onnx_models: tuple[Path, ...], folders: tuple[str, ...], held_out_only: bool, output: Path,
+                   force: bool) -> None:
+    """Accuracy and IoU of ONNX_MODELS through the runtime on your own labelled photos, as they are.
+
+    Every one-digit photo of the SVHN-format folders goes through the Detector, one pass and
+    with refine; figures overall and by the digit's height share of the photo (under 0.35 to
+    over 0.8), with where missed boxes lie. Needs no TensorFlow."""
+    from digitloc.benchmarks.framing import photos_chart, photos_markdown, photos_table
+    from digitloc.benchmarks.report import cpu_lines, environment, write_outputs
+    from digitloc.train.dataset.data import DatasetError, held_out_photos, reframe_photos
+
+    split = ("val", "test") if held_out_only else ("train", "val", "test")
+    try:
+        photos = reframe_photos(held_out_photos(list(folders), split), as_is=True)
+        rows = photos_table(list(onnx_models), photos)
+    except DatasetError as exc:
+        fail(str(exc))
+    payload = {"command": "digitloc-bench photos " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+               "environment": environment(), "photos": len(photos), "rows": rows}
+    md = cpu_lines(payload) + photos_markdown(rows)
+    try:
+        paths = write_outputs(output, "photos", payload, md, force)
+    except FileExistsError as exc:
+        fail(str(exc))
+    paths.append(photos_chart(rows, output / "photos.png"))
+    click.echo(md)
+    click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
 @main.command("probe-inputs")
 @click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
               help="A split .npz or a dataset folder (its val and test real photos), as given to drift.")

@@ -97,3 +97,81 @@ def framing_markdown(results: dict[str, Any]) -> str:
                  f"| {'' if gap is None else format(100 * gap, '.1f')} |\n")
     constant = " | ".join(f"- / {r['constant_box_iou']:.3f}" for r in next(iter(results.values()))["per_share"])
     return head + body + f"| constant box | {constant} | | |\n"
+
+
+# Digit height / photo height bins, as real photos were measured (../shared/data/README.md).
+SHARE_BINS = (0.0, 0.35, 0.5, 0.65, 0.8, 1.01)
+
+
+def photos_table(onnx_paths: list[Path], photos: list[FramedPhoto]) -> list[dict[str, Any]]:
+    """Each model through ``Detector`` (one pass, then with ``refine``) on photos as they are: the
+    overall figures and, per digit height share bin, the photos' share, accuracy, mean IoU and
+    the median predicted / true box height."""
+    from digitloc.train.evaluate import evaluate_predictions
+
+    true = np.array([f.box / np.array([f.image.shape[1], f.image.shape[0]] * 2) for f in photos])
+    labels = np.array([f.digit for f in photos])
+    shares = np.array([f.share for f in photos])
+    rows = []
+    for path in onnx_paths:
+        for refine in (False, True):
+            boxes, probs = detector_predict(path, photos, refine)
+            fig = evaluate_predictions(true, labels, boxes, probs)
+            bins = []
+            for lo, hi in zip(SHARE_BINS[:-1], SHARE_BINS[1:], strict=True):
+                pick = (shares >= lo) & (shares < hi)
+                entry: dict[str, Any] = {"from": lo, "to": min(hi, 1.0), "photos": int(pick.sum()),
+                                         "share_of_photos": float(pick.mean())}
+                if pick.any():
+                    f = evaluate_predictions(true[pick], labels[pick], boxes[pick], probs[pick])
+                    entry.update(class_accuracy=f["class_accuracy"], mean_iou=f["mean_iou"],
+                                 height_ratio_median=f["box_size_ratio_median"]["height"])
+                bins.append(entry)
+            rows.append({"model": path.name + (" + refine" if refine else ""),
+                         **{k: fig[k] for k in ("samples", "class_accuracy", "mean_iou", "iou_hit_rate",
+                                                "missed_box_side", "per_class_accuracy")},
+                         "by_height_share": bins})
+    return rows
+
+
+def photos_markdown(rows: list[dict[str, Any]]) -> str:
+    """One row per model: overall accuracy / IoU, then each height share bin (photos in it)."""
+    bins = rows[0]["by_height_share"]
+    head = ("| model | all: acc / IoU | " + " | ".join(
+        f"{b['from']:.2f}-{b['to']:.2f} ({b['photos']})" for b in bins)
+        + " | missed boxes left / right / over |\n|---|---|" + "---|" * (len(bins) + 1) + "\n")
+    body = ""
+    for r in rows:
+        cells = " | ".join(f"{b['class_accuracy']:.3f} / {b['mean_iou']:.3f}" if b["photos"] else "-"
+                           for b in r["by_height_share"])
+        body += (f"| {r['model']} | {r['class_accuracy']:.3f} / {r['mean_iou']:.3f} ({r['samples']}) | {cells} "
+                 f"| {_sides(r)} |\n")
+    return head + body
+
+
+def photos_chart(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Accuracy and mean IoU per digit height share bin, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from digitloc.runtime.fileio import atomic_path
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for r in rows:
+        got = [b for b in r["by_height_share"] if b["photos"]]
+        x = [(b["from"] + b["to"]) / 2 for b in got]
+        axes[0].plot(x, [b["class_accuracy"] for b in got], marker="o", label=r["model"])
+        axes[1].plot(x, [b["mean_iou"] for b in got], marker="o", label=r["model"])
+    for ax, title in zip(axes, ("class accuracy", "mean IoU"), strict=True):
+        ax.set_xlabel("digit height / photo height (bin centre)")
+        ax.set_title(f"{title} on the photos as they are")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path

@@ -227,3 +227,35 @@ def test_refine_reads_a_huge_photo_from_a_shrunk_copy(tiny_onnx: Path, monkeypat
     for a, b in zip(full, shrunk, strict=True):
         assert all(0 <= v <= 96 for v in b.bbox)
         assert np.abs(np.array(a.bbox) - np.array(b.bbox)).max() < 16  # the same place, read at half the resolution
+
+
+def test_photos_command_scores_every_one_digit_photo_by_height_share(tiny_onnx: Path, tmp_path: Path) -> None:
+    # A user's own labelled folder: every one-digit photo (not only a build's held-out ones), one
+    # pass and with refine, binned by the digit's height share; no Keras model needed.
+    import json
+
+    from click.testing import CliRunner
+
+    from digitloc.benchmarks.cli import main
+
+    heights = [10, 14, 20, 24, 28, 34, 36]  # in 40-pixel photos: shares 0.25 to 0.9
+    entries = [{"filename": f"{i}.png", "boxes": [{"label": 1 + i % 9, "left": 30, "top": 2, "width": 8,
+                                                    "height": h}]} for i, h in enumerate(heights)]
+    entries.append({"filename": "multi.png", "boxes": [{"label": 1, "left": 5, "top": 2, "width": 8, "height": 20},
+                                                       {"label": 2, "left": 20, "top": 2, "width": 8, "height": 20}]})
+    folder = make_svhn_folder(tmp_path / "svhn", entries)
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(main, ["photos", str(tiny_onnx), "--svhn", str(folder), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((out / "photos.json").read_text())
+    assert payload["photos"] == 7  # the two-digit photo is not a one-digit photo
+    assert [r["model"] for r in payload["rows"]] == [tiny_onnx.name, f"{tiny_onnx.name} + refine"]
+    bins = payload["rows"][0]["by_height_share"]
+    assert [b["photos"] for b in bins] == [1, 1, 2, 1, 2]  # 0.25 | 0.35 | 0.5 0.6 | 0.7 | 0.85 0.9
+    assert sum(b["share_of_photos"] for b in bins) == pytest.approx(1.0)
+    md = (out / "photos.md").read_text()
+    assert md.startswith("Command: `digitloc-bench photos ") and "0.00-0.35 (1)" in md
+    assert (out / "photos.png").stat().st_size > 0
+    empty = make_svhn_folder(tmp_path / "none", entries[-1:])
+    refused = CliRunner().invoke(main, ["photos", str(tiny_onnx), "--svhn", str(empty), "-o", str(tmp_path / "x")])
+    assert refused.exit_code == 1 and "no one-digit photo" in refused.output

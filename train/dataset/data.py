@@ -475,7 +475,8 @@ def held_out_photos(folders: list[str], split: tuple[str, ...] = ("val", "test")
     held = [p for p in photos if len(p.boxes) == 1 and
             split_of(p.origin, BuildConfig.one_digit_split, BuildConfig.seed) in split]
     if not held:
-        raise DatasetError(f"{', '.join(folders)}: no held-out one-digit photo to re-frame")
+        which = "" if set(split) >= set(SPLITS) else "held-out "
+        raise DatasetError(f"{', '.join(folders)}: no {which}one-digit photo to evaluate")
     return held
 
 
