@@ -26,6 +26,11 @@ from digitloc.runtime.options import (
 EMULATED = ("arm64", "arm64-a72", "arm64-max", "avx2")
 
 
+def _command(name: str) -> str:
+    """How this run of ``digitloc-bench NAME`` was typed, for its report."""
+    return f"digitloc-bench {name} " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+
+
 def _ints(value: str) -> list[int]:
     try:
         out = [int(v) for v in value.split(",") if v]
@@ -110,7 +115,7 @@ def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, 
                                  f"{plain['images_per_s'] / refined['images_per_s']:.2f}x the time "
                                  f"({refined['images_per_s']:.0f} against {plain['images_per_s']:.0f} images/s)")
     peak = matmul_gmacs()
-    payload = {"command": "digitloc-bench latency " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+    payload = {"command": _command("latency"),
                "environment": environment(), "inputs": "random uint8 images (timing does not depend on content)",
                "macs_per_image": {m.name: macs[m] for m in models}, "matmul_gmacs_per_s": peak, "rows": rows,
                "errors": errors, "spin": spin}
@@ -234,7 +239,7 @@ def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: st
         result = drift_table(keras_model, list(onnx_models), split, predictions)
     except (DatasetError, ValueError, EmulationError) as exc:
         fail(str(exc))
-    result["command"] = "digitloc-bench drift " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    result["command"] = _command("drift")
     result["environment"] = environment()
     if emulate:
         result["emulated"] = TARGETS[emulate].description
@@ -272,15 +277,15 @@ def photos_command(onnx_models: tuple[Path, ...], folders: tuple[str, ...], held
     over 0.8), with where missed boxes lie. Needs no TensorFlow."""
     from digitloc.benchmarks.framing import photos_chart, photos_markdown, photos_table
     from digitloc.benchmarks.report import cpu_lines, environment, write_outputs
-    from digitloc.train.dataset.data import DatasetError, held_out_photos, reframe_photos
+    from digitloc.train.dataset.data import SPLITS, DatasetError, held_out_photos, reframe_photos
 
-    split = ("val", "test") if held_out_only else ("train", "val", "test")
+    split = ("val", "test") if held_out_only else SPLITS
     try:
         photos = reframe_photos(held_out_photos(list(folders), split), as_is=True)
         rows = photos_table(list(onnx_models), photos)
     except DatasetError as exc:
         fail(str(exc))
-    payload = {"command": "digitloc-bench photos " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+    payload = {"command": _command("photos"),
                "environment": environment(), "photos": len(photos), "rows": rows}
     md = cpu_lines(payload) + photos_markdown(rows)
     try:
@@ -332,7 +337,7 @@ def _framing(keras_model: Path, onnx_models: tuple[Path, ...], framing_dirs: tup
         as_is = as_is_table(list(onnx_models), photos, test)
     except DatasetError as exc:
         fail(str(exc))
-    payload = {"command": "digitloc-bench drift " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+    payload = {"command": _command("drift"),
                "environment": environment(), "fill": "the photo itself, beyond it its edge blurred", "results": results,
                "as_is": as_is}
     md = cpu_lines(payload) + framing_markdown(results) + as_is_markdown(as_is)
@@ -421,7 +426,7 @@ def compare(keras_model: Path, int8_model: Path, fp32_model: Path, data: Path, k
     reference = makers["onnxruntime"](fp32_model, 1, threads)
     ref = tuple(np.concatenate(z) for z in zip(*(reference(heldout.images[i:i + 1]) for i in range(len(heldout))),
                                                strict=True))
-    result = {"command": "digitloc-bench compare " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+    result = {"command": _command("compare"),
               "environment": environment(), "repeats": repeats, "calls": calls, "threads": threads,
               "files": {f"{rt} {p}": str(path) for (rt, p), path in files.items()}, "rows": rows,
               "ratios": cmp.ratios(rows), "agreement_samples": len(heldout),

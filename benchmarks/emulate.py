@@ -141,7 +141,7 @@ def load_probe_outputs(path: Path, n_models: int, images: np.ndarray) -> tuple[l
     (``features_of`` its /proc/cpuinfo); refused unless it ran the same inputs and as many models."""
     import hashlib
 
-    from digitloc.runtime.cpuinfo import features_of
+    from digitloc.runtime.cpuinfo import features_of, summary
 
     try:
         out = np.load(path)
@@ -155,7 +155,6 @@ def load_probe_outputs(path: Path, n_models: int, images: np.ndarray) -> tuple[l
         raise EmulationError(f"{path}: computed on other inputs than --data gives here (write them with "
                              "digitloc-bench probe-inputs from the same --data)")
     info = features_of(str(out["cpu_model"]), set(str(out["cpu_flags"]).split()), str(out["platform"]), None)
-    info["onnxruntime"] = str(out["onnxruntime"])
-    info["summary"] = (f"{info['cpu']} ({info['arch']}; {' '.join(info['isa']) or 'no flags'}; int8: "
-                       f"{info['int8_path']}); onnxruntime {info['onnxruntime']}, CPUExecutionProvider")
+    info.update(onnxruntime=str(out["onnxruntime"]), provider="CPUExecutionProvider")
+    info["summary"] = summary(info)
     return results, info

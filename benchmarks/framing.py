@@ -3,6 +3,7 @@ runtime's two-pass ``refine``, on the held-out one-digit photos re-framed at eac
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,23 +52,34 @@ def framing_table(keras_path: Path | None, onnx_paths: list[Path], framed: list[
     return out
 
 
+def detector_passes(onnx_paths: list[Path], photos: list[FramedPhoto]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """Each model through ``Detector`` on photos as they are, one pass and then with ``refine``:
+    the row name, relative boxes and probabilities."""
+    for path in onnx_paths:
+        for refine in (False, True):
+            yield (path.name + (" + refine" if refine else ""), *detector_predict(path, photos, refine))
+
+
+def photo_truth(photos: list[FramedPhoto]) -> tuple[np.ndarray, np.ndarray]:
+    """The photos' true boxes (relative to each photo) and digits."""
+    true = np.array([f.box / np.array([f.image.shape[1], f.image.shape[0]] * 2) for f in photos])
+    return true, np.array([f.digit for f in photos])
+
+
 def as_is_table(onnx_paths: list[Path], photos: list[FramedPhoto], test: np.ndarray) -> list[dict[str, Any]]:
     """The held-out photos as they are (native resolution, through ``Detector``), one pass and with
     ``refine``: all of them and the untouched test half apart."""
     from digitloc.train.evaluate import evaluate_predictions
 
-    true = np.array([f.box / np.array([f.image.shape[1], f.image.shape[0]] * 2) for f in photos])
-    labels = np.array([f.digit for f in photos])
+    true, labels = photo_truth(photos)
     rows = []
-    for path in onnx_paths:
-        for refine in (False, True):
-            boxes, probs = detector_predict(path, photos, refine)
-            row: dict[str, Any] = {"model": path.name + (" + refine" if refine else "")}
-            for name, pick in (("all", np.ones(len(photos), bool)), ("test", test)):
-                fig = evaluate_predictions(true[pick], labels[pick], boxes[pick], probs[pick])
-                row[name] = {k: fig[k] for k in ("samples", "class_accuracy", "mean_iou", "iou_hit_rate",
-                                                 "missed_box_side")}
-            rows.append(row)
+    for model, boxes, probs in detector_passes(onnx_paths, photos):
+        row: dict[str, Any] = {"model": model}
+        for name, pick in (("all", np.ones(len(photos), bool)), ("test", test)):
+            fig = evaluate_predictions(true[pick], labels[pick], boxes[pick], probs[pick])
+            row[name] = {k: fig[k] for k in ("samples", "class_accuracy", "mean_iou", "iou_hit_rate",
+                                             "missed_box_side")}
+        rows.append(row)
     return rows
 
 
@@ -107,30 +119,25 @@ def photos_table(onnx_paths: list[Path], photos: list[FramedPhoto]) -> list[dict
     """Each model through ``Detector`` (one pass, then with ``refine``) on photos as they are: the
     overall figures and, per digit height share bin, the photos' share, accuracy, mean IoU and
     the median predicted / true box height."""
-    from digitloc.train.evaluate import evaluate_predictions
+    from digitloc.train.evaluate import evaluate_predictions, value_bins
 
-    true = np.array([f.box / np.array([f.image.shape[1], f.image.shape[0]] * 2) for f in photos])
-    labels = np.array([f.digit for f in photos])
-    shares = np.array([f.share for f in photos])
+    true, labels = photo_truth(photos)
+    share_bins = value_bins(np.array([f.share for f in photos]), SHARE_BINS)
     rows = []
-    for path in onnx_paths:
-        for refine in (False, True):
-            boxes, probs = detector_predict(path, photos, refine)
-            fig = evaluate_predictions(true, labels, boxes, probs)
-            bins = []
-            for lo, hi in zip(SHARE_BINS[:-1], SHARE_BINS[1:], strict=True):
-                pick = (shares >= lo) & (shares < hi)
-                entry: dict[str, Any] = {"from": lo, "to": min(hi, 1.0), "photos": int(pick.sum()),
-                                         "share_of_photos": float(pick.mean())}
-                if pick.any():
-                    f = evaluate_predictions(true[pick], labels[pick], boxes[pick], probs[pick])
-                    entry.update(class_accuracy=f["class_accuracy"], mean_iou=f["mean_iou"],
-                                 height_ratio_median=f["box_size_ratio_median"]["height"])
-                bins.append(entry)
-            rows.append({"model": path.name + (" + refine" if refine else ""),
-                         **{k: fig[k] for k in ("samples", "class_accuracy", "mean_iou", "iou_hit_rate",
-                                                "missed_box_side", "per_class_accuracy")},
-                         "by_height_share": bins})
+    for model, boxes, probs in detector_passes(onnx_paths, photos):
+        fig = evaluate_predictions(true, labels, boxes, probs)
+        bins = []
+        for lo, hi, pick in share_bins:
+            entry: dict[str, Any] = {"from": lo, "to": hi, "photos": int(pick.sum()),
+                                     "share_of_photos": float(pick.mean())}
+            if pick.any():
+                f = evaluate_predictions(true[pick], labels[pick], boxes[pick], probs[pick])
+                entry.update(class_accuracy=f["class_accuracy"], mean_iou=f["mean_iou"],
+                             height_ratio_median=f["box_size_ratio_median"]["height"])
+            bins.append(entry)
+        rows.append({"model": model, **{k: fig[k] for k in ("samples", "class_accuracy", "mean_iou", "iou_hit_rate",
+                                                             "missed_box_side", "per_class_accuracy")},
+                     "by_height_share": bins})
     return rows
 
 
@@ -150,28 +157,9 @@ def photos_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def photos_chart(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Accuracy and mean IoU per digit height share bin, one line per model."""
-    import matplotlib
+    """Accuracy and mean IoU per digit height share bin (at its centre), one line per model."""
+    from digitloc.train.evaluate import accuracy_iou_chart
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from digitloc.runtime.fileio import atomic_path
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for r in rows:
-        got = [b for b in r["by_height_share"] if b["photos"]]
-        x = [(b["from"] + b["to"]) / 2 for b in got]
-        axes[0].plot(x, [b["class_accuracy"] for b in got], marker="o", label=r["model"])
-        axes[1].plot(x, [b["mean_iou"] for b in got], marker="o", label=r["model"])
-    for ax, title in zip(axes, ("class accuracy", "mean IoU"), strict=True):
-        ax.set_xlabel("digit height / photo height (bin centre)")
-        ax.set_title(f"{title} on the photos as they are")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    series = {r["model"]: [((b["from"] + b["to"]) / 2, b["class_accuracy"], b["mean_iou"])
+                           for b in r["by_height_share"] if b["photos"]] for r in rows}
+    return accuracy_iou_chart(series, path, "digit height / photo height (bin centre)", "on the photos as they are")

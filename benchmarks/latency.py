@@ -110,9 +110,8 @@ def time_refine(path: Path, photos: list[np.ndarray], batch: int, warmup: int, r
     photos, one pass against two (``refine``), timed in turn so that both see the same machine."""
     from digitloc.runtime.detector import Detector
 
-    detectors = {f"cpu detector{' + refine' if r else ''}": Detector(path, provider="cpu", threads=threads, refine=r,
-                                                                       spin=spin)
-                 for r in (False, True)}
+    detectors = {f"cpu detector{' + refine' if r else ''}":
+                 Detector(path, provider="cpu", threads=threads, refine=r, spin=spin) for r in (False, True)}
     chunk = [photos[i % len(photos)] for i in range(batch)]
     times: dict[str, list[float]] = {name: [] for name in detectors}
     first = {name: time_calls(lambda d=d: d.predict_batch(chunk), warmup, 0)[0] for name, d in detectors.items()}

@@ -20,7 +20,8 @@ import sys
 
 
 def cpu_text() -> tuple[str, str]:
-    """The CPU model and flags line of /proc/cpuinfo (empty where there is none)."""
+    """The CPU model and flags line of /proc/cpuinfo (empty where there is none). The same reading
+    as ``digitloc.runtime.cpuinfo``'s, kept here because the probe imports nothing of digitloc."""
     model = flags = ""
     try:
         with open("/proc/cpuinfo") as f:

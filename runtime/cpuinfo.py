@@ -76,6 +76,12 @@ def cpu_report(provider: str | None = None) -> dict[str, Any]:
     info["onnxruntime"] = ort.__version__
     info["providers_available"] = list(ort.get_available_providers())
     info["provider"] = provider or "CPUExecutionProvider"
-    info["summary"] = (f"{info['cpu']} ({info['arch']}, {info['cores']} cores; {' '.join(info['isa']) or 'no flags'}; "
-                       f"int8: {info['int8_path']}); onnxruntime {info['onnxruntime']}, {info['provider']}")
+    info["summary"] = summary(info)
     return info
+
+
+def summary(info: dict[str, Any]) -> str:
+    """The one-line CPU description of every report (the cores where known)."""
+    cores = f", {info['cores']} cores" if info.get("cores") else ""
+    return (f"{info['cpu']} ({info['arch']}{cores}; {' '.join(info['isa']) or 'no flags'}; int8: {info['int8_path']}); "
+            f"onnxruntime {info['onnxruntime']}, {info['provider']}")

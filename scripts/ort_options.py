@@ -26,9 +26,6 @@ OPTIONS: dict[str, tuple[dict[str, str], int | None]] = {
 }
 
 
-RUNTIME = {"session.intra_op.allow_spinning": "0"}  # as digitloc.runtime.detector.session_options
-
-
 def profile_nodes(path: Path, batch: int, calls: int = 20, top: int = 12) -> str:
     """Markdown: the nodes taking the most kernel time (onnxruntime's profiler, runtime options)."""
     import json
@@ -38,16 +35,17 @@ def profile_nodes(path: Path, batch: int, calls: int = 20, top: int = 12) -> str
 
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    from digitloc.runtime.contract import INPUT_NAME
+    from digitloc.runtime.detector import session_options
+
+    options = session_options()
     options.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
         options.profile_file_prefix = os.path.join(tmp, "profile")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         x = np.random.default_rng(0).integers(0, 256, (batch, *session.get_inputs()[0].shape[1:]), dtype=np.uint8)
         for _ in range(calls):
-            session.run(None, {session.get_inputs()[0].name: x})
+            session.run(None, {INPUT_NAME: x})
         events = json.loads(Path(session.end_profiling()).read_text())
     times: dict[tuple[str, str], float] = defaultdict(float)
     for e in events:
@@ -59,6 +57,15 @@ def profile_nodes(path: Path, batch: int, calls: int = 20, top: int = 12) -> str
     for (op, name), t in sorted(times.items(), key=lambda kv: -kv[1])[:top]:
         md += f"| {name} | {op} | {100 * t / total:.1f} % | {t / calls / batch / 1000:.4f} |\n"
     return md
+
+
+def runtime_runner(path: Path):
+    """A file run as the runtime runs it (its one session factory and options)."""
+    from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME
+    from digitloc.runtime.detector import open_session
+
+    session = open_session(path)
+    return lambda x: session.run([BBOX_OUTPUT, DIGIT_OUTPUT], {INPUT_NAME: x})
 
 
 def session_runner(path: Path, entries: dict[str, str], threads: int | None):
@@ -92,7 +99,7 @@ def main(models: tuple[Path, ...], batches: str, repeats: int, calls: int, profi
         for name, (entries, threads) in OPTIONS.items():
             runners[Config(f"{models[0].name}, {name}", "int8", b)] = session_runner(models[0], entries, threads)
         for other in models[1:]:
-            runners[Config(f"{other.name}, runtime's options", "int8", b)] = session_runner(other, RUNTIME, None)
+            runners[Config(f"{other.name}, runtime's options", "int8", b)] = runtime_runner(other)
     size = Detector(models[0], provider="cpu").input_size
     rng = np.random.default_rng(0)
     inputs = {b: rng.integers(0, 256, (b, *size, 3), dtype=np.uint8) for b in sizes}

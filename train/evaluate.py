@@ -14,6 +14,13 @@ MISS_SHIFT = 0.6  # a missed box whose centre is this many true widths off lies 
 CONFIDENCE_BINS = (0.0, 0.5, 0.7, 0.9, 1.01)
 
 
+def value_bins(values: np.ndarray, edges: tuple[float, ...]) -> list[tuple[float, float, np.ndarray]]:
+    """(from, to, mask) of each bin [edge, next edge) of ``values``; a last edge past 1.0 keeps 1.0
+    inside and is shown as 1.0."""
+    values = np.asarray(values)
+    return [(lo, min(hi, 1.0), (values >= lo) & (values < hi)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+
+
 def evaluate_predictions(true_boxes: np.ndarray, true_labels: np.ndarray, pred_boxes: np.ndarray,
                          probs: np.ndarray, iou_threshold: float = 0.5) -> dict:
     """Class accuracy, per-class accuracy, mean IoU, IoU >= threshold share, both right
@@ -45,12 +52,9 @@ def evaluate_predictions(true_boxes: np.ndarray, true_labels: np.ndarray, pred_b
     shift = ((pred_boxes[:, 0] + pred_boxes[:, 2]) - (true_boxes[:, 0] + true_boxes[:, 2])) / 2 / true_w
     sides = {"left": int((~hit & (shift < -MISS_SHIFT)).sum()), "right": int((~hit & (shift > MISS_SHIFT)).sum())}
     sides["over"] = int((~hit).sum()) - sides["left"] - sides["right"]
-    confidence = np.asarray(probs).max(axis=1)
-    by_confidence = []
-    for lo, hi in zip(CONFIDENCE_BINS[:-1], CONFIDENCE_BINS[1:], strict=True):
-        pick = (confidence >= lo) & (confidence < hi)
-        by_confidence.append({"from": lo, "to": min(hi, 1.0), "samples": int(pick.sum()),
-                              "accuracy": float(right[pick].mean()) if pick.any() else None})
+    by_confidence = [{"from": lo, "to": hi, "samples": int(pick.sum()),
+                      "accuracy": float(right[pick].mean()) if pick.any() else None}
+                     for lo, hi, pick in value_bins(np.asarray(probs).max(axis=1), CONFIDENCE_BINS)]
     per_class = {str(d): (float(right[true_labels == d].mean()) if (true_labels == d).any() else None)
                  for d in range(NUM_CLASSES)}
     return {
@@ -131,6 +135,18 @@ def _gap(rows: list[dict]) -> float | None:
 
 def framing_chart(results: dict[str, dict], path: object) -> object:
     """Accuracy and mean IoU per digit height share, one line per model, the constant box dashed."""
+    series = {name: [(r["share"], r["class_accuracy"], r["mean_iou"]) for r in res["per_share"]]
+              for name, res in results.items()}
+    first = next(iter(results.values()))["per_share"]
+    return accuracy_iou_chart(series, path, "digit height / photo height",
+                              "by framing (held-out one-digit photos, re-framed)",
+                              constant=[(r["share"], r["constant_box_iou"]) for r in first])
+
+
+def accuracy_iou_chart(series: dict[str, list[tuple[float, float, float]]], path: object, xlabel: str, title: str,
+                       constant: list[tuple[float, float]] | None = None) -> object:
+    """Two panels, class accuracy and mean IoU against x, one line per name of ``series`` (its
+    points are x, accuracy, IoU); ``constant`` (x, IoU), the constant-box baseline, dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,16 +155,14 @@ def framing_chart(results: dict[str, dict], path: object) -> object:
     from digitloc.runtime.fileio import atomic_path
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for name, res in results.items():
-        rows = res["per_share"]
-        x = [r["share"] for r in rows]
-        axes[0].plot(x, [r["class_accuracy"] for r in rows], marker="o", label=name)
-        axes[1].plot(x, [r["mean_iou"] for r in rows], marker="o", label=name)
-    first = next(iter(results.values()))["per_share"]
-    axes[1].plot([r["share"] for r in first], [r["constant_box_iou"] for r in first], "k--", label="constant box")
-    for ax, title in zip(axes, ("class accuracy", "mean IoU"), strict=True):
-        ax.set_xlabel("digit height / photo height")
-        ax.set_title(f"{title} by framing (held-out one-digit photos, re-framed)")
+    for name, points in series.items():
+        axes[0].plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+        axes[1].plot([p[0] for p in points], [p[2] for p in points], marker="o", label=name)
+    if constant:
+        axes[1].plot([c[0] for c in constant], [c[1] for c in constant], "k--", label="constant box")
+    for ax, panel in zip(axes, ("class accuracy", "mean IoU"), strict=True):
+        ax.set_xlabel(xlabel)
+        ax.set_title(f"{panel} {title}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0].set_ylim(0, 1)
