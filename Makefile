@@ -114,12 +114,15 @@ drift-cpus: venv
 			models/digitloc-default-int8.onnx --data $(EMULATE_DATA) --emulate $$cpu -o benchmarks/results/drift/$$cpu \
 			--force || exit 1; done
 
-# onnxruntime (ours) against OpenVINO and LiteRT on the default model, interleaved (extra `peers`).
+# onnxruntime (ours) against OpenVINO and LiteRT on the default model, interleaved (extra `peers`),
+# then this CPU's int8 multiply-add ceilings beside those rates.
 compare: venv
 	$(BIN)/python -m pip install -q -e ".[peers]"
 	$(BIN)/digitloc-bench compare models/w025-128x64-run/model.keras --int8 models/digitloc-default-int8.onnx \
-		--fp32 models/digitloc-default-fp32.onnx --data $(EMULATE_DATA) --litert-dir runs/litert -o benchmarks/results/compare \
-		--force
+		--fp32 models/digitloc-default-fp32.onnx --data $(EMULATE_DATA) --repeats 9 --calls 20 --litert-dir runs/litert \
+		-o benchmarks/results/compare --force
+	$(BIN)/digitloc-bench ceiling benchmarks/results/compare/compare.json --model models/digitloc-default-int8.onnx \
+		-o benchmarks/results/ceiling --force
 
 clean:
 	rm -rf $(VENV) $(DEMO_VENV) $(DEMO_OUT) .pytest_cache .ruff_cache build

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -29,6 +31,20 @@ EMULATED = ("arm64", "arm64-a72", "arm64-max", "avx2")
 def _command(name: str) -> str:
     """How this run of ``digitloc-bench NAME`` was typed, for its report."""
     return f"digitloc-bench {name} " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+
+
+def _report(output: Path, stem: str, result: dict, markdown: str, chart: Callable[[dict, Path], Path],
+            force: bool) -> None:
+    """STEM.json, STEM.md and STEM.png in ``output`` (refused without --force where they exist); the table echoed."""
+    from digitloc.benchmarks.report import write_outputs
+
+    try:
+        paths = write_outputs(output, stem, result, markdown, force)
+    except FileExistsError as exc:
+        fail(str(exc))
+    paths.append(chart(result, output / f"{stem}.png"))
+    click.echo(markdown)
+    click.echo("wrote " + ", ".join(str(p) for p in paths))
 
 
 def _ints(value: str) -> list[int]:
@@ -389,7 +405,7 @@ def compare(keras_model: Path, int8_model: Path, fp32_model: Path, data: Path, k
 
     OpenVINO and LiteRT come with the `peers` extra (pip install 'digitloc[peers]')."""
     from digitloc.benchmarks import compare as cmp
-    from digitloc.benchmarks.report import environment, write_outputs
+    from digitloc.benchmarks.report import environment
     from digitloc.export.cli import load_images
     from digitloc.train.dataset.data import DatasetError, load_heldout
 
@@ -431,14 +447,52 @@ def compare(keras_model: Path, int8_model: Path, fp32_model: Path, data: Path, k
               "files": {f"{rt} {p}": str(path) for (rt, p), path in files.items()}, "rows": rows,
               "ratios": cmp.ratios(rows), "agreement_samples": len(heldout),
               "agreement": cmp.agreement(runners, heldout.images, ref, heldout.labels)}
-    md = cmp.compare_markdown(result)
+    _report(output, "compare", result, cmp.compare_markdown(result), cmp.compare_chart, force)
+
+
+@main.command()
+@click.argument("compare_json", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--model", "model", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
+              help="The int8 ONNX file the compare run timed (its MACs per image turn images/s into GMAC/s).")
+@click.option("--threads", type=int, default=None, help="Threads for both ceilings (default: every core).")
+@output_option(default=Path("bench-out"), help="Folder for ceiling.json, ceiling.md and ceiling.png.")
+@force_option
+def ceiling(compare_json: Path, model: Path, threads: int | None, output: Path, force: bool) -> None:
+    """This CPU's int8 multiply-add ceilings beside the int8 rates of a `digitloc-bench compare` run.
+
+    Measures the instruction peak (the widest int8 dot-product instruction, one thread per core,
+    built with the C compiler on PATH) and onnxruntime's own int8 matrix product, then says what
+    share of them each runtime reaches and whether the speed target (ours at least OpenVINO's int8
+    rate and 1.5x LiteRT's) asks for more multiply-adds per second than the CPU can do."""
+    from digitloc.benchmarks import ceiling as cl
+    from digitloc.benchmarks.macs import count_macs
+    from digitloc.benchmarks.report import environment
+    from digitloc.runtime.cpuinfo import cpu_features
+
     try:
-        paths = write_outputs(output, "compare", result, md, force)
-    except FileExistsError as exc:
-        fail(str(exc))
-    paths.append(cmp.compare_chart(result, output / "compare.png"))
-    click.echo(md)
-    click.echo("wrote " + ", ".join(str(p) for p in paths))
+        compare_result = json.loads(compare_json.read_text())
+        compare_cpu = compare_result["environment"]["cpu_summary"]
+        compare_result["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        fail(f"{compare_json}: not a digitloc-bench compare result ({exc})")
+    threads = threads or len(os.sched_getaffinity(0))
+    macs = count_macs(model)
+    features = cpu_features()
+    probe, why = cl.pick_probe(set(features["isa"]), features["arch"])
+    peak: dict = {"gmacs_per_s": None, "why": why}
+    if probe is not None:
+        click.echo(f"instruction peak: {probe.name}, {threads} threads", err=True)
+        try:
+            peak = cl.instruction_peak(probe, threads)
+        except RuntimeError as exc:
+            peak = {"gmacs_per_s": None, "why": str(exc)}
+            click.echo(f"warning: {exc}", err=True)
+    click.echo(f"onnxruntime MatMulInteger, {threads} threads", err=True)
+    gemm = cl.gemm_peak(threads)
+    result = {"command": _command("ceiling"), "environment": environment(), "compare_file": str(compare_json),
+              "compare_cpu": compare_cpu, "model": str(model), "macs": macs, "instruction_peak": peak,
+              "gemm_peak": gemm, **cl.ceiling_rows(compare_result, macs, peak["gmacs_per_s"], gemm["gmacs_per_s"])}
+    _report(output, "ceiling", result, cl.ceiling_markdown(result), cl.ceiling_chart, force)
 
 
 @main.command()

@@ -279,6 +279,84 @@ def test_compare_runs_the_peers_on_the_tiny_model(tmp_path: Path, tiny_run: Path
     assert ov_fp32["class_agreement"] >= 0.95
 
 
+def test_ceiling_turns_rates_into_multiply_add_rates_and_judges_the_target() -> None:
+    from digitloc.benchmarks.ceiling import ceiling_rows
+
+    compare = {"rows": [{"runtime": "onnxruntime", "precision": "int8", "batch": 32, "images_per_s": 2000.0},
+                        {"runtime": "openvino", "precision": "int8", "batch": 32, "images_per_s": 3000.0},
+                        {"runtime": "litert", "precision": "int8", "batch": 32, "images_per_s": 2000.0},
+                        {"runtime": "litert", "precision": "fp32", "batch": 32, "images_per_s": 9000.0}]}
+    got = ceiling_rows(compare, macs=2e8, peak=1000.0, gemm=700.0)  # 0.2 GMAC per image
+    assert [(r["runtime"], r["gmacs_per_s"], r["of_peak"]) for r in got["rates"]] == [
+        ("onnxruntime", pytest.approx(400.0), pytest.approx(0.4)), ("openvino", pytest.approx(600.0), pytest.approx(0.6)),
+        ("litert", pytest.approx(400.0), pytest.approx(0.4))]
+    needs = {n["target"]: n for n in got["needs"]}
+    assert needs["1x openvino"]["gmacs_per_s"] == pytest.approx(600.0)
+    assert (needs["1x openvino"]["beyond_peak"], needs["1x openvino"]["beyond_gemm"]) == (False, False)
+    assert needs["1.5x litert"]["gmacs_per_s"] == pytest.approx(600.0)
+    assert ceiling_rows(compare, macs=4e8, peak=1000.0, gemm=700.0)["needs"][0]["beyond_peak"] is True  # 1,200
+    assert ceiling_rows(compare, macs=2e8, peak=None, gemm=700.0)["needs"][0]["beyond_peak"] is None
+
+
+def test_ceiling_probe_choice_follows_the_cpu() -> None:
+    from digitloc.benchmarks.ceiling import pick_probe
+
+    assert pick_probe({"avx2", "avx512_vnni", "avx_vnni"}, "x86_64")[0].flag == "avx512_vnni"
+    assert pick_probe({"avx2", "avx_vnni"}, "x86_64")[0].flag == "avx_vnni"
+    assert pick_probe({"avx2"}, "x86_64")[0].macs == 32
+    assert pick_probe({"avx512_vnni", "amx_int8"}, "x86_64")[0] is None  # a VNNI peak would understate AMX
+    assert "x86 only" in pick_probe({"neon"}, "aarch64")[1]
+
+
+def test_ceiling_probe_binary_runs_the_counted_instructions(tmp_path: Path) -> None:
+    """The MAC count is instructions x MACs each: the built loop must hold exactly `chains` of them."""
+    import shutil
+    import subprocess
+
+    from digitloc.benchmarks.ceiling import PROBES, probe_source
+
+    if shutil.which("cc") is None or shutil.which("objdump") is None:
+        pytest.skip("needs cc and objdump")
+    probe = PROBES[2]  # AVX2: assembles on any x86-64 toolchain, runs nowhere in this test
+    src = tmp_path / "p.c"
+    src.write_text(probe_source(probe))
+    subprocess.run(["cc", "-O1", "-pthread", *probe.cflags, "-c", str(src), "-o", str(tmp_path / "p.o")], check=True)
+    listing = subprocess.run(["objdump", "-d", str(tmp_path / "p.o")], capture_output=True, text=True).stdout
+    assert listing.count("vpmaddubsw") == probe.chains
+
+
+def test_ceiling_command_reports_and_refuses_other_files(tmp_path: Path, tiny_onnx: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from digitloc.benchmarks import ceiling
+    from digitloc.benchmarks.macs import count_macs
+
+    macs = count_macs(tiny_onnx)
+    monkeypatch.setattr(ceiling, "instruction_peak", lambda probe, threads: {
+        "instruction": probe.name, "threads": threads, "gmacs_per_s": 1000.0})
+    monkeypatch.setattr(ceiling, "pick_probe", lambda flags, arch: (ceiling.PROBES[0], ""))
+    monkeypatch.setattr(ceiling, "gemm_peak", lambda threads: {"gmacs_per_s": 800.0, "shape": [8, 8, 8],
+                                                                "threads": threads})
+    per_image = 1e9 / macs  # images/s that make 1 GMAC/s
+    compare = {"environment": {"cpu_summary": "another CPU"},
+               "rows": [{"runtime": "openvino", "precision": "int8", "batch": 1, "images_per_s": 500 * per_image},
+                        {"runtime": "litert", "precision": "int8", "batch": 1, "images_per_s": 700 * per_image}]}
+    (tmp_path / "compare.json").write_text(json.dumps(compare))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["ceiling", str(tmp_path / "compare.json"), "--model", str(tiny_onnx),
+                                       "--threads", "1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((out / "ceiling.json").read_text())
+    needs = {n["target"]: n for n in payload["needs"]}
+    assert needs["1.5x litert"]["gmacs_per_s"] == pytest.approx(1050.0) and needs["1.5x litert"]["beyond_peak"]
+    assert not needs["1x openvino"]["beyond_peak"]
+    md = (out / "ceiling.md").read_text()
+    assert "names another CPU" in md and "| 1.5x litert | 1 |" in md
+    assert cv2.imread(str(out / "ceiling.png")) is not None
+    (tmp_path / "bad.json").write_text("{}")
+    result = CliRunner().invoke(main, ["ceiling", str(tmp_path / "bad.json"), "--model", str(tiny_onnx)])
+    assert result.exit_code == 1 and "bad.json: not a digitloc-bench compare result" in result.output
+
+
 def test_startup_runs_the_runtime_in_a_fresh_process(tiny_onnx: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["startup", "--model", str(tiny_onnx), "--repeats", "1"])
     assert result.exit_code == 0, result.output
