@@ -3,20 +3,23 @@
 Two ceilings, both measured here:
 
 - the instruction peak: independent chains of the widest int8 dot-product instruction the CPU
-  has (VPDPBUSD on zmm with AVX-512 VNNI, on ymm with AVX-VNNI, VPMADDUBSW on ymm with AVX2 only),
-  one thread per core, compiled with the C compiler on PATH. No convolution can do more dense
-  multiply-adds per second than this.
+  has (VPDPBUSD on zmm with AVX-512 VNNI, on ymm with AVX-VNNI; with AVX2 only, the
+  VPMADDUBSW + VPMADDWD + VPADDD sequence that sums u8 x s8 products into int32), one thread per
+  logical CPU, compiled with the C compiler on PATH ($CC, else cc). No convolution can do more
+  dense multiply-adds per second than this.
 - onnxruntime's own int8 matrix product (MatMulInteger, u8 x s8, large square-ish matrices):
   what its best-tuned kernel reaches on this CPU.
 
 A model's images/s times its MACs per image is the multiply-add rate it needs; set beside the
 ceilings, that says whether a target is a matter of better kernels or beyond the machine.
-AMX and ARM are not probed: there the instruction peak is left out and no verdict is given.
+AMX and ARM are not probed: there the instruction peak is left out, and so is the verdict against it
+(the one against onnxruntime's matrix product stays).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -27,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+MAX_THREADS = 256  # the probe's thread array
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -34,19 +39,21 @@ class Probe:
 
     name: str
     flag: str  # the /proc/cpuinfo flag that makes it usable
-    asm: str  # one instruction; {i} is the accumulator register number
+    asm: str  # one step of one chain; {i}: its accumulator register, {t}: a scratch register
     chains: int  # independent accumulators (enough to hide the latency)
-    macs: int  # u8 x s8 multiply-adds per instruction
+    macs: int  # u8 x s8 multiply-adds summed into int32 per step
     cflags: tuple[str, ...]
+    mnemonic: str  # the multiplying instruction, once per step
 
 
 PROBES = (
     Probe("vpdpbusd zmm (AVX-512 VNNI)", "avx512_vnni", "vpdpbusd %%zmm30, %%zmm31, %%zmm{i}", 24, 64,
-          ("-mavx512f", "-mavx512vnni")),
+          ("-mavx512f", "-mavx512vnni"), "vpdpbusd"),
     Probe("vpdpbusd ymm (AVX-VNNI)", "avx_vnni", "%{{vex%}} vpdpbusd %%ymm14, %%ymm15, %%ymm{i}", 14, 32,
-          ("-mavxvnni",)),
-    Probe("vpmaddubsw ymm (AVX2; pairs summed in int16, the widening not counted)", "avx2",
-          "vpmaddubsw %%ymm14, %%ymm15, %%ymm{i}", 14, 32, ("-mavx2",)),
+          ("-mavxvnni",), "vpdpbusd"),
+    Probe("vpmaddubsw + vpmaddwd + vpaddd ymm (AVX2)", "avx2",
+          "vpmaddubsw %%ymm14, %%ymm15, %%ymm{t}\\n vpmaddwd %%ymm13, %%ymm{t}, %%ymm{t}\\n "
+          "vpaddd %%ymm{t}, %%ymm{i}, %%ymm{i}", 6, 32, ("-mavx2",), "vpmaddubsw"),
 )
 
 _C = """#include <pthread.h>
@@ -64,8 +71,10 @@ int main(int argc, char **argv) {{
   iters = atol(argv[2]);
   pthread_t t[256];
   struct timespec a, b;
+  if (threads < 1 || threads > 256 || iters < 1) return 2;
   clock_gettime(CLOCK_MONOTONIC, &a);
-  for (int k = 0; k < threads; k++) pthread_create(&t[k], 0, work, 0);
+  for (int k = 0; k < threads; k++)
+    if (pthread_create(&t[k], 0, work, 0) != 0) return 3;
   for (int k = 0; k < threads; k++) pthread_join(t[k], 0);
   clock_gettime(CLOCK_MONOTONIC, &b);
   printf("%.9f\\n", (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9);
@@ -87,39 +96,51 @@ def pick_probe(flags: set[str], machine: str) -> tuple[Probe | None, str]:
 
 
 def probe_source(probe: Probe) -> str:
-    """The C program: one thread per argument-given count, each running chains of the instruction."""
-    body = "\\n".join(probe.asm.format(i=i) for i in range(probe.chains))
+    """The C program: ``argv[1]`` threads (at most 256), each running ``argv[2]`` loops of the chains."""
+    body = "\\n".join(probe.asm.format(i=i, t=i + probe.chains) for i in range(probe.chains))
     return _C.format(body=body)
 
 
 def instruction_peak(probe: Probe, threads: int, repeats: int = 5, seconds: float = 0.3) -> dict[str, Any]:
-    """GMAC/s of ``probe``'s instruction on ``threads`` threads (best of ``repeats``); needs a C compiler."""
-    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    if compiler is None:
-        raise RuntimeError("no C compiler on PATH (set CC): the instruction peak cannot be measured")
+    """GMAC/s of ``probe`` on ``threads`` threads (best of ``repeats`` runs of about ``seconds``).
+
+    Raises RuntimeError when no C compiler can build or run it."""
+    compiler = shlex.split(os.environ.get("CC", "cc"))
+    if not compiler or shutil.which(compiler[0]) is None:
+        raise RuntimeError(f"no C compiler {os.environ.get('CC', 'cc')!r} on PATH (set CC): "
+                           "the instruction peak cannot be measured")
+    if not 1 <= threads <= MAX_THREADS:
+        raise RuntimeError(f"threads must be 1-{MAX_THREADS}, not {threads}")
     with tempfile.TemporaryDirectory(prefix="digitloc-ceiling-") as tmp:
         src, exe = Path(tmp) / "probe.c", Path(tmp) / "probe"
         src.write_text(probe_source(probe))
-        done = subprocess.run([compiler, "-O1", "-pthread", *probe.cflags, str(src), "-o", str(exe)],
-                              capture_output=True, text=True)
+        try:
+            done = subprocess.run([*compiler, "-O1", "-pthread", *probe.cflags, str(src), "-o", str(exe)],
+                                  capture_output=True, text=True)
+        except OSError as exc:
+            raise RuntimeError(f"{compiler[0]} cannot be run: {exc}") from None
         if done.returncode != 0:
-            raise RuntimeError(f"{compiler} cannot build the {probe.name} probe: {done.stderr.strip()[:300]}")
+            raise RuntimeError(f"{compiler[0]} cannot build the {probe.name} probe: {done.stderr.strip()[:300]}")
 
         def run(iters: int) -> float:
-            out = subprocess.run([str(exe), str(threads), str(iters)], capture_output=True, text=True, check=True)
-            return float(out.stdout.strip())
+            try:
+                out = subprocess.run([str(exe), str(threads), str(iters)], capture_output=True, text=True,
+                                     check=True)
+                return float(out.stdout.strip())
+            except (OSError, subprocess.CalledProcessError, ValueError) as exc:
+                raise RuntimeError(f"the {probe.name} probe failed to run: {exc}") from None
 
-        iters = 1_000_000
-        elapsed = run(iters)
-        iters = max(iters, int(iters * seconds / max(elapsed, 1e-6)))
+        iters = 100_000
+        iters = max(iters, int(iters * seconds / max(run(iters), 1e-6)))
         best = min(run(iters) for _ in range(repeats))
     return {"instruction": probe.name, "threads": threads,
             "gmacs_per_s": threads * iters * probe.chains * probe.macs / best / 1e9}
 
 
 def gemm_peak(threads: int, shapes: tuple[tuple[int, int, int], ...] = ((1024, 1024, 1024), (4096, 512, 512)),
-              repeats: int = 5, calls: int = 5) -> dict[str, Any]:
-    """Best GMAC/s of onnxruntime's MatMulInteger (u8 x s8) over ``shapes`` (M, K, N) on ``threads`` threads."""
+              repeats: int = 5, seconds: float = 0.2) -> dict[str, Any]:
+    """onnxruntime's MatMulInteger (u8 x s8) GMAC/s on ``threads`` threads: for each of ``shapes``
+    (M, K, N) the median of ``repeats`` windows of about ``seconds``; the best shape is kept."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
@@ -137,16 +158,19 @@ def gemm_peak(threads: int, shapes: tuple[tuple[int, int, int], ...] = ((1024, 1
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        a = rng.integers(0, 256, (m, k), dtype=np.uint8)
-        for _ in range(2):
-            session.run(None, {"A": a})
+        feed = {"A": rng.integers(0, 256, (m, k), dtype=np.uint8)}
+        start = time.perf_counter()
+        session.run(None, feed)
+        calls = max(1, int(seconds / max(time.perf_counter() - start, 1e-6)))
+        rates = []
         for _ in range(repeats):
             start = time.perf_counter()
             for _ in range(calls):
-                session.run(None, {"A": a})
-            rate = calls * m * k * n / (time.perf_counter() - start) / 1e9
-            if rate > best["gmacs_per_s"]:
-                best = {"gmacs_per_s": rate, "shape": [m, k, n], "threads": threads}
+                session.run(None, feed)
+            rates.append(calls * m * k * n / (time.perf_counter() - start) / 1e9)
+        rate = float(np.median(rates))
+        if rate > best["gmacs_per_s"]:
+            best = {"gmacs_per_s": rate, "shape": [m, k, n], "threads": threads}
     return best
 
 
@@ -193,23 +217,24 @@ def ceiling_markdown(result: dict[str, Any]) -> str:
              f"Rates from: `{result['compare_file']}` (measured {result['compare_cpu']}); "
              f"MACs per image {result['macs'] / 1e6:.1f} M (`{result['model']}`).", ""]
     if result["compare_cpu"] != result["environment"]["cpu_summary"]:
-        lines += ["**The compare run names another CPU than this one: the ceilings below are this CPU's.**", ""]
+        lines += ["**The compare run names another CPU or onnxruntime than this one: the ceilings below are this "
+                  "machine's.**", ""]
     lines += ["| ceiling | GMAC/s |", "|---|---|"]
     if peak.get("gmacs_per_s") is not None:
         lines.append(f"| instruction peak: {peak['instruction']}, {peak['threads']} threads | "
-                     f"{peak['gmacs_per_s']:.0f} |")
+                     f"{peak['gmacs_per_s']:,.0f} |")
     else:
         lines.append(f"| instruction peak | not measured: {peak['why']} |")
     lines += [f"| onnxruntime MatMulInteger u8 x s8 {'x'.join(map(str, gemm['shape']))}, {gemm['threads']} threads "
-              f"| {gemm['gmacs_per_s']:.0f} |", "",
+              f"| {gemm['gmacs_per_s']:,.0f} |", "",
               "| int8 runtime | batch | images/s | GMAC/s | of instruction peak | of onnxruntime GEMM |",
               "|---|---|---|---|---|---|"]
-    lines += [f"| {r['runtime']} | {r['batch']} | {r['images_per_s']:,.0f} | {r['gmacs_per_s']:.0f} | "
+    lines += [f"| {r['runtime']} | {r['batch']} | {r['images_per_s']:,.0f} | {r['gmacs_per_s']:,.0f} | "
               f"{_share(r['of_peak'])} | {_share(r['of_gemm'])} |" for r in result["rates"]]
     lines += ["", "| target for ours | batch | images/s needed | GMAC/s needed | of instruction peak | "
               "of onnxruntime GEMM | beyond the instruction peak | beyond onnxruntime's GEMM |",
               "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {n['target']} | {n['batch']} | {n['images_per_s']:,.0f} | {n['gmacs_per_s']:.0f} | "
+    lines += [f"| {n['target']} | {n['batch']} | {n['images_per_s']:,.0f} | {n['gmacs_per_s']:,.0f} | "
               f"{_share(n['of_peak'])} | {_share(n['of_gemm'])} | {_yes(n['beyond_peak'])} | {_yes(n['beyond_gemm'])} |"
               for n in result["needs"]]
     return "\n".join(lines) + "\n"
@@ -221,6 +246,8 @@ def ceiling_chart(result: dict[str, Any], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from digitloc.train.plots import save_figure
 
     labels = [f"{r['runtime']} b{r['batch']}" for r in result["rates"]]
     values = [r["gmacs_per_s"] for r in result["rates"]]
@@ -242,7 +269,4 @@ def ceiling_chart(result: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel("int8 GMAC/s")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
     ax.set_title("int8 multiply-add rate against this CPU's ceilings")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

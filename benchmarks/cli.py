@@ -33,6 +33,17 @@ def _command(name: str) -> str:
     return f"digitloc-bench {name} " + " ".join(shlex.quote(a) for a in sys.argv[2:])
 
 
+def _refuse_existing(output: Path, stem: str, force: bool) -> None:
+    """Stop before any measuring when STEM's report is already in ``output`` and --force is not given."""
+    from digitloc.runtime.fileio import OutputExistsError, check_writable
+
+    try:
+        for suffix in (".json", ".md", ".png"):
+            check_writable(output / f"{stem}{suffix}", force)
+    except (OutputExistsError, OSError) as exc:
+        fail(str(exc))
+
+
 def _report(output: Path, stem: str, result: dict, markdown: str, chart: Callable[[dict, Path], Path],
             force: bool) -> None:
     """STEM.json, STEM.md and STEM.png in ``output`` (refused without --force where they exist); the table echoed."""
@@ -292,7 +303,7 @@ def photos_command(onnx_models: tuple[Path, ...], folders: tuple[str, ...], held
     with refine; figures overall and by the digit's height share of the photo (under 0.35 to
     over 0.8), with where missed boxes lie. Needs no TensorFlow."""
     from digitloc.benchmarks.framing import photos_chart, photos_markdown, photos_table
-    from digitloc.benchmarks.report import cpu_lines, environment, write_outputs
+    from digitloc.benchmarks.report import cpu_lines, environment
     from digitloc.train.dataset.data import SPLITS, DatasetError, held_out_photos, reframe_photos
 
     split = ("val", "test") if held_out_only else SPLITS
@@ -303,14 +314,8 @@ def photos_command(onnx_models: tuple[Path, ...], folders: tuple[str, ...], held
         fail(str(exc))
     payload = {"command": _command("photos"),
                "environment": environment(), "photos": len(photos), "rows": rows}
-    md = cpu_lines(payload) + photos_markdown(rows)
-    try:
-        paths = write_outputs(output, "photos", payload, md, force)
-    except FileExistsError as exc:
-        fail(str(exc))
-    paths.append(photos_chart(rows, output / "photos.png"))
-    click.echo(md)
-    click.echo("wrote " + ", ".join(str(p) for p in paths))
+    _report(output, "photos", payload, cpu_lines(payload) + photos_markdown(rows),
+            lambda _, path: photos_chart(rows, path), force)
 
 
 @main.command("probe-inputs")
@@ -412,6 +417,7 @@ def compare(keras_model: Path, int8_model: Path, fp32_model: Path, data: Path, k
     names = [r.strip() for r in runtimes.split(",") if r.strip()]
     if not set(names) <= set(cmp.RUNTIMES):
         fail(f"unknown runtime in {runtimes!r}: choose from {', '.join(cmp.RUNTIMES)}")
+    _refuse_existing(output, "compare", force)
     batch_sizes = _ints(batches)
     try:
         heldout = load_heldout(data, kind)
@@ -454,14 +460,15 @@ def compare(keras_model: Path, int8_model: Path, fp32_model: Path, data: Path, k
 @click.argument("compare_json", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--model", "model", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
               help="The int8 ONNX file the compare run timed (its MACs per image turn images/s into GMAC/s).")
-@click.option("--threads", type=int, default=None, help="Threads for both ceilings (default: every core).")
+@click.option("--threads", type=click.IntRange(1, 256), default=None,
+              help="Threads for both ceilings (default: one per logical CPU this process may use).")
 @output_option(default=Path("bench-out"), help="Folder for ceiling.json, ceiling.md and ceiling.png.")
 @force_option
 def ceiling(compare_json: Path, model: Path, threads: int | None, output: Path, force: bool) -> None:
     """This CPU's int8 multiply-add ceilings beside the int8 rates of a `digitloc-bench compare` run.
 
-    Measures the instruction peak (the widest int8 dot-product instruction, one thread per core,
-    built with the C compiler on PATH) and onnxruntime's own int8 matrix product, then says what
+    Measures the instruction peak (the widest int8 dot-product instruction, one thread per logical
+    CPU, built with the C compiler $CC or cc) and onnxruntime's own int8 matrix product, then says what
     share of them each runtime reaches and whether the speed target (ours at least OpenVINO's int8
     rate and 1.5x LiteRT's) asks for more multiply-adds per second than the CPU can do."""
     from digitloc.benchmarks import ceiling as cl
@@ -472,10 +479,15 @@ def ceiling(compare_json: Path, model: Path, threads: int | None, output: Path, 
     try:
         compare_result = json.loads(compare_json.read_text())
         compare_cpu = compare_result["environment"]["cpu_summary"]
-        compare_result["rows"]
+        int8 = [(r["runtime"], int(r["batch"]), float(r["images_per_s"])) for r in compare_result["rows"]
+                if r["precision"] == "int8"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        fail(f"{compare_json}: not a digitloc-bench compare result ({exc})")
-    threads = threads or len(os.sched_getaffinity(0))
+        fail(f"{compare_json}: not a digitloc-bench compare result ({type(exc).__name__}: {exc})")
+    if not int8:
+        fail(f"{compare_json}: no int8 rows to set against the ceilings")
+    _refuse_existing(output, "ceiling", force)
+    threads = threads or min(256, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                             else os.cpu_count() or 1)
     macs = count_macs(model)
     features = cpu_features()
     probe, why = cl.pick_probe(set(features["isa"]), features["arch"])

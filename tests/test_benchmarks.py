@@ -308,8 +308,9 @@ def test_ceiling_probe_choice_follows_the_cpu() -> None:
     assert "x86 only" in pick_probe({"neon"}, "aarch64")[1]
 
 
-def test_ceiling_probe_binary_runs_the_counted_instructions(tmp_path: Path) -> None:
-    """The MAC count is instructions x MACs each: the built loop must hold exactly `chains` of them."""
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_ceiling_probe_binary_runs_the_counted_instructions(tmp_path: Path, index: int) -> None:
+    """The MAC count is steps x MACs each: the built loop must multiply exactly once per step of each chain."""
     import shutil
     import subprocess
 
@@ -317,12 +318,37 @@ def test_ceiling_probe_binary_runs_the_counted_instructions(tmp_path: Path) -> N
 
     if shutil.which("cc") is None or shutil.which("objdump") is None:
         pytest.skip("needs cc and objdump")
-    probe = PROBES[2]  # AVX2: assembles on any x86-64 toolchain, runs nowhere in this test
+    probe = PROBES[index]  # assembling needs no CPU support: nothing runs here
     src = tmp_path / "p.c"
     src.write_text(probe_source(probe))
-    subprocess.run(["cc", "-O1", "-pthread", *probe.cflags, "-c", str(src), "-o", str(tmp_path / "p.o")], check=True)
+    done = subprocess.run(["cc", "-O1", "-pthread", *probe.cflags, "-c", str(src), "-o", str(tmp_path / "p.o")],
+                          capture_output=True, text=True)
+    if done.returncode != 0 and "unrecognized" in done.stderr:
+        pytest.skip(f"this compiler lacks {probe.cflags}")
+    assert done.returncode == 0, done.stderr
     listing = subprocess.run(["objdump", "-d", str(tmp_path / "p.o")], capture_output=True, text=True).stdout
-    assert listing.count("vpmaddubsw") == probe.chains
+    assert listing.count(probe.mnemonic) == probe.chains
+
+
+def test_ceiling_instruction_peak_runs_and_fails_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from digitloc.benchmarks.ceiling import PROBES, instruction_peak
+    from digitloc.runtime.cpuinfo import cpu_features
+
+    if shutil.which("cc") is None or "avx2" not in cpu_features()["isa"]:
+        pytest.skip("needs cc and an AVX2 CPU")
+    got = instruction_peak(PROBES[2], threads=1, repeats=1, seconds=0.02)
+    # One core does 32 MACs per step and at most a few steps per cycle at a few GHz.
+    assert got["threads"] == 1 and 1.0 < got["gmacs_per_s"] < 1000.0
+    with pytest.raises(RuntimeError, match="threads must be 1-256"):
+        instruction_peak(PROBES[2], threads=0)
+    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    with pytest.raises(RuntimeError, match="cannot build the"):
+        instruction_peak(PROBES[2], threads=1)
+    monkeypatch.setenv("CC", "no-such-compiler-here")
+    with pytest.raises(RuntimeError, match="no C compiler"):
+        instruction_peak(PROBES[2], threads=1)
 
 
 def test_ceiling_command_reports_and_refuses_other_files(tmp_path: Path, tiny_onnx: Path,
@@ -350,11 +376,22 @@ def test_ceiling_command_reports_and_refuses_other_files(tmp_path: Path, tiny_on
     assert needs["1.5x litert"]["gmacs_per_s"] == pytest.approx(1050.0) and needs["1.5x litert"]["beyond_peak"]
     assert not needs["1x openvino"]["beyond_peak"]
     md = (out / "ceiling.md").read_text()
-    assert "names another CPU" in md and "| 1.5x litert | 1 |" in md
+    assert "names another CPU or onnxruntime" in md and "| 1.5x litert | 1 |" in md
     assert cv2.imread(str(out / "ceiling.png")) is not None
+    result = CliRunner().invoke(main, ["ceiling", str(tmp_path / "compare.json"), "--model", str(tiny_onnx),
+                                       "--threads", "1", "-o", str(out)])
+    assert result.exit_code == 1 and "already exists (use --force" in result.output
     (tmp_path / "bad.json").write_text("{}")
     result = CliRunner().invoke(main, ["ceiling", str(tmp_path / "bad.json"), "--model", str(tiny_onnx)])
     assert result.exit_code == 1 and "bad.json: not a digitloc-bench compare result" in result.output
+    compare["rows"] = [{"runtime": "litert", "precision": "fp32", "batch": 1, "images_per_s": 5.0}]
+    (tmp_path / "fp32.json").write_text(json.dumps(compare))
+    result = CliRunner().invoke(main, ["ceiling", str(tmp_path / "fp32.json"), "--model", str(tiny_onnx)])
+    assert result.exit_code == 1 and "fp32.json: no int8 rows" in result.output
+    compare["rows"] = [{"runtime": "litert", "batch": 1}]
+    (tmp_path / "rowless.json").write_text(json.dumps(compare))
+    result = CliRunner().invoke(main, ["ceiling", str(tmp_path / "rowless.json"), "--model", str(tiny_onnx)])
+    assert result.exit_code == 1 and "rowless.json: not a digitloc-bench compare result (KeyError" in result.output
 
 
 def test_startup_runs_the_runtime_in_a_fresh_process(tiny_onnx: Path, tmp_path: Path) -> None:
