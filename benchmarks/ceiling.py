@@ -178,28 +178,34 @@ def gemm_peak(threads: int, shapes: tuple[tuple[int, int, int], ...] = ((1024, 1
 TARGETS = {"openvino": 1.0, "litert": 1.5}
 
 
-def ceiling_rows(compare: dict[str, Any], macs: float, peak: float | None, gemm: float) -> dict[str, Any]:
-    """Each int8 rate of a ``digitloc-bench compare`` result as GMAC/s and as a share of the ceilings,
-    and per batch what the target (ours >= OpenVINO, >= 1.5x LiteRT) needs."""
-    gmac = macs / 1e9
-    rates = [{"runtime": r["runtime"], "batch": r["batch"], "images_per_s": r["images_per_s"],
-              "gmacs_per_s": r["images_per_s"] * gmac,
-              "of_peak": None if peak is None else r["images_per_s"] * gmac / peak,
-              "of_gemm": r["images_per_s"] * gmac / gemm}
-             for r in compare["rows"] if r["precision"] == "int8"]
+def int8_rates(compare: dict[str, Any]) -> list[dict[str, Any]]:
+    """The int8 rows of a ``digitloc-bench compare`` result: runtime, batch, images/s (KeyError or
+    TypeError for a result of another shape)."""
+    return [{"runtime": str(r["runtime"]), "batch": int(r["batch"]), "images_per_s": float(r["images_per_s"])}
+            for r in compare["rows"] if r["precision"] == "int8"]
+
+
+def ceiling_rows(rates: list[dict[str, Any]], macs: float, peak: float | None, gemm: float) -> dict[str, Any]:
+    """Each int8 rate (``int8_rates``) as GMAC/s and as a share of the ceilings, and per batch what
+    the target (ours >= OpenVINO, >= 1.5x LiteRT) needs."""
+
+    def load(images_per_s: float) -> dict[str, Any]:
+        gmacs = images_per_s * macs / 1e9
+        return {"images_per_s": images_per_s, "gmacs_per_s": gmacs,
+                "of_peak": None if peak is None else gmacs / peak, "of_gemm": gmacs / gemm}
+
+    rows = [{"runtime": r["runtime"], "batch": r["batch"], **load(r["images_per_s"])} for r in rates]
     needs = []
-    for batch in sorted({r["batch"] for r in rates}):
+    for batch in sorted({r["batch"] for r in rows}):
         for peer, factor in TARGETS.items():
-            row = next((r for r in rates if r["runtime"] == peer and r["batch"] == batch), None)
+            row = next((r for r in rows if r["runtime"] == peer and r["batch"] == batch), None)
             if row is None:
                 continue
-            need = row["images_per_s"] * factor
-            needs.append({"batch": batch, "target": f"{factor:g}x {peer}", "images_per_s": need,
-                          "gmacs_per_s": need * gmac, "of_peak": None if peak is None else need * gmac / peak,
-                          "of_gemm": need * gmac / gemm,
-                          "beyond_peak": None if peak is None else need * gmac > peak,
-                          "beyond_gemm": need * gmac > gemm})
-    return {"rates": rates, "needs": needs}
+            need = load(row["images_per_s"] * factor)
+            needs.append({"batch": batch, "target": f"{factor:g}x {peer}", **need,
+                          "beyond_peak": None if peak is None else need["of_peak"] > 1,
+                          "beyond_gemm": need["of_gemm"] > 1})
+    return {"rates": rows, "needs": needs}
 
 
 def _share(value: float | None) -> str:
@@ -212,9 +218,10 @@ def _yes(value: bool | None) -> str:
 
 def ceiling_markdown(result: dict[str, Any]) -> str:
     """The report: ceilings, each runtime's int8 rate against them, and what the target needs."""
+    from digitloc.benchmarks.report import cpu_lines
+
     peak, gemm = result["instruction_peak"], result["gemm_peak"]
-    lines = [f"Command: `{result['command']}`", "", f"CPU: {result['environment']['cpu_summary']}", "",
-             f"Rates from: `{result['compare_file']}` (measured {result['compare_cpu']}); "
+    lines = [f"Rates from: `{result['compare_file']}` (measured {result['compare_cpu']}); "
              f"MACs per image {result['macs'] / 1e6:.1f} M (`{result['model']}`).", ""]
     if result["compare_cpu"] != result["environment"]["cpu_summary"]:
         lines += ["**The compare run names another CPU or onnxruntime than this one: the ceilings below are this "
@@ -237,7 +244,7 @@ def ceiling_markdown(result: dict[str, Any]) -> str:
     lines += [f"| {n['target']} | {n['batch']} | {n['images_per_s']:,.0f} | {n['gmacs_per_s']:,.0f} | "
               f"{_share(n['of_peak'])} | {_share(n['of_gemm'])} | {_yes(n['beyond_peak'])} | {_yes(n['beyond_gemm'])} |"
               for n in result["needs"]]
-    return "\n".join(lines) + "\n"
+    return cpu_lines(result) + "\n".join(lines) + "\n"
 
 
 def ceiling_chart(result: dict[str, Any], path: Path) -> Path:

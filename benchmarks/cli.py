@@ -44,15 +44,20 @@ def _refuse_existing(output: Path, stem: str, force: bool) -> None:
         fail(str(exc))
 
 
-def _report(output: Path, stem: str, result: dict, markdown: str, chart: Callable[[dict, Path], Path],
-            force: bool) -> None:
-    """STEM.json, STEM.md and STEM.png in ``output`` (refused without --force where they exist); the table echoed."""
+def _write(output: Path, stem: str, result: dict, markdown: str, force: bool) -> list[Path]:
+    """STEM.json and STEM.md in ``output``; an existing one without --force ends the command in one line."""
     from digitloc.benchmarks.report import write_outputs
 
     try:
-        paths = write_outputs(output, stem, result, markdown, force)
+        return write_outputs(output, stem, result, markdown, force)
     except FileExistsError as exc:
         fail(str(exc))
+
+
+def _report(output: Path, stem: str, result: dict, markdown: str, chart: Callable[[dict, Path], Path],
+            force: bool) -> None:
+    """STEM.json, STEM.md and STEM.png in ``output`` (refused without --force where they exist); the table echoed."""
+    paths = _write(output, stem, result, markdown, force)
     paths.append(chart(result, output / f"{stem}.png"))
     click.echo(markdown)
     click.echo("wrote " + ", ".join(str(p) for p in paths))
@@ -94,7 +99,7 @@ def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, 
     """Time MODELS (ONNX) for every provider x batch size; p50/p90/p99/mean/min, images/s, GMAC/s."""
     from digitloc.benchmarks.latency import matmul_gmacs, time_keras, time_onnx, time_refine
     from digitloc.benchmarks.macs import count_macs
-    from digitloc.benchmarks.report import cpu_lines, environment, latency_chart, latency_markdown, write_outputs
+    from digitloc.benchmarks.report import cpu_lines, environment, latency_chart, latency_markdown
     from digitloc.runtime.contract import parse_metadata
     from digitloc.runtime.progress import progress
 
@@ -154,10 +159,7 @@ def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, 
           f"{'spinning' if spin else 'no spinning'} between calls (the runtime's default: no spinning)\n\n"
           + latency_markdown(rows) + f"\nfloat32 matrix product peak on this machine: {peak:.1f} GMAC/s\n")
     md += "".join(f"\n- {line}" for line in ratios) + "\n"
-    try:
-        paths = write_outputs(output, "latency", payload, md, force)
-    except FileExistsError as exc:
-        fail(str(exc))
+    paths = _write(output, "latency", payload, md, force)
     if rows:
         paths.append(latency_chart(rows, output / "latency.png"))
     else:
@@ -244,7 +246,7 @@ def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: st
         prepare_arm64,
         run_emulated,
     )
-    from digitloc.benchmarks.report import accuracy_latency_chart, drift_chart, drift_markdown, environment, write_outputs
+    from digitloc.benchmarks.report import accuracy_latency_chart, drift_chart, drift_markdown, environment
     from digitloc.train.dataset.data import DatasetError, load_heldout
 
     if emulate and outputs_file:
@@ -274,10 +276,7 @@ def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: st
     if device:
         result["device"] = device
     md = drift_markdown(result)
-    try:
-        paths = write_outputs(output, "drift", result, md, force)
-    except FileExistsError as exc:
-        fail(str(exc))
+    paths = _write(output, "drift", result, md, force)
     paths.append(drift_chart(result, output / "drift.png"))
     if latency_rows:
         paths.append(accuracy_latency_chart(result, latency_rows, output / "accuracy-latency.png"))
@@ -346,15 +345,15 @@ def probe_inputs(data: Path, kind: str, output: Path, force: bool) -> None:
 def _framing(keras_model: Path, onnx_models: tuple[Path, ...], framing_dirs: tuple[str, ...], size: tuple[int, int],
              output: Path, force: bool) -> list[Path]:
     from digitloc.benchmarks.framing import as_is_markdown, as_is_table, framing_markdown, framing_table
-    from digitloc.benchmarks.report import cpu_lines, environment, write_outputs
-    from digitloc.train.dataset.data import BuildConfig, DatasetError, held_out_photos, reframe_photos, split_of
+    from digitloc.benchmarks.report import cpu_lines, environment
+    from digitloc.train.dataset.data import DatasetError, held_out_photos, one_digit_split_of, reframe_photos
     from digitloc.train.evaluate import framing_chart
 
     try:
         held = held_out_photos(list(framing_dirs))  # scanned once for both tables
         results = framing_table(keras_model, list(onnx_models), reframe_photos(held), size)
         photos = reframe_photos(held, as_is=True)
-        test = np.array([split_of(f.origin, BuildConfig.one_digit_split, BuildConfig.seed) == "test" for f in photos])
+        test = np.array([one_digit_split_of(f.origin) == "test" for f in photos])
         as_is = as_is_table(list(onnx_models), photos, test)
     except DatasetError as exc:
         fail(str(exc))
@@ -362,10 +361,7 @@ def _framing(keras_model: Path, onnx_models: tuple[Path, ...], framing_dirs: tup
                "environment": environment(), "fill": "the photo itself, beyond it its edge blurred", "results": results,
                "as_is": as_is}
     md = cpu_lines(payload) + framing_markdown(results) + as_is_markdown(as_is)
-    try:
-        paths = write_outputs(output, "framing", payload, md, force)
-    except FileExistsError as exc:
-        fail(str(exc))
+    paths = _write(output, "framing", payload, md, force)
     click.echo(md)
     return [*paths, framing_chart(results, output / "framing.png")]
 
@@ -479,8 +475,7 @@ def ceiling(compare_json: Path, model: Path, threads: int | None, output: Path, 
     try:
         compare_result = json.loads(compare_json.read_text())
         compare_cpu = compare_result["environment"]["cpu_summary"]
-        int8 = [(r["runtime"], int(r["batch"]), float(r["images_per_s"])) for r in compare_result["rows"]
-                if r["precision"] == "int8"]
+        int8 = cl.int8_rates(compare_result)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         fail(f"{compare_json}: not a digitloc-bench compare result ({type(exc).__name__}: {exc})")
     if not int8:
@@ -503,7 +498,7 @@ def ceiling(compare_json: Path, model: Path, threads: int | None, output: Path, 
     gemm = cl.gemm_peak(threads)
     result = {"command": _command("ceiling"), "environment": environment(), "compare_file": str(compare_json),
               "compare_cpu": compare_cpu, "model": str(model), "macs": macs, "instruction_peak": peak,
-              "gemm_peak": gemm, **cl.ceiling_rows(compare_result, macs, peak["gmacs_per_s"], gemm["gmacs_per_s"])}
+              "gemm_peak": gemm, **cl.ceiling_rows(int8, macs, peak["gmacs_per_s"], gemm["gmacs_per_s"])}
     _report(output, "ceiling", result, cl.ceiling_markdown(result), cl.ceiling_chart, force)
 
 

@@ -159,7 +159,9 @@ def agreement(runners: dict[Config, Runner], images: np.ndarray, reference: tupl
 
 
 def compare_markdown(result: dict[str, Any]) -> str:
-    md = (f"Command: `{result['command']}`\n\nCPU: {result['environment']['cpu_summary']}\n\n"
+    from digitloc.benchmarks.report import cpu_lines
+
+    md = (cpu_lines(result) +
           f"Timed interleaved (round-robin, {result['repeats']} repetitions of {result['calls']} calls each); "
           "median images/s (min-max). The machine may be shared: compare within this table only.\n\n"
           "| runtime | precision | batch | images/s | min | max |\n|---|---|---|---|---|---|\n")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -16,14 +15,6 @@ def environment() -> dict[str, Any]:
     """CPU model, cores, library versions and providers: what the figures were measured on."""
     from importlib.metadata import PackageNotFoundError, version
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     versions = {}
     for name in ("digitloc", "onnxruntime", "onnxruntime-gpu", "onnx", "numpy", "opencv-python-headless",
                  "tensorflow-cpu", "tensorflow", "keras", "tf2onnx"):
@@ -31,14 +22,12 @@ def environment() -> dict[str, Any]:
             versions[name] = version(name)
         except PackageNotFoundError:
             pass
-    import onnxruntime as ort
-
     from digitloc.runtime.cpuinfo import cpu_report
 
     features = cpu_report()
-    return {"cpu": cpu, "cores": os.cpu_count(), "isa": features["isa"], "int8_path": features["int8_path"],
-            "cpu_summary": features["summary"], "python": platform.python_version(), "platform": platform.platform(),
-            "versions": versions, "providers": ort.get_available_providers()}
+    return {"cpu": features["cpu"], "cores": features["cores"], "isa": features["isa"],
+            "int8_path": features["int8_path"], "cpu_summary": features["summary"], "python": platform.python_version(),
+            "platform": platform.platform(), "versions": versions, "providers": features["providers_available"]}
 
 
 def latency_markdown(rows: list[dict[str, Any]]) -> str:

@@ -22,6 +22,7 @@ from digitloc.runtime.draw import annotate
 from digitloc.runtime.fileio import OutputDirError, atomic_path, check_writable, prepare_output_dir
 from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS
 from digitloc.runtime.options import (
+    fail,
     model_option,
     output_option,
     provider_option,
@@ -118,8 +119,7 @@ def main(sources: tuple[str, ...], model: str | None, provider: str, threads: in
         detector = Detector(model, provider=provider, threads=threads, max_pixels=max_pixels, refine=refine,
                             spin=spin)
     except (ContractError, ProviderError, FileNotFoundError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        fail(str(exc), 2)
     click.echo(f"model {detector.model_path.name} ({detector.info.precision}, "
                f"{size_text(detector.input_size)}) on {detector.provider}", err=True)
 
@@ -127,14 +127,12 @@ def main(sources: tuple[str, ...], model: str | None, provider: str, threads: in
         try:
             prepare_output_dir(output)
         except OutputDirError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+            fail(str(exc), 2)
     if json_out is not None:
         try:
             check_writable(json_out, force)
         except OSError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+            fail(str(exc), 2)
     items = expand_sources(list(sources), exclude=output)
     plan, failures = plan_outputs(items, output, force) if output is not None else ({}, [])
     for message in failures:
@@ -161,8 +159,7 @@ def main(sources: tuple[str, ...], model: str | None, provider: str, threads: in
                     try:
                         detections, ms = detector.timed_batch([f.image for f in good])
                     except ContractError as exc:
-                        click.echo(f"error: {exc}", err=True)
-                        sys.exit(2)
+                        fail(str(exc), 2)
                     for frame, det in zip(good, detections, strict=True):
                         if as_json or json_out is not None:
                             emit(det.to_dict(ms / len(good), source=frame.source.location, frame=frame.index))

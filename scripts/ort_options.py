@@ -18,11 +18,13 @@ from pathlib import Path
 import click
 import numpy as np
 
-OPTIONS: dict[str, tuple[dict[str, str], int | None]] = {
-    "default": ({}, None),
-    "no spinning": ({"session.intra_op.allow_spinning": "0"}, None),
-    "dynamic_block_base 4": ({"session.dynamic_block_base": "4"}, None),
-    "1 thread": ({}, 1),
+# name: (extra session config entries, threads, spin). "default" is onnxruntime's own (threads spin);
+# "no spinning" is the runtime's.
+OPTIONS: dict[str, tuple[dict[str, str], int | None, bool]] = {
+    "default": ({}, None, True),
+    "no spinning": ({}, None, False),
+    "dynamic_block_base 4": ({"session.dynamic_block_base": "4"}, None, True),
+    "1 thread": ({}, 1, True),
 }
 
 
@@ -59,26 +61,20 @@ def profile_nodes(path: Path, batch: int, calls: int = 20, top: int = 12) -> str
     return md
 
 
-def runtime_runner(path: Path):
-    """A file run as the runtime runs it (its one session factory and options)."""
-    from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME
-    from digitloc.runtime.detector import open_session
-
-    session = open_session(path)
-    return lambda x: session.run([BBOX_OUTPUT, DIGIT_OUTPUT], {INPUT_NAME: x})
-
-
-def session_runner(path: Path, entries: dict[str, str], threads: int | None):
+def session_runner(path: Path, entries: dict[str, str] | None = None, threads: int | None = None,
+                   spin: bool = False):
+    """A file run through the runtime's session options (``session_options``) plus ``entries``;
+    with no arguments, exactly as the runtime runs it."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    for key, value in entries.items():
+    from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME
+    from digitloc.runtime.detector import session_options
+
+    options = session_options(threads, spin)
+    for key, value in (entries or {}).items():
         options.add_session_config_entry(key, value)
-    if threads:
-        options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda x: session.run(["bbox", "digit"], {"image": x})
+    return lambda x: session.run([BBOX_OUTPUT, DIGIT_OUTPUT], {INPUT_NAME: x})
 
 
 @click.command()
@@ -96,10 +92,10 @@ def main(models: tuple[Path, ...], batches: str, repeats: int, calls: int, profi
     sizes = [int(b) for b in batches.split(",")]
     runners = {}
     for b in sizes:
-        for name, (entries, threads) in OPTIONS.items():
-            runners[Config(f"{models[0].name}, {name}", "int8", b)] = session_runner(models[0], entries, threads)
+        for name, (entries, threads, spin) in OPTIONS.items():
+            runners[Config(f"{models[0].name}, {name}", "int8", b)] = session_runner(models[0], entries, threads, spin)
         for other in models[1:]:
-            runners[Config(f"{other.name}, runtime's options", "int8", b)] = runtime_runner(other)
+            runners[Config(f"{other.name}, runtime's options", "int8", b)] = session_runner(other)
     size = Detector(models[0], provider="cpu").input_size
     rng = np.random.default_rng(0)
     inputs = {b: rng.integers(0, 256, (b, *size, 3), dtype=np.uint8) for b in sizes}

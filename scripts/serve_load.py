@@ -15,7 +15,6 @@ import argparse
 import concurrent.futures
 import json
 import os
-import re
 import shlex
 import socket
 import struct
@@ -63,15 +62,6 @@ class PeakRss:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, rss_mb(self.pid))
-
-
-def instruction_set() -> list[str]:
-    """The vector extensions that matter for int8 and float inference on this CPU."""
-    try:
-        flags = set(re.findall(r"\b(avx512_vnni|avx_vnni|avx2)\b", Path("/proc/cpuinfo").read_text()))
-    except OSError:
-        return []
-    return sorted(flags)
 
 
 def chunked_upload(port: int, path: str, total: int, chunk: int = 64 * 1024,
@@ -280,7 +270,7 @@ def burst(port: int, pid: int, photos: list[Path], count: int, seconds: float, t
 def markdown(result: dict) -> str:
     env, b = result["environment"], result["burst"]
     lines = [f"Command: `{result['command']}`", "",
-             f"CPU: {env['cpu']} ({env['cores']} cores; {', '.join(result['instruction_set']) or 'no AVX2'}); "
+             f"CPU: {env['cpu_summary']}; "
              f"model {result['model']}; 1-minute load average {result['load_average_1min'][0]} at the start, "
              f"{result['load_average_1min'][1]} at the end (other work shares these cores: timings vary with it)", "",
              "| hostile request (alone) | status | seconds | peak RSS above idle (MB) | slowest /healthz (ms) |",
@@ -332,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
 
     given = argv if argv is not None else sys.argv[1:]
     command = "python scripts/serve_load.py " + " ".join(shlex.quote(a) for a in given)
-    result = {"command": command, "environment": environment(), "instruction_set": instruction_set(),
+    result = {"command": command, "environment": environment(),
               "model": args.model or "digitloc-default-int8.onnx (shipped)", "photos": str(args.photos),
               "rss_idle_mb": round(idle, 1), "hostile": rows, "rss_before_burst_mb": round(before, 1),
               "burst": result_burst, "rss_after_burst_mb": round(after, 1),

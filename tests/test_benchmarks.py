@@ -280,13 +280,13 @@ def test_compare_runs_the_peers_on_the_tiny_model(tmp_path: Path, tiny_run: Path
 
 
 def test_ceiling_turns_rates_into_multiply_add_rates_and_judges_the_target() -> None:
-    from digitloc.benchmarks.ceiling import ceiling_rows
+    from digitloc.benchmarks.ceiling import ceiling_rows, int8_rates
 
     compare = {"rows": [{"runtime": "onnxruntime", "precision": "int8", "batch": 32, "images_per_s": 2000.0},
                         {"runtime": "openvino", "precision": "int8", "batch": 32, "images_per_s": 3000.0},
                         {"runtime": "litert", "precision": "int8", "batch": 32, "images_per_s": 2000.0},
                         {"runtime": "litert", "precision": "fp32", "batch": 32, "images_per_s": 9000.0}]}
-    got = ceiling_rows(compare, macs=2e8, peak=1000.0, gemm=700.0)  # 0.2 GMAC per image
+    got = ceiling_rows(int8_rates(compare), macs=2e8, peak=1000.0, gemm=700.0)  # 0.2 GMAC per image
     assert [(r["runtime"], r["gmacs_per_s"], r["of_peak"]) for r in got["rates"]] == [
         ("onnxruntime", pytest.approx(400.0), pytest.approx(0.4)), ("openvino", pytest.approx(600.0), pytest.approx(0.6)),
         ("litert", pytest.approx(400.0), pytest.approx(0.4))]
@@ -294,8 +294,8 @@ def test_ceiling_turns_rates_into_multiply_add_rates_and_judges_the_target() -> 
     assert needs["1x openvino"]["gmacs_per_s"] == pytest.approx(600.0)
     assert (needs["1x openvino"]["beyond_peak"], needs["1x openvino"]["beyond_gemm"]) == (False, False)
     assert needs["1.5x litert"]["gmacs_per_s"] == pytest.approx(600.0)
-    assert ceiling_rows(compare, macs=4e8, peak=1000.0, gemm=700.0)["needs"][0]["beyond_peak"] is True  # 1,200
-    assert ceiling_rows(compare, macs=2e8, peak=None, gemm=700.0)["needs"][0]["beyond_peak"] is None
+    assert ceiling_rows(int8_rates(compare), macs=4e8, peak=1000.0, gemm=700.0)["needs"][0]["beyond_peak"] is True  # 1,200
+    assert ceiling_rows(int8_rates(compare), macs=2e8, peak=None, gemm=700.0)["needs"][0]["beyond_peak"] is None
 
 
 def test_ceiling_probe_choice_follows_the_cpu() -> None:

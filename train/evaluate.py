@@ -152,7 +152,7 @@ def accuracy_iou_chart(series: dict[str, list[tuple[float, float, float]]], path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from digitloc.runtime.fileio import atomic_path
+    from digitloc.train.plots import save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for name, points in series.items():
@@ -168,7 +168,4 @@ def accuracy_iou_chart(series: dict[str, list[tuple[float, float, float]]], path
     axes[0].set_ylim(0, 1)
     axes[1].set_ylim(0, 1)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

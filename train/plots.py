@@ -81,11 +81,11 @@ def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> Path:
     return save_figure(fig, path)
 
 
-def save_figure(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path, dpi: int = 100) -> Path:
     """Write a matplotlib figure as PNG atomically and close it."""
     import matplotlib.pyplot as plt
 
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
     plt.close(fig)
     return path

@@ -463,6 +463,11 @@ def reframe(image: np.ndarray, box: ClippedBox, share: float, rng: np.random.Gen
                          np.float32)
 
 
+def one_digit_split_of(origin: str) -> str:
+    """The split a default build puts the one-digit photo ``origin`` in."""
+    return split_of(origin, BuildConfig.one_digit_split, BuildConfig.seed)
+
+
 def held_out_photos(folders: list[str], split: tuple[str, ...] = ("val", "test")) -> list[Photo]:
     """The one-digit photos of ``folders`` that a default build holds out (its ``split``)."""
     problems: list[Problem] = []
@@ -472,8 +477,7 @@ def held_out_photos(folders: list[str], split: tuple[str, ...] = ("val", "test")
             photos.extend(scan_svhn(folder, problems, Counter()))
         except AnnotationError as exc:
             raise DatasetError(str(exc)) from None
-    held = [p for p in photos if len(p.boxes) == 1 and
-            split_of(p.origin, BuildConfig.one_digit_split, BuildConfig.seed) in split]
+    held = [p for p in photos if len(p.boxes) == 1 and one_digit_split_of(p.origin) in split]
     if not held:
         which = "" if set(split) >= set(SPLITS) else "held-out "
         raise DatasetError(f"{', '.join(folders)}: no {which}one-digit photo to evaluate")
