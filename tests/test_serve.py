@@ -284,8 +284,9 @@ def test_bad_serve_options_and_a_port_in_use_are_one_error_line(tiny_onnx: Path)
 
 def test_load_script_memory_bounds(tiny_onnx: Path, svhn_sample: Path, tmp_path: Path) -> None:
     """scripts/serve_load.py, small: every hostile request gets its 4xx (or 200 for the big batch) with
-    the server under 300 MB above idle, the burst has no unexpected status, and memory comes back
-    within 20 MB. (Speed belongs in the benchmark results, not here.)"""
+    the server under 300 MB above idle, the burst has no unexpected status, and memory has grown by
+    less than 20 MB after it. The bound is on growth alone: the allocator giving pages back (memory
+    falling below the start, 27.6 MB once) is no leak. (Speed belongs in the benchmark results.)"""
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "serve_load.py"), "--photos", str(svhn_sample),
                              "--model", str(tiny_onnx), "--requests", "120", "--seconds", "60", "--threads", "4",
                              "--big-count", "2", "-o", str(tmp_path)], capture_output=True, text=True, timeout=300)
@@ -298,7 +299,7 @@ def test_load_script_memory_bounds(tiny_onnx: Path, svhn_sample: Path, tmp_path:
                         "TIFF claiming 60000x60000": 422, "PNG of 20000x20000": 422}
     assert max(r["peak_rss_above_idle_mb"] for r in report["hostile"]) < 300
     assert report["burst"]["failures"] == 0 and report["burst"]["requests"] == 120
-    assert abs(report["rss_after_minus_before_mb"]) < 20
+    assert report["rss_after_minus_before_mb"] < 20
     assert (tmp_path / "serve-load.md").read_text().count("|") > 20
 
 
