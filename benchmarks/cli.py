@@ -237,6 +237,7 @@ def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: st
           latency_json: Path | None, emulate: str | None, sysroot: Path | None, outputs_file: Path | None,
           framing_dirs: tuple[str, ...], force: bool) -> None:
     """Accuracy of each ONNX variant against the ground truth, against KERAS_MODEL and against the fp32 variant."""
+    from digitloc.annotations.dataset.data import DatasetError, load_heldout
     from digitloc.benchmarks.drift import drift_table
     from digitloc.benchmarks.emulate import (
         DEFAULT_SYSROOT,
@@ -247,7 +248,6 @@ def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: st
         run_emulated,
     )
     from digitloc.benchmarks.report import accuracy_latency_chart, drift_chart, drift_markdown, environment
-    from digitloc.train.dataset.data import DatasetError, load_heldout
 
     if emulate and outputs_file:
         fail("--emulate and --outputs each say where the models ran: give one")
@@ -301,9 +301,9 @@ def photos_command(onnx_models: tuple[Path, ...], folders: tuple[str, ...], held
     Every one-digit photo of the SVHN-format folders goes through the Detector, one pass and
     with refine; figures overall and by the digit's height share of the photo (under 0.35 to
     over 0.8), with where missed boxes lie. Needs no TensorFlow."""
+    from digitloc.annotations.dataset.data import SPLITS, DatasetError, held_out_photos, reframe_photos
     from digitloc.benchmarks.framing import photos_chart, photos_markdown, photos_table
     from digitloc.benchmarks.report import cpu_lines, environment
-    from digitloc.train.dataset.data import SPLITS, DatasetError, held_out_photos, reframe_photos
 
     split = ("val", "test") if held_out_only else SPLITS
     try:
@@ -329,8 +329,8 @@ def probe_inputs(data: Path, kind: str, output: Path, force: bool) -> None:
 
     There: python probe.py INPUTS OUT.npz fp32.onnx int8.onnx (numpy and onnxruntime only); back
     here: digitloc-bench drift KERAS fp32.onnx int8.onnx --data DATA --outputs OUT.npz."""
+    from digitloc.annotations.dataset.data import DatasetError, load_heldout
     from digitloc.runtime.fileio import atomic_path, check_writable
-    from digitloc.train.dataset.data import DatasetError, load_heldout
 
     try:
         check_writable(output, force)
@@ -344,9 +344,9 @@ def probe_inputs(data: Path, kind: str, output: Path, force: bool) -> None:
 
 def _framing(keras_model: Path, onnx_models: tuple[Path, ...], framing_dirs: tuple[str, ...], size: tuple[int, int],
              output: Path, force: bool) -> list[Path]:
+    from digitloc.annotations.dataset.data import DatasetError, held_out_photos, one_digit_split_of, reframe_photos
     from digitloc.benchmarks.framing import as_is_markdown, as_is_table, framing_markdown, framing_table
     from digitloc.benchmarks.report import cpu_lines, environment
-    from digitloc.train.dataset.data import DatasetError, held_out_photos, one_digit_split_of, reframe_photos
     from digitloc.train.evaluate import framing_chart
 
     try:
@@ -405,10 +405,10 @@ def compare(keras_model: Path, int8_model: Path, fp32_model: Path, data: Path, k
     """The same model through onnxruntime (ours), OpenVINO and LiteRT, int8 and fp32, timed interleaved.
 
     OpenVINO and LiteRT come with the `peers` extra (pip install 'digitloc[peers]')."""
+    from digitloc.annotations.dataset.data import DatasetError, load_heldout
     from digitloc.benchmarks import compare as cmp
     from digitloc.benchmarks.report import environment
     from digitloc.export.cli import load_images
-    from digitloc.train.dataset.data import DatasetError, load_heldout
 
     names = [r.strip() for r in runtimes.split(",") if r.strip()]
     if not set(names) <= set(cmp.RUNTIMES):

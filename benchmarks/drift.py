@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from digitloc.annotations.dataset.data import DataSet
 from digitloc.export.quantize import Fp32Config
-from digitloc.train.dataset.data import DataSet
 
 FP32 = Fp32Config.name
 

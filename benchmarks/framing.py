@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from digitloc.train.dataset.data import FramedPhoto, framing_dataset
+from digitloc.annotations.dataset.data import FramedPhoto, framing_dataset
 
 
 def detector_predict(path: Path, photos: list[FramedPhoto], refine: bool,

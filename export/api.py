@@ -95,7 +95,7 @@ def run_parity_photos(keras_path: Path, size: tuple[int, int], limit: int,
                       seed: int = 1) -> tuple[np.ndarray, np.ndarray, str] | None:
     """Real held-out photos of the model's own run (its config.json's dataset, val split, no
     synthetic images) with their digits, or None when the run folder does not lead to them."""
-    from digitloc.train.dataset.data import DataSet, DatasetError
+    from digitloc.annotations.dataset.data import DataSet, DatasetError
 
     folder = RunRecord.of_model(keras_path).data_folder()
     val = None if folder is None else folder / "val.npz"

@@ -21,11 +21,11 @@ def load_images(source: str, size: tuple[int, int], split: str, limit: int, seed
 def load_labelled(source: str, size: tuple[int, int], split: str, limit: int,
                   seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
     """:func:`load_images` plus their digits (a dataset folder; None for a folder of image files)."""
+    from digitloc.annotations.dataset.data import DataSet, DatasetError
     from digitloc.export.errors import ExportError
     from digitloc.runtime.imageio import ImageError, read_image_file
     from digitloc.runtime.preprocess import preprocess
     from digitloc.runtime.sources import IMAGE_EXTS
-    from digitloc.train.dataset.data import DataSet, DatasetError
 
     path = Path(source)
     rng = np.random.default_rng(seed)

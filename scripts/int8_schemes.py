@@ -42,12 +42,12 @@ SCHEMES: dict[str, dict] = {
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True)
 def main(fp32: Path, calib: str, calib_size: int, heldout: Path, schemes: str, method: str, emulate: str,
          sysroot: Path | None, output: Path) -> None:
+    from digitloc.annotations.dataset.data import load_heldout
     from digitloc.benchmarks.emulate import DEFAULT_SYSROOT, TARGETS, run_emulated
     from digitloc.export.cli import load_images
     from digitloc.export.parity import compare, onnx_predict
     from digitloc.export.quantize import Int8StaticConfig, quantize
     from digitloc.runtime.cpuinfo import cpu_report
-    from digitloc.train.dataset.data import load_heldout
     from digitloc.train.evaluate import evaluate_predictions
 
     output.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cv2
 
-from digitloc.train.dataset.data import DataSet
+from digitloc.annotations.dataset.data import DataSet
 
 
 def main() -> None:

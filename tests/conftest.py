@@ -34,7 +34,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import keras
     import numpy as np
 
-    from digitloc.train.dataset.data import DataSet
+    from digitloc.annotations.dataset.data import DataSet
     from digitloc.train.fit import TrainConfig, compile_model
     from digitloc.train.model import ModelConfig, build_model
 

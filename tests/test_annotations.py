@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from digitloc.annotations import AnnotationError, read_json, read_mat
 from digitloc.annotations.check import check_folder
-from digitloc.train.dataset.cli import main
+from digitloc.annotations.dataset.cli import main
 
 from helpers import make_svhn_folder, write_digitstruct_mat
 

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from digitloc.runtime.contract import box_iou
-from digitloc.train.dataset.augment import AugmentConfig, augment_batch, augment_geometry
-from digitloc.train.dataset.cli import main
-from digitloc.train.dataset.data import (
+from digitloc.annotations.dataset.augment import AugmentConfig, augment_batch, augment_geometry
+from digitloc.annotations.dataset.cli import main
+from digitloc.annotations.dataset.data import (
     BuildConfig,
     DataSet,
     DatasetError,
@@ -23,8 +22,9 @@ from digitloc.train.dataset.data import (
     cut,
     split_of,
 )
-from digitloc.train.dataset.stats import BoxStats
-from digitloc.train.dataset.synth import SynthConfig, synth_batch
+from digitloc.annotations.dataset.stats import BoxStats
+from digitloc.annotations.dataset.synth import SynthConfig, synth_batch
+from digitloc.runtime.contract import box_iou
 
 from helpers import make_svhn_folder
 

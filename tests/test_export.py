@@ -12,6 +12,7 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
+from digitloc.annotations.dataset.data import DataSet
 from digitloc.export.api import ExportConfig, export_model
 from digitloc.export.cli import main
 from digitloc.export.errors import ExportError
@@ -19,7 +20,6 @@ from digitloc.export.parity import compare, onnx_predict
 from digitloc.export.quantize import Fp16Config, Fp32Config, Int8DynamicConfig, Int8StaticConfig
 from digitloc.export.triton import write_repository
 from digitloc.runtime import contract
-from digitloc.train.dataset.data import DataSet
 from digitloc.train.evaluate import keras_predict
 from digitloc.train.model import load_model
 

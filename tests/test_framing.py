@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from digitloc.annotations.check import ClippedBox
-from digitloc.train.dataset.augment import AugmentConfig, augment_expand
-from digitloc.train.dataset.data import Photo, crop_window, framing_photos, reframe
-from digitloc.train.dataset.stats import BoxStats, Framing
+from digitloc.annotations.dataset.augment import AugmentConfig, augment_expand
+from digitloc.annotations.dataset.data import Photo, crop_window, framing_photos, reframe
+from digitloc.annotations.dataset.stats import BoxStats, Framing
 
 from helpers import make_svhn_folder, toy_data
 

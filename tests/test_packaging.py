@@ -20,7 +20,7 @@ def test_wheel_carries_models_and_page(tmp_path: Path) -> None:
     assert f"digitloc/models/{DEFAULT_MODEL_NAME}" in names
     assert "digitloc/models/MODEL_CARD.md" in names
     assert "digitloc/serve/page.html" in names
-    for package in ("runtime", "annotations", "train", "train/dataset", "export", "benchmarks", "serve"):
+    for package in ("runtime", "annotations", "train", "annotations/dataset", "export", "benchmarks", "serve"):
         assert f"digitloc/{package}/__init__.py" in names
     assert not any(n.startswith(("tests/", "digitloc/tests")) for n in names)
 
@@ -80,15 +80,15 @@ def test_a_missing_module_of_no_extra_still_raises() -> None:
 
 
 def test_arrows_point_down() -> None:
-    # annotations (readers) <- dataset building (train.dataset, digitloc-data) <- train (model, fit, evaluate):
+    # annotations (readers) <- dataset building (annotations.dataset, digitloc-data) <- train (model, fit, evaluate):
     # the annotations never load dataset building, and dataset building never loads the model or training.
     code = ("import sys, importlib\n"
             "for m in ('digitloc.annotations', 'digitloc.annotations.check', 'digitloc.annotations.digitstruct'):\n"
             "    importlib.import_module(m)\n"
-            "print(sorted(m for m in sys.modules if m.startswith('digitloc.train')))\n"
-            "import digitloc.train.dataset.cli, digitloc.train.dataset.data, digitloc.train.dataset.augment\n"
-            "import digitloc.train.dataset.preview, digitloc.train.dataset.stats, digitloc.train.dataset.synth\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('digitloc.train', 'digitloc.annotations.dataset'))))\n"
+            "for m in ('cli', 'data', 'augment', 'preview', 'stats', 'synth'):\n"
+            "    importlib.import_module('digitloc.annotations.dataset.' + m)\n"
             "print(sorted(m for m in sys.modules if m.startswith('digitloc.') and not m.startswith(\n"
-            "    ('digitloc.runtime', 'digitloc.annotations', 'digitloc.train.dataset'))))")
+            "    ('digitloc.runtime', 'digitloc.annotations'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
-    assert out == ["[]", "['digitloc.train']"]
+    assert out == ["[]", "[]"]

@@ -65,9 +65,9 @@ def test_select_by_pattern_and_start(tmp_path: Path) -> None:
 
 
 def _command(words: tuple[str, ...]) -> click.Command:
+    from digitloc.annotations.dataset.cli import main as data
     from digitloc.benchmarks.cli import main as bench
     from digitloc.export.cli import main as export
-    from digitloc.train.dataset.cli import main as data
 
     groups = {"digitloc-train": main, "digitloc-data": data, "digitloc-bench": bench}
     if words[0] == "digitloc-export":

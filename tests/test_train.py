@@ -11,9 +11,9 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
+from digitloc.annotations.dataset.data import DataSet
 from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME
 from digitloc.train.cli import main as train_cli
-from digitloc.train.dataset.data import DataSet
 from digitloc.train.evaluate import constant_box_baseline, evaluate_predictions, failure_index, keras_predict
 from digitloc.train.fit import TrainConfig, compile_model, train
 from digitloc.train.losses import giou_loss, mse_giou_loss

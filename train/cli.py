@@ -58,8 +58,8 @@ def fit(data: str, output: Path, size: int | tuple[int, int], width: float, batc
     """Train a model on a built dataset; writes the run folder OUTPUT."""
     from dataclasses import asdict
 
-    from digitloc.train.dataset.augment import AugmentConfig
-    from digitloc.train.dataset.data import DatasetError
+    from digitloc.annotations.dataset.augment import AugmentConfig
+    from digitloc.annotations.dataset.data import DatasetError
     from digitloc.train.fit import TrainConfig, train
     from digitloc.train.model import ModelConfig, ModelError
     from digitloc.train.record import RunError
@@ -94,8 +94,8 @@ def evaluate(model: str, data: str | None, kind: str, framing_dirs: tuple[str, .
              force: bool) -> None:
     """Score a saved model on DATA (a split .npz, or a dataset folder: its val and test) and/or on
     the framing evaluation (--framing)."""
+    from digitloc.annotations.dataset.data import DatasetError, framing_dataset, framing_photos, load_heldout
     from digitloc.runtime.fileio import check_writable
-    from digitloc.train.dataset.data import DatasetError, framing_dataset, framing_photos, load_heldout
     from digitloc.train.evaluate import evaluate_predictions, framing_chart, framing_figures, keras_predict
     from digitloc.train.model import ModelError, load_model
 

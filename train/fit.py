@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from digitloc.annotations.dataset.augment import AugmentConfig, augment_batch
+from digitloc.annotations.dataset.data import KIND_CROP, KIND_REAL, DataSet, DatasetError
 from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, size_hw, size_text
 from digitloc.runtime.fileio import OutputExistsError
 from digitloc.train import record
-from digitloc.train.dataset.augment import AugmentConfig, augment_batch
-from digitloc.train.dataset.data import KIND_CROP, KIND_REAL, DataSet, DatasetError
 from digitloc.train.model import CENTRE_OUTPUT, ModelConfig, ModelError, centre_grid
 from digitloc.train.record import RunError, RunRecord
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from digitloc.annotations.dataset.data import KIND_REAL, DataSet
 from digitloc.runtime.fileio import atomic_path
-from digitloc.train.dataset.data import KIND_REAL, DataSet
 from digitloc.train.record import RunRecord
 
 
@@ -20,7 +20,7 @@ def plot_run(run_dir: Path, model: Any, val_set: DataSet) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from digitloc.train.dataset.preview import write_grid
+    from digitloc.annotations.dataset.preview import write_grid
     from digitloc.train.evaluate import failure_index, keras_predict
 
     run = RunRecord(run_dir)

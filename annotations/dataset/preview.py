@@ -8,8 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from digitloc.annotations.dataset.data import DataSet
 from digitloc.runtime.fileio import atomic_path
-from digitloc.train.dataset.data import DataSet
 
 TILE = 96
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from digitloc.train.dataset.stats import BoxStats, Framing
+from digitloc.annotations.dataset.stats import BoxStats, Framing
 
 HERSHEY_FACES = (
     cv2.FONT_HERSHEY_SIMPLEX,

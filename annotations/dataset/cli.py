@@ -9,10 +9,10 @@ from pathlib import Path
 import click
 
 from digitloc.annotations.check import check_folder
+from digitloc.annotations.dataset.synth import SynthConfig
 from digitloc.annotations.digitstruct import AnnotationError, read_annotations, write_json
 from digitloc.runtime.fileio import OutputDirError, OutputExistsError, check_writable, prepare_output_dir
 from digitloc.runtime.options import SIZE, fail, force_option, needs_extras
-from digitloc.train.dataset.synth import SynthConfig
 
 
 @needs_extras("digitloc-data", "train")
@@ -119,7 +119,7 @@ def build(svhn: tuple[str, ...], synthetic: int, crops_per_digit: int, size: int
           box_margin: float, framing: str, context: float, context_side: str, workers: int, output: Path,
           force: bool) -> None:
     """Build train/val/test sets (uint8 .npz and manifest.json) into OUTPUT."""
-    from digitloc.train.dataset.data import BuildConfig, DatasetError, build_dataset
+    from digitloc.annotations.dataset.data import BuildConfig, DatasetError, build_dataset
 
     cfg = BuildConfig(svhn=list(svhn), size=size, seed=seed, crops_per_digit=crops_per_digit,
                       synthetic=synthetic, font_dirs=list(font_dirs), glyph_width=glyph_width,
@@ -154,8 +154,8 @@ def build(svhn: tuple[str, ...], synthetic: int, crops_per_digit: int, size: int
 @force_option
 def preview(split: Path, output: Path, count: int, kind: str | None, seed: int, force: bool) -> None:
     """Draw a grid of samples of SPLIT (.npz) with their boxes and labels."""
-    from digitloc.train.dataset.data import DataSet, DatasetError
-    from digitloc.train.dataset.preview import write_grid
+    from digitloc.annotations.dataset.data import DataSet, DatasetError
+    from digitloc.annotations.dataset.preview import write_grid
 
     try:
         check_writable(output, force)

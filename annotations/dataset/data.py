@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 
 from digitloc.annotations.check import ClippedBox, clip_to_image, find_annotations, photo_path, read_image
+from digitloc.annotations.dataset.stats import BoxStats, Framing
+from digitloc.annotations.dataset.synth import SynthConfig, find_fonts, synth_batch
 from digitloc.annotations.digitstruct import AnnotationError, Problem, Record, read_annotations
 from digitloc.runtime.contract import pixels_to_relative, size_hw
 from digitloc.runtime.fileio import OutputExistsError, atomic_path, atomic_write_text
 from digitloc.runtime.preprocess import preprocess
 from digitloc.runtime.progress import progress
-from digitloc.train.dataset.stats import BoxStats, Framing
-from digitloc.train.dataset.synth import SynthConfig, find_fonts, synth_batch
 
 SPLITS = ("train", "val", "test")
 KIND_REAL = "real"  # a whole SVHN photo that holds exactly one digit
