@@ -16,6 +16,10 @@ CONTRACT_VERSION = "1"
 INPUT_NAME = "image"  # uint8 [N, H, W, 3] RGB, scaled inside the model
 BBOX_OUTPUT = "bbox"  # float32 [N, 4]: x1, y1, x2, y2 relative to the image
 DIGIT_OUTPUT = "digit"  # float32 [N, 10]: softmax probabilities, index = digit
+# Version 2 (detectors) adds every digit found, top-K by score (K fixed by the model):
+BOXES_OUTPUT = "boxes"  # float32 [N, K, 4]: x1, y1, x2, y2 relative to the (letterboxed) input
+SCORES_OUTPUT = "scores"  # float32 [N, K]: peak score of each digit, descending
+CLASSES_OUTPUT = "classes"  # int32 [N, K]: the digit 0-9
 
 NUM_CLASSES = 10
 CLASS_NAMES = tuple(str(d) for d in range(NUM_CLASSES))

@@ -56,3 +56,39 @@ def preprocess(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if image.dtype == np.uint8 and image.size and image.ndim in (2, 3) and (image.ndim == 2 or image.shape[2] in (3, 4)):
         return to_rgb_uint8(resize_rgb(image, size))
     return resize_rgb(to_rgb_uint8(image), size)
+
+
+LETTERBOX_FILL = 114  # the grey a letterboxed input is padded with (the detector was trained on it)
+
+
+def letterbox_geometry(src_hw: tuple[int, int], size: tuple[int, int]) -> tuple[float, int, int, int, int]:
+    """Scale and placement that fit a (height, width) photo into ``size`` with its aspect kept:
+    (scale, x offset, y offset, scaled width, scaled height). Relative model boxes map back to
+    photo pixels by ``(box * [W, H] - [x, y]) / scale``."""
+    height, width = size
+    src_h, src_w = src_hw
+    scale = min(width / src_w, height / src_h)
+    new_w, new_h = max(1, min(width, round(src_w * scale))), max(1, min(height, round(src_h * scale)))
+    return scale, (width - new_w) // 2, (height - new_h) // 2, new_w, new_h
+
+
+def letterbox_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Fit an RGB uint8 image into (height, width) with its aspect kept, centred, padded grey."""
+    _, x, y, new_w, new_h = letterbox_geometry(rgb.shape[:2], size)
+    out = np.full((size[0], size[1], 3), LETTERBOX_FILL, np.uint8)
+    out[y: y + new_h, x: x + new_w] = resize_rgb(rgb, (new_h, new_w))
+    return out
+
+
+def letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """OpenCV image (BGR as cv2.imread gives) to a letterboxed model input: RGB uint8 [H, W, 3]."""
+    return letterbox_rgb(to_rgb_uint8(image), size)
+
+
+def unletterbox_boxes(boxes: np.ndarray, src_hw: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """Relative x1, y1, x2, y2 boxes of a letterboxed input [..., 4] to pixels of the photo, clipped."""
+    scale, x, y, _, _ = letterbox_geometry(src_hw, size)
+    height, width = size
+    px = (np.asarray(boxes, np.float32) * np.array([width, height, width, height], np.float32)
+          - np.array([x, y, x, y], np.float32)) / scale
+    return np.clip(px, 0, np.array([src_hw[1], src_hw[0], src_hw[1], src_hw[0]], np.float32))

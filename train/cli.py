@@ -19,6 +19,53 @@ def main() -> None:
 
 
 @main.command()
+@click.option("--data", type=click.Path(file_okay=False), required=True,
+              help="Detection dataset folder from digitloc-data detection.")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder.")
+@click.option("--size", type=SIZE, default="192x96", show_default=True,
+              help="Input size WIDTHxHEIGHT (multiples of 16); must match the data.")
+@click.option("--width", default=0.25, show_default=True, help="Width multiplier of VGG19's conv blocks.")
+@click.option("--batchnorm/--no-batchnorm", default=True, show_default=True, help="BatchNorm after each conv.")
+@click.option("--top-k", default=16, show_default=True, help="Digits the exported graph returns per photo (K).")
+@click.option("--epochs", default=10, show_default=True)
+@click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
+              help="Batches per epoch (default: the whole train split once).")
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--lr", "learning_rate", default=1e-3, show_default=True, help="Peak learning rate (cosine decay).")
+@click.option("--max-minutes", type=float, default=None, help="Stop after this many minutes.")
+@click.option("--init", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Continue from this saved detector (its last.keras or model.keras).")
+@click.option("--init-backbone", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Start the conv blocks from this saved digitloc model (e.g. a one-digit model of the same width).")
+@click.option("--seed", default=0, show_default=True)
+@force_option
+def detector(data: str, output: Path, size: int | tuple[int, int], width: float, batchnorm: bool, top_k: int,
+             epochs: int, steps_per_epoch: int | None, batch_size: int, learning_rate: float, max_minutes: float | None,
+             init: str | None, init_backbone: str | None, seed: int, force: bool) -> None:
+    """Train the digit detector (every digit: centre heatmap and box heads, stride 4); writes OUTPUT."""
+    from digitloc.annotations.dataset.data import DatasetError
+    from digitloc.runtime.contract import size_hw
+    from digitloc.train.detector import DetectorConfig
+    from digitloc.train.detfit import DetectorTrainConfig, fit_detector
+    from digitloc.train.model import ModelError
+
+    cfg = DetectorTrainConfig(data=data, model=DetectorConfig(input_size=size_hw(size), width=width,
+                                                              batchnorm=batchnorm, top_k=top_k),
+                              epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                              steps_per_epoch=steps_per_epoch, max_minutes=max_minutes, init=init,
+                              init_backbone=init_backbone, seed=seed)
+    try:
+        evaluation = fit_detector(cfg, output, force=force)
+    except (DatasetError, ModelError, OutputExistsError) as exc:
+        fail(str(exc))
+    fig = evaluation["figures"]
+    click.echo(f"validation photos: {fig['photos']}, threshold {evaluation['min_score']}: numbers "
+               f"{fig['number_accuracy']:.1%}, digit recall {fig['digit_recall']:.1%}, "
+               f"precision {fig['digit_precision']:.1%}")
+    click.echo(f"wrote {output}")
+
+
+@main.command()
 @click.option("--data", type=click.Path(file_okay=False), required=True, help="Dataset folder from digitloc-data build.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder.")
 @click.option("--size", type=SIZE, default="64", show_default=True,

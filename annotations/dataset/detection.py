@@ -1,0 +1,386 @@
+"""Detection data: every digit of every photo as a target, on inputs framed as users frame them.
+
+A sample is a letterboxed model input (RGB uint8 [H, W, 3], the runtime's ``letterbox``) with
+all its digits' boxes (relative x1, y1, x2, y2) and classes. Samples are composed from real
+photos in several ways, chosen at random per sample (``DetectionConfig.mix``):
+
+- ``photo``: a whole photo letterboxed exactly as the runtime does it;
+- ``zoom``: a photo shrunk onto real background cut from other photos (digit-free strips), so
+  digits are small amid doors, windows and bricks;
+- ``mosaic``: 2-4 photos tiled onto real background;
+- ``crop``: a window of a photo; a digit cut by its edge is dropped if less than
+  ``keep_visible`` of it shows, and kept (clipped) otherwise;
+- ``synth``: a number of 1-5 rendered digits on a plate and a real background patch;
+- ``empty``: background alone, no digit.
+
+Then colour, blur, noise and a small rotation, the boxes moved with the pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from digitloc.annotations.check import read_image
+from digitloc.annotations.dataset.augment import transform_box
+from digitloc.annotations.dataset.data import DatasetError, Photo, one_digit_split_of, scan_svhn
+from digitloc.annotations.dataset.synth import (
+    RENDER_HEIGHT,
+    SynthConfig,
+    _background,
+    _contrasting_colour,
+    _pick_style,
+    _render_digit,
+    find_fonts,
+)
+from digitloc.annotations.digitstruct import AnnotationError, Problem
+from digitloc.runtime.fileio import OutputExistsError, atomic_path, atomic_write_text
+from digitloc.runtime.preprocess import LETTERBOX_FILL, letterbox_geometry
+from digitloc.runtime.progress import progress
+
+MAX_DIGITS = 24  # boxes per sample in the npz (padded with label -1)
+KINDS = ("photo", "zoom", "mosaic", "crop", "synth", "empty")
+
+
+@dataclass
+class DetPhoto:
+    """A real photo in memory (BGR) with all its digits: pixel boxes [n, 4] and classes [n]."""
+
+    image: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    origin: str
+
+
+@dataclass
+class DetectionConfig:
+    """How detection samples are composed; saved in the manifest beside what it built."""
+
+    svhn: tuple[str, ...] = ()
+    size: tuple[int, int] = (96, 192)  # (height, width)
+    count: int = 40000
+    val_share: float = 0.1  # photos (by a seeded hash of the name) kept for validation and thresholds
+    mix: dict[str, float] = field(default_factory=lambda: {"photo": 0.22, "zoom": 0.25, "mosaic": 0.2,
+                                                           "crop": 0.1, "synth": 0.18, "empty": 0.05})
+    zoom: tuple[float, float] = (0.3, 0.95)  # the photo's share of the input, zoom-out
+    keep_visible: float = 0.7
+    rotate: float = 5.0  # degrees
+    synth_fonts: tuple[str, ...] = ()
+    seed: int = 0
+    workers: int = 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def val_photo(origin: str, share: float, seed: int = 0) -> bool:
+    """Whether a photo is kept for validation: a seeded hash of its name, independent of order."""
+    digest = hashlib.sha256(f"det{seed}:{origin}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def load_photos(folders: list[str] | tuple[str, ...], skip_held_out: bool = True) -> list[DetPhoto]:
+    """Every readable photo of ``folders`` with all its digits. One-digit photos that the
+    one-digit evaluation holds out (its val and test halves) are left out with ``skip_held_out``."""
+    photos: list[Photo] = []
+    problems: list[Problem] = []
+    for folder in folders:
+        try:
+            photos.extend(scan_svhn(folder, problems, Counter()))
+        except AnnotationError as exc:
+            raise DatasetError(str(exc)) from None
+    out = []
+    for p in photos:
+        if skip_held_out and len(p.boxes) == 1 and one_digit_split_of(p.origin) in ("val", "test"):
+            continue
+        boxes = np.array([[b.x1, b.y1, b.x2, b.y2] for b in p.boxes], np.float32)
+        labels = np.array([b.digit for b in p.boxes], np.int64)
+        out.append(DetPhoto(read_image(p.path), boxes, labels, p.origin))
+    return out
+
+
+def background_strips(photos: list[DetPhoto], min_side: int = 12) -> list[np.ndarray]:
+    """Digit-free parts of real photos: the strips left, right, above and below all digits."""
+    strips = []
+    for p in photos:
+        h, w = p.image.shape[:2]
+        x1, y1 = p.boxes[:, 0].min(), p.boxes[:, 1].min()
+        x2, y2 = p.boxes[:, 2].max(), p.boxes[:, 3].max()
+        for sx1, sy1, sx2, sy2 in ((0, 0, x1 - 1, h), (x2 + 1, 0, w, h), (0, 0, w, y1 - 1), (0, y2 + 1, w, h)):
+            sx1, sy1, sx2, sy2 = (int(round(v)) for v in (sx1, sy1, sx2, sy2))
+            if sx2 - sx1 >= min_side and sy2 - sy1 >= min_side:
+                strips.append(p.image[sy1:sy2, sx1:sx2])
+    if not strips:
+        raise DatasetError("no digit-free background in the photos")
+    return strips
+
+
+class Composer:
+    """Composes detection samples from real photos, their background and rendered numbers."""
+
+    def __init__(self, photos: list[DetPhoto], strips: list[np.ndarray], cfg: DetectionConfig) -> None:
+        if not photos:
+            raise DatasetError("no photo to compose samples from")
+        self.photos, self.strips, self.cfg = photos, strips, cfg
+        self.synth = SynthConfig(fonts=tuple(cfg.synth_fonts))
+        kinds = [k for k in KINDS if cfg.mix.get(k, 0) > 0]
+        weights = np.array([cfg.mix[k] for k in kinds], np.float64)
+        self.kinds, self.weights = kinds, weights / weights.sum()
+
+    # -- canvases -----------------------------------------------------------------------------
+    def background(self, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+        """Real background (a digit-free strip, stretched and maybe flipped) of h x w, BGR."""
+        strip = self.strips[rng.integers(len(self.strips))]
+        sh, sw = strip.shape[:2]
+        ch, cw = int(rng.integers(min(sh, 12), sh + 1)), int(rng.integers(min(sw, 12), sw + 1))
+        y, x = int(rng.integers(0, sh - ch + 1)), int(rng.integers(0, sw - cw + 1))
+        out = cv2.resize(strip[y: y + ch, x: x + cw], (w, h), interpolation=cv2.INTER_LINEAR)
+        return out[:, ::-1] if rng.random() < 0.5 else out
+
+    @staticmethod
+    def paste(canvas: np.ndarray, image: np.ndarray, boxes: np.ndarray, scale: float, x0: int, y0: int,
+              keep_visible: float) -> tuple[np.ndarray, np.ndarray]:
+        """Paste ``image`` scaled by ``scale`` at (x0, y0) (clipped to the canvas); its boxes moved, and
+        a mask of the boxes kept (those at least ``keep_visible`` inside the canvas)."""
+        ch, cw = canvas.shape[:2]
+        h, w = image.shape[:2]
+        nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+        small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        cx1, cy1, cx2, cy2 = max(x0, 0), max(y0, 0), min(x0 + nw, cw), min(y0 + nh, ch)
+        if cx1 < cx2 and cy1 < cy2:
+            canvas[cy1:cy2, cx1:cx2] = small[cy1 - y0: cy2 - y0, cx1 - x0: cx2 - x0]
+        moved = boxes * np.float32(nw / w) + np.array([x0, y0, x0, y0], np.float32)
+        clipped = np.clip(moved, 0, np.array([cw, ch, cw, ch], np.float32))
+        area = np.maximum(moved[:, 2] - moved[:, 0], 1e-6) * np.maximum(moved[:, 3] - moved[:, 1], 1e-6)
+        seen = np.maximum(clipped[:, 2] - clipped[:, 0], 0) * np.maximum(clipped[:, 3] - clipped[:, 1], 0)
+        return clipped, seen / area >= keep_visible
+
+    def _fit(self, rng: np.random.Generator, canvas: np.ndarray, photo: DetPhoto, region: tuple[int, int, int, int],
+             share: float, centred: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Paste a photo into a region (x, y, w, h) of the canvas at ``share`` of the letterbox fit."""
+        x, y, w, h = region
+        scale = letterbox_geometry(photo.image.shape[:2], (h, w))[0] * share
+        nw, nh = photo.image.shape[1] * scale, photo.image.shape[0] * scale
+        if centred:
+            x0, y0 = x + int((w - nw) // 2), y + int((h - nh) // 2)
+        else:
+            x0, y0 = x + int(rng.uniform(0, max(w - nw, 0) + 1)), y + int(rng.uniform(0, max(h - nh, 0) + 1))
+        boxes, keep = self.paste(canvas, photo.image, photo.boxes, scale, x0, y0, self.cfg.keep_visible)
+        return boxes[keep], photo.labels[keep]
+
+    def _photo(self, rng: np.random.Generator) -> DetPhoto:
+        return self.photos[rng.integers(len(self.photos))]
+
+    # -- kinds ----------------------------------------------------------------------------------
+    def compose(self, rng: np.random.Generator, kind: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One sample: (BGR canvas of the input size, pixel boxes [n, 4], classes [n])."""
+        h, w = self.cfg.size
+        kind = kind or self.kinds[rng.choice(len(self.kinds), p=self.weights)]
+        if kind == "photo":
+            canvas = np.full((h, w, 3), LETTERBOX_FILL, np.uint8)
+            boxes, labels = self._fit(rng, canvas, self._photo(rng), (0, 0, w, h), 1.0, centred=True)
+        elif kind == "zoom":
+            canvas = self.background(rng, h, w)
+            boxes, labels = self._fit(rng, canvas, self._photo(rng), (0, 0, w, h), rng.uniform(*self.cfg.zoom))
+        elif kind == "mosaic":
+            canvas, boxes, labels = self._mosaic(rng, h, w)
+        elif kind == "crop":
+            canvas, boxes, labels = self._crop(rng, h, w)
+        elif kind == "synth":
+            canvas, boxes, labels = self._synth(rng, h, w)
+        else:
+            canvas, boxes, labels = self.background(rng, h, w), np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+        return self._jitter(rng, canvas, boxes, labels)
+
+    def _mosaic(self, rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        canvas = self.background(rng, h, w)
+        layout = rng.integers(3)
+        if layout == 0:  # side by side
+            split = int(w * rng.uniform(0.35, 0.65))
+            regions = [(0, 0, split, h), (split, 0, w - split, h)]
+        elif layout == 1:  # 2 x 2
+            sx, sy = int(w * rng.uniform(0.35, 0.65)), int(h * rng.uniform(0.35, 0.65))
+            regions = [(0, 0, sx, sy), (sx, 0, w - sx, sy), (0, sy, sx, h - sy), (sx, sy, w - sx, h - sy)]
+        else:  # one above the other
+            split = int(h * rng.uniform(0.35, 0.65))
+            regions = [(0, 0, w, split), (0, split, w, h - split)]
+        all_boxes, all_labels = [], []
+        for region in regions:
+            b, lab = self._fit(rng, canvas, self._photo(rng), region, rng.uniform(0.7, 1.0))
+            all_boxes.append(b)
+            all_labels.append(lab)
+        return canvas, np.concatenate(all_boxes), np.concatenate(all_labels)
+
+    def _crop(self, rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        photo = self._photo(rng)
+        ph, pw = photo.image.shape[:2]
+        cw = max(8, int(pw * rng.uniform(0.45, 0.9)))
+        chh = max(8, int(min(ph, cw * h / w * rng.uniform(0.8, 1.3))))
+        x, y = int(rng.integers(0, pw - cw + 1)), int(rng.integers(0, ph - chh + 1))
+        window = DetPhoto(photo.image[y: y + chh, x: x + cw], photo.boxes - np.array([x, y, x, y], np.float32),
+                          photo.labels, photo.origin)
+        canvas = np.full((h, w, 3), LETTERBOX_FILL, np.uint8) if rng.random() < 0.5 else self.background(rng, h, w)
+        # Boxes past the window's edge are clipped by paste() against the window: cut them first.
+        inside = np.clip(window.boxes, 0, np.array([cw, chh, cw, chh], np.float32))
+        area = np.prod(np.maximum(window.boxes[:, 2:] - window.boxes[:, :2], 1e-6), axis=1)
+        seen = np.prod(np.maximum(inside[:, 2:] - inside[:, :2], 0), axis=1) / area
+        keep = seen >= self.cfg.keep_visible
+        drop = (seen > 0) & ~keep  # digits mostly cut away: blur them out so no unlabelled digit remains
+        for bx in inside[drop].astype(int):
+            if bx[2] > bx[0] and bx[3] > bx[1]:
+                patch = window.image[bx[1]: bx[3], bx[0]: bx[2]]
+                window.image = window.image.copy() if window.image.base is not None else window.image
+                window.image[bx[1]: bx[3], bx[0]: bx[2]] = cv2.blur(patch, (max(3, patch.shape[1]), max(3, patch.shape[0])))
+        window = DetPhoto(window.image, inside[keep], window.labels[keep], window.origin)
+        b, lab = self._fit(rng, canvas, window, (0, 0, w, h), rng.uniform(0.85, 1.0))
+        return canvas, b, lab
+
+    def _synth(self, rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A rendered number of 1-5 digits on a plate, placed on real background."""
+        digits = rng.integers(0, 10, int(rng.choice([1, 2, 3, 4, 5], p=[0.2, 0.3, 0.3, 0.15, 0.05])))
+        style = _pick_style(self.synth, rng)
+        gh = RENDER_HEIGHT
+        gap = gh * rng.uniform(0.04, 0.3)
+        glyphs = []
+        for d in digits:
+            g = _render_digit(int(d), self.synth, rng, style)
+            gw = max(2, int(round(g.shape[1] * gh / max(g.shape[0], 1) * style["stretch"])))
+            glyphs.append(cv2.resize(g, (gw, gh), interpolation=cv2.INTER_AREA))
+        pad_x, pad_y = int(gh * rng.uniform(0.1, 0.6)), int(gh * rng.uniform(0.08, 0.4))
+        total_w = int(sum(g.shape[1] for g in glyphs) + gap * (len(glyphs) - 1)) + 2 * pad_x
+        plate = _background(gh + 2 * pad_y, total_w, rng)
+        ink = _contrasting_colour(plate[pad_y + gh // 2, pad_x], rng)
+        alpha = np.zeros(plate.shape[:2], np.float32)
+        boxes, x = [], float(pad_x)
+        for g in glyphs:
+            xi = int(round(x))
+            alpha[pad_y: pad_y + gh, xi: xi + g.shape[1]] = np.maximum(alpha[pad_y: pad_y + gh, xi: xi + g.shape[1]], g)
+            m = 0.03 * gh
+            boxes.append([xi - m, pad_y - m, xi + g.shape[1] + m, pad_y + gh + m])
+            x += g.shape[1] + gap
+        img = np.clip(plate * (1 - alpha[:, :, None]) + ink * alpha[:, :, None], 0, 255).astype(np.uint8)
+        canvas = self.background(rng, h, w)
+        share = rng.uniform(0.12, 0.85)  # digit height as a share of the input height
+        scale = min(share * h / gh, w / img.shape[1], h / img.shape[0])
+        x0 = int(rng.uniform(0, max(w - img.shape[1] * scale, 0) + 1))
+        y0 = int(rng.uniform(0, max(h - img.shape[0] * scale, 0) + 1))
+        b, keep = self.paste(canvas, img, np.array(boxes, np.float32), scale, x0, y0, self.cfg.keep_visible)
+        return canvas, b[keep], digits[keep].astype(np.int64)
+
+    def _jitter(self, rng: np.random.Generator, canvas: np.ndarray, boxes: np.ndarray,
+                labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Colour, blur, noise and a small rotation; boxes follow their inscribed ellipse."""
+        h, w = canvas.shape[:2]
+        img = canvas.astype(np.float32)
+        if rng.random() < 0.5 and self.cfg.rotate > 0:
+            angle = rng.uniform(-self.cfg.rotate, self.cfg.rotate)
+            matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, rng.uniform(0.9, 1.1))
+            img = cv2.warpAffine(img, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            rel = boxes / np.array([w, h, w, h], np.float32)
+            boxes = np.array([transform_box(b, matrix, (h, w)) for b in rel], np.float32).reshape(-1, 4)
+            boxes = boxes * np.array([w, h, w, h], np.float32)
+        img = img * rng.uniform(0.6, 1.4) + rng.uniform(-40, 40)
+        img = img * rng.uniform(0.8, 1.2, 3)[None, None, :]
+        if rng.random() < 0.15:
+            img = np.repeat(img.mean(axis=2, keepdims=True), 3, axis=2)
+        if rng.random() < 0.3:
+            img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.4, 1.4))
+        if rng.random() < 0.3:
+            img = img + rng.normal(0, rng.uniform(2, 10), img.shape).astype(np.float32)
+        out = np.clip(img, 0, 255).astype(np.uint8)
+        ok = (boxes[:, 2] - boxes[:, 0] >= 2) & (boxes[:, 3] - boxes[:, 1] >= 3)
+        return out, boxes[ok], labels[ok]
+
+
+_COMPOSER: Composer | None = None  # one per worker process, set by _init_worker
+
+
+def _init_worker(photos: list[DetPhoto], strips: list[np.ndarray], cfg: DetectionConfig) -> None:
+    global _COMPOSER
+    _COMPOSER = Composer(photos, strips, cfg)
+
+
+def _compose_chunk(job: tuple[int, int]) -> tuple:
+    start, count = job
+    composer = _COMPOSER
+    assert composer is not None, "worker not initialised"
+    cfg = composer.cfg
+    h, w = cfg.size
+    images = np.empty((count, h, w, 3), np.uint8)
+    boxes = np.zeros((count, MAX_DIGITS, 4), np.float32)
+    labels = np.full((count, MAX_DIGITS), -1, np.int8)
+    kinds = []
+    for i in range(count):
+        rng = np.random.default_rng([cfg.seed, start + i])
+        kind = composer.kinds[rng.choice(len(composer.kinds), p=composer.weights)]
+        canvas, b, lab = composer.compose(rng, kind)
+        n = min(len(b), MAX_DIGITS)
+        images[i] = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
+        boxes[i, :n] = b[:n] / np.array([w, h, w, h], np.float32)
+        labels[i, :n] = lab[:n]
+        kinds.append(kind)
+    return images, boxes, labels, np.array(kinds)
+
+
+def photo_set(photos: list[DetPhoto], size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Photos letterboxed as the runtime does it, every digit a target (the validation set)."""
+    from digitloc.runtime.preprocess import letterbox
+
+    h, w = size
+    images = np.empty((len(photos), h, w, 3), np.uint8)
+    boxes = np.zeros((len(photos), MAX_DIGITS, 4), np.float32)
+    labels = np.full((len(photos), MAX_DIGITS), -1, np.int8)
+    for i, p in enumerate(photos):
+        images[i] = letterbox(p.image, size)
+        scale, x, y, _, _ = letterbox_geometry(p.image.shape[:2], size)
+        n = min(len(p.boxes), MAX_DIGITS)
+        boxes[i, :n] = (p.boxes[:n] * scale + np.array([x, y, x, y], np.float32)) / np.array([w, h, w, h], np.float32)
+        labels[i, :n] = p.labels[:n]
+    return {"images": images, "boxes": boxes, "labels": labels, "origins": np.array([p.origin for p in photos]),
+            "heights": np.array([p.image.shape[0] for p in photos], np.int32),
+            "widths": np.array([p.image.shape[1] for p in photos], np.int32)}
+
+
+def build_detection(cfg: DetectionConfig, out_dir: str | os.PathLike[str], force: bool = False) -> dict[str, Any]:
+    """Build ``train.npz`` (composed samples) and ``val.npz`` (whole validation photos letterboxed)
+    into ``out_dir`` with a manifest; the held-out one-digit photos are never used."""
+    out = Path(out_dir)
+    if (out / "manifest.json").exists() and not force:
+        raise OutputExistsError(f"{out}: a dataset is already there (use --force to replace it)")
+    out.mkdir(parents=True, exist_ok=True)
+    photos = load_photos(cfg.svhn)
+    train = [p for p in photos if not val_photo(p.origin, cfg.val_share, cfg.seed)]
+    val = [p for p in photos if val_photo(p.origin, cfg.val_share, cfg.seed)]
+    if not train or not val:
+        raise DatasetError(f"{', '.join(cfg.svhn)}: too few photos for a train / val split ({len(photos)})")
+    if not cfg.synth_fonts:
+        cfg.synth_fonts = tuple(find_fonts())
+    strips = background_strips(train)
+    chunk = 500
+    jobs = [(s, min(chunk, cfg.count - s)) for s in range(0, cfg.count, chunk)]
+    parts = []
+    with ProcessPoolExecutor(max_workers=max(1, cfg.workers), initializer=_init_worker,
+                             initargs=(train, strips, cfg)) as pool:
+        for part in progress(pool.map(_compose_chunk, jobs), total=len(jobs), desc="compose", unit="chunk"):
+            parts.append(part)
+    arrays = {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(("images", "boxes", "labels", "kinds"))}
+    with atomic_path(out / "train.npz") as tmp:
+        np.savez(tmp, **arrays)
+    with atomic_path(out / "val.npz") as tmp:
+        np.savez(tmp, **photo_set(val, cfg.size))
+    manifest = {"config": cfg.to_dict(), "train_photos": len(train), "val_photos": len(val),
+                "background_strips": len(strips), "samples": int(len(arrays["images"])),
+                "kinds": dict(Counter(arrays["kinds"].tolist())),
+                "digits": int((arrays["labels"] >= 0).sum()),
+                "classes": {str(c): int((arrays["labels"] == c).sum()) for c in range(10)}}
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2))
+    return manifest

@@ -1,0 +1,135 @@
+"""Detection metrics: digit recall and precision, AP@0.5 per class, whole-number accuracy.
+
+Inputs are per photo: the digits read (boxes, classes in reading order, as ``runtime.number``
+gives them) and every candidate with its score (for AP), against the true boxes and labels in
+annotation order (SVHN writes a number's digits in reading order). Boxes in one frame per photo
+(pixels or relative, the same for both sides).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from digitloc.runtime.contract import NUM_CLASSES, box_iou
+
+IOU_THRESHOLD = 0.5
+SHARE_EDGES = (0.0, 0.2, 0.35, 0.5, 0.65, 0.8, 1.01)  # digit height / photo height bins
+
+
+@dataclass
+class PhotoResult:
+    """What was read on one photo and what is true there."""
+
+    pred_boxes: np.ndarray  # [n, 4] the digits read, in reading order
+    pred_classes: np.ndarray  # [n]
+    true_boxes: np.ndarray  # [m, 4] in annotation (reading) order
+    true_labels: np.ndarray  # [m]
+    share: float = 0.0  # the tallest true digit's height / the photo's height
+    origin: str = ""
+
+    @property
+    def number(self) -> str:
+        return "".join(str(int(c)) for c in self.pred_classes)
+
+    @property
+    def true_number(self) -> str:
+        return "".join(str(int(c)) for c in self.true_labels)
+
+
+def greedy_match(pred_boxes: np.ndarray, true_boxes: np.ndarray, iou: float = IOU_THRESHOLD) -> np.ndarray:
+    """For each prediction (taken in the given order) the index of the truth it matches, or -1;
+    each truth is matched at most once, to the free one of highest IoU at or above ``iou``."""
+    out = np.full(len(pred_boxes), -1, np.int64)
+    if len(pred_boxes) == 0 or len(true_boxes) == 0:
+        return out
+    ious = box_iou(np.asarray(pred_boxes)[:, None, :], np.asarray(true_boxes)[None, :, :])
+    taken = np.zeros(len(true_boxes), bool)
+    for i in range(len(pred_boxes)):
+        row = np.where(taken, -1.0, ious[i])
+        j = int(np.argmax(row))
+        if row[j] >= iou:
+            out[i], taken[j] = j, True
+    return out
+
+
+def _counts(results: list[PhotoResult]) -> dict[str, float]:
+    """Number accuracy, digit recall / precision (right class at IoU >= 0.5), matched box IoU."""
+    right_digits = read = true = 0
+    ious: list[float] = []
+    numbers = 0
+    for r in results:
+        match = greedy_match(r.pred_boxes, r.true_boxes)
+        for i, j in enumerate(match):
+            if j >= 0:
+                ious.append(float(box_iou(r.pred_boxes[i], r.true_boxes[j])))
+                right_digits += int(r.pred_classes[i] == r.true_labels[j])
+        read += len(r.pred_boxes)
+        true += len(r.true_boxes)
+        numbers += int(r.number == r.true_number)
+    n = max(len(results), 1)
+    return {"photos": len(results), "number_accuracy": numbers / n,
+            "digit_recall": right_digits / max(true, 1), "digit_precision": right_digits / max(read, 1),
+            "matched_iou": float(np.mean(ious)) if ious else 0.0, "digits_true": true, "digits_read": read}
+
+
+def average_precision(scored: list[tuple[np.ndarray, np.ndarray, np.ndarray]], results: list[PhotoResult],
+                      iou: float = IOU_THRESHOLD) -> dict[str, float]:
+    """AP at ``iou`` per class (all-points interpolation) from every candidate's score.
+    ``scored`` per photo: (boxes [K, 4], scores [K], classes [K])."""
+    aps = {}
+    for c in range(NUM_CLASSES):
+        hits: list[tuple[float, int]] = []
+        total = 0
+        for (boxes, scores, classes), r in zip(scored, results, strict=True):
+            truth = r.true_boxes[r.true_labels == c]
+            total += len(truth)
+            sel = np.flatnonzero(classes == c)
+            sel = sel[np.argsort(-scores[sel], kind="stable")]
+            match = greedy_match(boxes[sel], truth, iou)
+            hits.extend((float(scores[i]), int(m >= 0)) for i, m in zip(sel, match, strict=True))
+        if total == 0:
+            continue
+        hits.sort(key=lambda t: -t[0])
+        tp = np.cumsum([h for _, h in hits]) if hits else np.zeros(0)
+        recall = tp / total if hits else np.zeros(0)
+        precision = tp / np.arange(1, len(hits) + 1) if hits else np.zeros(0)
+        envelope = np.maximum.accumulate(precision[::-1])[::-1] if hits else np.zeros(0)
+        prev = np.concatenate([[0.0], recall[:-1]]) if hits else np.zeros(0)
+        aps[str(c)] = float(np.sum((recall - prev) * envelope))
+    return aps
+
+
+def detection_figures(results: list[PhotoResult], scored: list | None = None) -> dict:
+    """All figures: overall, by the tallest digit's height share, and AP@0.5 per class."""
+    shares = np.array([r.share for r in results], np.float32)
+    bins = []
+    for lo, hi in zip(SHARE_EDGES[:-1], SHARE_EDGES[1:], strict=True):
+        sel = [r for r, s in zip(results, shares, strict=True) if lo <= s < hi]
+        if sel:
+            bins.append({"share": f"{lo:.2f}-{min(hi, 1.0):.2f}", **_counts(sel)})
+    out = {**_counts(results), "by_share": bins}
+    if scored is not None:
+        aps = average_precision(scored, results)
+        out["ap50"] = aps
+        out["map50"] = float(np.mean(list(aps.values()))) if aps else 0.0
+    return out
+
+
+def one_digit_figures(results: list[PhotoResult]) -> dict:
+    """One-digit photos read by a detector: accuracy (its most confident digit right), mean IoU of
+    that digit's box, and how often the number read is exactly that one digit."""
+    right = exact = 0
+    ious = []
+    for r in results:
+        exact += int(r.number == r.true_number)
+        if len(r.pred_boxes):
+            best = r.best_index if hasattr(r, "best_index") else 0
+            ious.append(float(box_iou(r.pred_boxes[best], r.true_boxes[0])))
+            right += int(r.pred_classes[best] == r.true_labels[0])
+        else:
+            ious.append(0.0)
+    n = max(len(results), 1)
+    return {"photos": len(results), "accuracy": right / n, "mean_iou": float(np.mean(ious)) if ious else 0.0,
+            "number_is_the_digit": exact / n}

@@ -1,0 +1,65 @@
+"""From a detector's top-K digits to the house number: threshold, suppression, reading order.
+
+One function, ``read_digits``, shared by the runtime, the benchmarks and training's threshold
+choice, so every figure is measured on the number the user is shown.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from digitloc.runtime.contract import box_iou
+
+DEFAULT_MIN_SCORE = 0.3  # used when a model's metadata names none
+DEFAULT_NMS_IOU = 0.45  # two digits overlapping more than this are one digit read twice
+DEFAULT_MAX_DIGITS = 8
+
+
+def suppress(boxes: np.ndarray, scores: np.ndarray, iou: float = DEFAULT_NMS_IOU) -> np.ndarray:
+    """Indices kept by class-agnostic non-maximum suppression, by descending score."""
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    for i in order:
+        if all(float(box_iou(boxes[i], boxes[j])) <= iou for j in keep):
+            keep.append(int(i))
+    return np.array(keep, np.int64)
+
+
+def reading_order(boxes: np.ndarray) -> np.ndarray:
+    """Indices of boxes as a person reads them: rows top to bottom, each left to right.
+
+    A box joins a row when its vertical centre lies within the row's vertical extent (the row's
+    first box, by height order); a second row starts where none does."""
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2
+    rows: list[list[int]] = []
+    for i in np.argsort(cy, kind="stable"):
+        for row in rows:
+            top, bottom = boxes[row[0], 1], boxes[row[0], 3]
+            if top <= cy[i] <= bottom:
+                row.append(int(i))
+                break
+        else:
+            rows.append([int(i)])
+    rows.sort(key=lambda r: float(np.mean(cy[r])))
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    return np.array([i for row in rows for i in sorted(row, key=lambda k: float(cx[k]))], np.int64)
+
+
+def read_digits(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, min_score: float = DEFAULT_MIN_SCORE,
+                max_digits: int = DEFAULT_MAX_DIGITS, nms_iou: float = DEFAULT_NMS_IOU) -> np.ndarray:
+    """Indices of the digits of one photo that make its number, in reading order: scores at or
+    above ``min_score``, overlapping duplicates suppressed, at most ``max_digits`` (the most
+    confident). ``boxes`` [K, 4], ``scores`` [K], ``classes`` [K]."""
+    boxes, scores = np.asarray(boxes, np.float32), np.asarray(scores, np.float32)
+    candidates = np.flatnonzero(scores >= min_score)
+    if len(candidates) == 0 or max_digits < 1:
+        return np.zeros(0, np.int64)
+    kept = candidates[suppress(boxes[candidates], scores[candidates], nms_iou)][:max_digits]
+    return kept[reading_order(boxes[kept])]
+
+
+def number_text(classes: np.ndarray, order: np.ndarray) -> str:
+    """The number those digits make: their classes as a string ("" when none)."""
+    return "".join(str(int(classes[i])) for i in order)

@@ -1,0 +1,264 @@
+"""The VGG19 digit detector: VGG19 conv blocks, an FPN-style neck to stride 4, and two spatial
+heads (a class-aware centre heatmap and a box head), decoded inside the graph.
+
+Training model: ``image`` -> ``maps`` [N, H/4, W/4, 14] (10 heatmap logits, 4 box side logits).
+Inference model (what is exported): ``boxes`` [N, K, 4] relative x1, y1, x2, y2, ``scores``
+[N, K], ``classes`` [N, K] (int32), and for one-digit readers ``bbox`` [N, 4] and ``digit``
+[N, 10] of the most confident digit. Peaks are picked class-agnostically (a 3x3 max-pool of the
+per-cell best class), so one place yields one digit.
+
+Heatmap and box targets follow CenterNet (focal loss on Gaussian peaks) and TTFNet (box sides
+regressed at every cell of the Gaussian's core, GIoU loss weighted by the Gaussian), which
+converges fast: this model trains on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from digitloc.runtime.contract import (
+    BBOX_OUTPUT,
+    BOXES_OUTPUT,
+    CLASSES_OUTPUT,
+    DIGIT_OUTPUT,
+    INPUT_NAME,
+    NUM_CLASSES,
+    SCORES_OUTPUT,
+)
+from digitloc.train.model import VGG19_BLOCKS, ModelError
+
+STRIDE = 4
+MAPS_OUTPUT = "maps"
+SIDE_SCALE = 2.0 * STRIDE  # a box side is exp(logit) * SIDE_SCALE pixels from the cell centre
+GAUSS_ALPHA = 0.54  # TTFNet: Gaussian sigma = alpha * side / 6
+REG_CORE = 0.3  # box sides are regressed where the Gaussian is above this
+BOX_WEIGHT = 5.0
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Options of the detector; saved with the run and into the ONNX metadata."""
+
+    input_size: tuple[int, int] = (96, 192)  # (height, width), multiples of 16
+    width: float = 0.25
+    batchnorm: bool = True
+    neck: int = 64
+    head: int = 48
+    top_k: int = 16
+
+    def check(self) -> None:
+        h, w = self.input_size
+        if h % 16 or w % 16 or min(h, w) < 32:
+            raise ModelError(f"detector input {w}x{h}: both sides must be multiples of 16, at least 32")
+        if self.width <= 0 or self.top_k < 1:
+            raise ModelError("width must be positive and top_k at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["kind"] = "detector"
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DetectorConfig:
+        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        data["input_size"] = tuple(data.get("input_size", (96, 192)))
+        return cls(**data)
+
+
+def _conv(x: Any, units: int, name: str, batchnorm: bool, kernel: int = 3) -> Any:
+    from keras import layers
+
+    x = layers.Conv2D(units, kernel, padding="same", use_bias=not batchnorm, name=name,
+                      activation=None if batchnorm else "relu")(x)
+    if batchnorm:
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = layers.ReLU(name=f"{name}_relu")(x)
+    return x
+
+
+def build_detector(cfg: DetectorConfig) -> Any:
+    """The training model: ``image`` uint8 [N, H, W, 3] -> ``maps`` [N, H/4, W/4, 14]."""
+    cfg.check()
+    import keras
+    from keras import layers
+
+    h, w = cfg.input_size
+    image = keras.Input((h, w, 3), dtype="uint8", name=INPUT_NAME)
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(image)
+    taps = {}
+    for b, (filters, convs) in enumerate(VGG19_BLOCKS, start=1):
+        units = max(8, int(round(filters * cfg.width)))
+        for c in range(1, convs + 1):
+            x = _conv(x, units, f"block{b}_conv{c}", cfg.batchnorm)
+        taps[b] = x
+        if b < len(VGG19_BLOCKS):
+            x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
+    # taps: block 3 at stride 4, block 4 at stride 8, block 5 at stride 16.
+    p = layers.Conv2D(cfg.neck, 1, name="neck_c5")(taps[5])
+    for b in (4, 3):
+        p = layers.UpSampling2D(2, interpolation="nearest", name=f"neck_up{b}")(p)
+        p = layers.Add(name=f"neck_add{b}")([p, layers.Conv2D(cfg.neck, 1, name=f"neck_c{b}")(taps[b])])
+    p = _conv(p, cfg.neck, "neck_conv", cfg.batchnorm)
+    heat = layers.Conv2D(cfg.head, 3, padding="same", activation="relu", name="heat_conv")(p)
+    heat = layers.Conv2D(NUM_CLASSES, 1, name="heat_logits",
+                         bias_initializer=keras.initializers.Constant(-2.19))(heat)  # prior 0.1
+    box = layers.Conv2D(cfg.head, 3, padding="same", activation="relu", name="box_conv")(p)
+    box = layers.Conv2D(4, 1, name="box_logits")(box)
+    maps = layers.Concatenate(name=MAPS_OUTPUT)([heat, box])
+    name = f"vgg19_w{cfg.width:g}_detector"
+    return keras.Model(image, {MAPS_OUTPUT: maps}, name=name)
+
+
+def _decode_layer_class() -> type:
+    import keras
+    import tensorflow as tf
+
+    @keras.saving.register_keras_serializable(package="digitloc")
+    class DecodeDetections(keras.layers.Layer):
+        """Heatmap peaks to the top-K digits: boxes, scores, classes; bbox and digit of the best."""
+
+        def __init__(self, input_size: tuple[int, int], top_k: int, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.input_size, self.top_k = tuple(input_size), int(top_k)
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "input_size": list(self.input_size), "top_k": self.top_k}
+
+        def call(self, maps: Any) -> dict[str, Any]:
+            h, w = self.input_size
+            gh, gw = h // STRIDE, w // STRIDE
+            heat = tf.sigmoid(maps[..., :NUM_CLASSES])
+            sides = tf.exp(tf.clip_by_value(maps[..., NUM_CLASSES:], -4.0, 4.0)) * SIDE_SCALE
+            best = tf.reduce_max(heat, axis=-1)
+            pooled = tf.nn.max_pool2d(best[..., None], 3, 1, "SAME")[..., 0]
+            peaks = best * tf.cast(best >= pooled, best.dtype)
+            scores, index = tf.math.top_k(tf.reshape(peaks, (-1, gh * gw)), k=self.top_k)
+            heat_flat = tf.gather(tf.reshape(heat, (-1, gh * gw, NUM_CLASSES)), index, batch_dims=1)
+            sides_k = tf.gather(tf.reshape(sides, (-1, gh * gw, 4)), index, batch_dims=1)
+            cx = (tf.cast(index % gw, tf.float32) + 0.5) * STRIDE
+            cy = (tf.cast(index // gw, tf.float32) + 0.5) * STRIDE
+            boxes = tf.stack([(cx - sides_k[..., 0]) / w, (cy - sides_k[..., 1]) / h,
+                              (cx + sides_k[..., 2]) / w, (cy + sides_k[..., 3]) / h], axis=-1)
+            boxes = tf.clip_by_value(boxes, 0.0, 1.0)
+            classes = tf.cast(tf.argmax(heat_flat, axis=-1), tf.int32)
+            first = heat_flat[:, 0, :]
+            digit = first / (tf.reduce_sum(first, axis=-1, keepdims=True) + 1e-6)
+            return {BOXES_OUTPUT: boxes, SCORES_OUTPUT: scores, CLASSES_OUTPUT: classes,
+                    BBOX_OUTPUT: boxes[:, 0, :], DIGIT_OUTPUT: digit}
+
+    return DecodeDetections
+
+
+def inference_detector(model: Any, cfg: DetectorConfig) -> Any:
+    """The exported form: the training model's maps decoded to the contract's outputs."""
+    import keras
+
+    decode = _decode_layer_class()(cfg.input_size, cfg.top_k, name="decode")
+    out = decode(model.output[MAPS_OUTPUT] if isinstance(model.output, dict) else model.output)
+    return keras.Model(model.inputs, out, name=model.name)
+
+
+def is_detector(model: Any) -> bool:
+    """Whether a Keras model is a detector (training or inference form)."""
+    outputs = model.output if isinstance(model.output, dict) else {}
+    return MAPS_OUTPUT in outputs or BOXES_OUTPUT in outputs
+
+
+# -- targets and loss ---------------------------------------------------------------------------
+
+def encode_targets(boxes: np.ndarray, labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Targets of a batch: [N, H/4, W/4, 15] = 10 heatmaps, the box (x1, y1, x2, y2, input pixels)
+    to regress at each cell, and that cell's box-loss weight. ``boxes`` [N, M, 4] relative,
+    ``labels`` [N, M] (-1 = no digit)."""
+    h, w = size
+    gh, gw = h // STRIDE, w // STRIDE
+    out = np.zeros((len(boxes), gh, gw, NUM_CLASSES + 5), np.float32)
+    ys, xs = np.mgrid[0:gh, 0:gw].astype(np.float32)
+    scale = np.array([w, h, w, h], np.float32)
+    for n in range(len(boxes)):
+        valid = labels[n] >= 0
+        px = boxes[n][valid] * scale
+        lab = labels[n][valid].astype(int)
+        order = np.argsort(-(px[:, 2] - px[:, 0]) * (px[:, 3] - px[:, 1]))  # small boxes win shared cells
+        for k in order:
+            x1, y1, x2, y2 = px[k]
+            bw, bh = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
+            cx, cy = (x1 + x2) / 2 / STRIDE, (y1 + y2) / 2 / STRIDE
+            ci, cj = min(int(cx), gw - 1), min(int(cy), gh - 1)
+            sx = max(GAUSS_ALPHA * bw / 6 / STRIDE, 0.4)
+            sy = max(GAUSS_ALPHA * bh / 6 / STRIDE, 0.4)
+            g = np.exp(-((xs - ci) ** 2 / (2 * sx * sx) + (ys - cj) ** 2 / (2 * sy * sy)))
+            g[cj, ci] = 1.0
+            out[n, :, :, lab[k]] = np.maximum(out[n, :, :, lab[k]], g)
+            core = g > REG_CORE
+            weight = g * core * np.log(bw * bh + 1.0) / max(g[core].sum(), 1e-6)
+            out[n, core, NUM_CLASSES: NUM_CLASSES + 4] = px[k]
+            out[n, core, NUM_CLASSES + 4] = weight[core]
+    return out
+
+
+def cell_centres(size: tuple[int, int]) -> np.ndarray:
+    """[H/4, W/4, 2] pixel centres (x, y) of the map cells."""
+    h, w = size
+    ys, xs = np.mgrid[0: h // STRIDE, 0: w // STRIDE].astype(np.float32)
+    return np.stack([(xs + 0.5) * STRIDE, (ys + 0.5) * STRIDE], axis=-1)
+
+
+def detection_loss(size: tuple[int, int]) -> Any:
+    """Focal loss on the heatmaps (CenterNet) plus weighted GIoU on the regressed boxes (TTFNet)."""
+    import tensorflow as tf
+
+    centres = tf.constant(cell_centres(size))
+
+    def loss(y_true: Any, y_pred: Any) -> Any:
+        gt = y_true[..., :NUM_CLASSES]
+        p = tf.clip_by_value(tf.sigmoid(y_pred[..., :NUM_CLASSES]), 1e-4, 1 - 1e-4)
+        pos = tf.cast(gt >= 1.0, tf.float32)
+        pos_loss = -tf.math.log(p) * (1 - p) ** 2 * pos
+        neg_loss = -tf.math.log(1 - p) * p ** 2 * (1 - gt) ** 4 * (1 - pos)
+        focal = (tf.reduce_sum(pos_loss) + tf.reduce_sum(neg_loss)) / tf.maximum(tf.reduce_sum(pos), 1.0)
+
+        sides = tf.exp(tf.clip_by_value(y_pred[..., NUM_CLASSES:], -4.0, 4.0)) * SIDE_SCALE
+        pred = tf.concat([centres - sides[..., :2], centres + sides[..., 2:]], axis=-1)
+        true = y_true[..., NUM_CLASSES: NUM_CLASSES + 4]
+        weight = y_true[..., NUM_CLASSES + 4]
+        ix1, iy1 = tf.maximum(pred[..., 0], true[..., 0]), tf.maximum(pred[..., 1], true[..., 1])
+        ix2, iy2 = tf.minimum(pred[..., 2], true[..., 2]), tf.minimum(pred[..., 3], true[..., 3])
+        inter = tf.maximum(ix2 - ix1, 0) * tf.maximum(iy2 - iy1, 0)
+        area_p = (pred[..., 2] - pred[..., 0]) * (pred[..., 3] - pred[..., 1])
+        area_t = (true[..., 2] - true[..., 0]) * (true[..., 3] - true[..., 1])
+        union = area_p + area_t - inter + 1e-6
+        ex1, ey1 = tf.minimum(pred[..., 0], true[..., 0]), tf.minimum(pred[..., 1], true[..., 1])
+        ex2, ey2 = tf.maximum(pred[..., 2], true[..., 2]), tf.maximum(pred[..., 3], true[..., 3])
+        enclose = (ex2 - ex1) * (ey2 - ey1) + 1e-6
+        giou = inter / union - (enclose - union) / enclose
+        box = tf.reduce_sum((1 - giou) * weight) / (tf.reduce_sum(weight) + 1e-4)
+        return focal + BOX_WEIGHT * box
+
+    return loss
+
+
+def transfer_backbone(model: Any, source_path: str | os.PathLike[str]) -> int:
+    """Copy the conv blocks (``block*`` layers, matched by name and shape) of a saved digitloc
+    model into ``model``; returns how many layers were copied."""
+    from digitloc.train.model import load_model
+
+    source = load_model(source_path)
+    by_name = {layer.name: layer for layer in source.layers}
+    copied = 0
+    for layer in model.layers:
+        src = by_name.get(layer.name)
+        if src is None or not layer.name.startswith("block") or not layer.weights:
+            continue
+        weights = src.get_weights()
+        if [w.shape for w in weights] != [w.shape for w in layer.get_weights()]:
+            raise ModelError(f"{source_path}: layer {layer.name} has another shape; the widths differ")
+        layer.set_weights(weights)
+        copied += 1
+    if not copied:
+        raise ModelError(f"{source_path}: no conv block to take (not a VGG19 digitloc model)")
+    return copied

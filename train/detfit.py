@@ -1,0 +1,216 @@
+"""Train the digit detector on a detection dataset (``digitloc-data detection``) and write a run.
+
+The run folder holds ``model.keras`` (the inference form, best validation loss), ``last.keras``
+(the training form, for ``--init``), ``config.json``, ``history.json`` / ``history.csv``,
+``curves.png`` and ``evaluation.json``: the validation photos' figures at every score threshold
+and the threshold chosen there (the best whole-number accuracy), which export writes into the
+model's metadata. The evaluation photos of any test set are never looked at here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from digitloc.annotations.dataset.data import DatasetError
+from digitloc.annotations.detmetrics import PhotoResult, detection_figures
+from digitloc.runtime.contract import BOXES_OUTPUT, CLASSES_OUTPUT, SCORES_OUTPUT
+from digitloc.runtime.fileio import OutputExistsError, atomic_write_text
+from digitloc.runtime.number import read_digits
+from digitloc.train.detector import (
+    MAPS_OUTPUT,
+    DetectorConfig,
+    build_detector,
+    detection_loss,
+    encode_targets,
+    inference_detector,
+    transfer_backbone,
+)
+
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.71, 0.05))
+
+
+@dataclass
+class DetectorTrainConfig:
+    """One detector training run, saved as config.json beside what it produced."""
+
+    data: str
+    model: DetectorConfig = field(default_factory=DetectorConfig)
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    warmup_steps: int = 300
+    steps_per_epoch: int | None = None
+    max_minutes: float | None = None
+    init: str | None = None  # a saved detector (training or inference form) to continue from
+    init_backbone: str | None = None  # a saved digitloc model whose conv blocks start the backbone
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["model"] = self.model.to_dict()
+        return out
+
+
+def load_detection(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """A detection npz (images, boxes, labels ...) into memory; a DatasetError names what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file (build it with digitloc-data detection)")
+    with np.load(path) as f:
+        data = {k: f[k] for k in f.files}
+    for key in ("images", "boxes", "labels"):
+        if key not in data:
+            raise DatasetError(f"{path}: not a detection dataset (no {key!r})")
+    return data
+
+
+def _sequence(data: dict[str, np.ndarray], batch_size: int, size: tuple[int, int], shuffle: bool, seed: int,
+              steps: int | None = None) -> Any:
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.order = np.arange(len(data["images"]))
+            self.cursor = 0
+            self.on_epoch_end()
+
+        def __len__(self) -> int:
+            return steps or math.ceil(len(self.order) / batch_size)
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            start = (index * batch_size + (self.cursor if steps else 0)) % len(self.order)
+            sel = np.take(self.order, np.arange(start, start + batch_size), mode="wrap")
+            return data["images"][sel], encode_targets(data["boxes"][sel], data["labels"][sel], size)
+
+        def on_epoch_end(self) -> None:
+            if steps:
+                self.cursor += steps * batch_size
+            if shuffle and (not steps or self.cursor >= len(self.order)):
+                self.rng.shuffle(self.order)
+                self.cursor = 0
+
+    return Batches()
+
+
+def predict_detections(model: Any, images: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Run a Keras detector (inference form) over images: boxes, scores, classes."""
+    outs: dict[str, list] = {BOXES_OUTPUT: [], SCORES_OUTPUT: [], CLASSES_OUTPUT: []}
+    for start in range(0, len(images), batch_size):
+        res = model(images[start: start + batch_size], training=False)
+        for k in outs:
+            outs[k].append(np.asarray(res[k]))
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def photo_results(det: dict[str, np.ndarray], boxes: np.ndarray, labels: np.ndarray, min_score: float,
+                  shares: np.ndarray | None = None) -> list[PhotoResult]:
+    """PhotoResults of letterboxed inputs (relative boxes both sides) at one threshold."""
+    out = []
+    for n in range(len(boxes)):
+        order = read_digits(det[BOXES_OUTPUT][n], det[SCORES_OUTPUT][n], det[CLASSES_OUTPUT][n], min_score)
+        valid = labels[n] >= 0
+        tb = boxes[n][valid]
+        share = float(shares[n]) if shares is not None else float((tb[:, 3] - tb[:, 1]).max(initial=0))
+        out.append(PhotoResult(det[BOXES_OUTPUT][n][order], det[CLASSES_OUTPUT][n][order], tb,
+                               labels[n][valid].astype(int), share))
+    return out
+
+
+def choose_threshold(det: dict[str, np.ndarray], boxes: np.ndarray, labels: np.ndarray,
+                     shares: np.ndarray | None = None) -> tuple[float, list[dict[str, Any]]]:
+    """The score threshold with the best whole-number accuracy on these (validation) photos."""
+    rows = []
+    for t in THRESHOLDS:
+        fig = detection_figures(photo_results(det, boxes, labels, t, shares))
+        rows.append({"min_score": t, **{k: fig[k] for k in ("number_accuracy", "digit_recall", "digit_precision")}})
+    best = max(rows, key=lambda r: (r["number_accuracy"], r["digit_recall"]))
+    return float(best["min_score"]), rows
+
+
+def fit_detector(cfg: DetectorTrainConfig, out_dir: str | os.PathLike[str], force: bool = False) -> dict[str, Any]:
+    """Train, keep the best checkpoint by validation loss, choose the threshold, write the run."""
+    import keras
+
+    out = Path(out_dir)
+    if (out / "model.keras").exists() and not force:
+        raise OutputExistsError(f"{out}: a run is already there (use --force to replace it)")
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(cfg.seed)
+    train = load_detection(Path(cfg.data) / "train.npz")
+    val = load_detection(Path(cfg.data) / "val.npz")
+    size = tuple(cfg.model.input_size)
+    if train["images"].shape[1:3] != size:
+        raise DatasetError(f"{cfg.data}: samples are {train['images'].shape[2]}x{train['images'].shape[1]}, "
+                           f"the model takes {size[1]}x{size[0]}")
+    if cfg.init:
+        from digitloc.train.model import load_model
+
+        model = load_model(cfg.init, training=True)
+        if MAPS_OUTPUT not in model.output:
+            model = keras.Model(model.inputs, {MAPS_OUTPUT: model.get_layer(MAPS_OUTPUT).output}, name=model.name)
+    else:
+        model = build_detector(cfg.model)
+        if cfg.init_backbone:
+            transfer_backbone(model, cfg.init_backbone)
+    steps = cfg.steps_per_epoch or math.ceil(len(train["images"]) / cfg.batch_size)
+    total = steps * cfg.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(0.0, max(total - cfg.warmup_steps, 1), alpha=0.02,
+                                                      warmup_target=cfg.learning_rate, warmup_steps=cfg.warmup_steps)
+    model.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=5.0), loss={MAPS_OUTPUT: detection_loss(size)})
+    atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
+    deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else None
+
+    class Deadline(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            if deadline and time.monotonic() > deadline:
+                self.model.stop_training = True
+
+    best = out / "best-train.keras"
+    callbacks = [keras.callbacks.ModelCheckpoint(best, monitor="val_loss", save_best_only=True),
+                 keras.callbacks.CSVLogger(out / "history.csv"), Deadline()]
+    history = model.fit(_sequence(train, cfg.batch_size, size, True, cfg.seed, cfg.steps_per_epoch), epochs=cfg.epochs,
+                        validation_data=_sequence(val, 64, size, False, 0), callbacks=callbacks, verbose=2)
+    model.save(out / "last.keras")
+    if best.exists():
+        model = keras.saving.load_model(best, compile=False)
+    infer = inference_detector(model, cfg.model)
+    infer.save(out / "model.keras")
+    det = predict_detections(infer, val["images"])
+    threshold, rows = choose_threshold(det, val["boxes"], val["labels"])
+    figures = detection_figures(photo_results(det, val["boxes"], val["labels"], threshold))
+    evaluation = {"split": "val (the detection build's validation photos, letterboxed)", "min_score": threshold,
+                  "thresholds": rows, "figures": figures}
+    atomic_write_text(out / "evaluation.json", json.dumps(evaluation, indent=2))
+    atomic_write_text(out / "history.json", json.dumps({k: [float(v) for v in vals]
+                                                        for k, vals in history.history.items()}, indent=2))
+    _curves(history.history, out / "curves.png")
+    return evaluation
+
+
+def _curves(history: dict[str, list[float]], path: Path) -> None:
+    """Training and validation loss per epoch, as a PNG."""
+    import matplotlib
+
+    from digitloc.train.plots import save_figure
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key in ("loss", "val_loss"):
+        if key in history:
+            ax.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (focal + 5 x GIoU)")
+    ax.legend()
+    save_figure(fig, path)
