@@ -9,13 +9,16 @@ annotation order (SVHN writes a number's digits in reading order). Boxes in one 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from digitloc.runtime.contract import NUM_CLASSES, box_iou
+from digitloc.runtime.contract import BOXES_OUTPUT, CLASSES_OUTPUT, NUM_CLASSES, SCORES_OUTPUT, box_iou
+from digitloc.runtime.number import read_digits
 
 IOU_THRESHOLD = 0.5
 SHARE_EDGES = (0.0, 0.2, 0.35, 0.5, 0.65, 0.8, 1.01)  # digit height / photo height bins
+THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.1, 0.71, 0.05))  # score thresholds tried
 
 
 @dataclass
@@ -133,3 +136,28 @@ def one_digit_figures(results: list[PhotoResult]) -> dict:
     n = max(len(results), 1)
     return {"photos": len(results), "accuracy": right / n, "mean_iou": float(np.mean(ious)) if ious else 0.0,
             "number_is_the_digit": exact / n}
+
+
+def photo_results(det: dict[str, np.ndarray], boxes: np.ndarray, labels: np.ndarray, min_score: float,
+                  shares: np.ndarray | None = None) -> list[PhotoResult]:
+    """PhotoResults of letterboxed inputs (relative boxes both sides) at one threshold."""
+    out = []
+    for n in range(len(boxes)):
+        order = read_digits(det[BOXES_OUTPUT][n], det[SCORES_OUTPUT][n], det[CLASSES_OUTPUT][n], min_score)
+        valid = labels[n] >= 0
+        tb = boxes[n][valid]
+        share = float(shares[n]) if shares is not None else float((tb[:, 3] - tb[:, 1]).max(initial=0))
+        out.append(PhotoResult(det[BOXES_OUTPUT][n][order], det[CLASSES_OUTPUT][n][order], tb,
+                               labels[n][valid].astype(int), share))
+    return out
+
+
+def choose_threshold(det: dict[str, np.ndarray], boxes: np.ndarray, labels: np.ndarray,
+                     shares: np.ndarray | None = None) -> tuple[float, list[dict[str, Any]]]:
+    """The score threshold with the best whole-number accuracy on these (validation) photos."""
+    rows = []
+    for t in THRESHOLDS:
+        fig = detection_figures(photo_results(det, boxes, labels, t, shares))
+        rows.append({"min_score": t, **{k: fig[k] for k in ("number_accuracy", "digit_recall", "digit_precision")}})
+    best = max(rows, key=lambda r: (r["number_accuracy"], r["digit_recall"]))
+    return float(best["min_score"]), rows

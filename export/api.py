@@ -133,7 +133,7 @@ def export_model(keras_path: str | os.PathLike[str], cfg: ExportConfig, model: A
     ``model``: that file already loaded (it is loaded once per export)."""
     import onnx
 
-    from digitloc.export.convert import check_two_head, keras_to_onnx, set_metadata
+    from digitloc.export.convert import check_two_head, is_detector, keras_to_onnx, set_metadata
     from digitloc.export.quantize import quantize
     from digitloc.train.evaluate import keras_predict
 
@@ -149,6 +149,12 @@ def export_model(keras_path: str | os.PathLike[str], cfg: ExportConfig, model: A
         raise ExportError(f"{output.parent}: not writable")
     model = model if model is not None else load_keras(keras_path)
     size = check_two_head(model, str(keras_path))
+    if is_detector(model):
+        from digitloc.export.detector import export_detector, parity_photos
+
+        images, source = ((cfg.parity_images[:cfg.parity_size], "real photos letterboxed")
+                          if cfg.parity_images is not None else parity_photos(None, keras_path, size, cfg.parity_size))
+        return export_detector(keras_path, model, output, cfg.quant, images, source, cfg.opset, cfg.force)
     proto = keras_to_onnx(model, cfg.opset)
 
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".digitloc-export-") as tmp:

@@ -96,7 +96,7 @@ def main(model: Path, output: Path, opset: int, precision: str, calib: str | Non
          force: bool) -> None:
     """Export MODEL (.keras) to ONNX at the chosen precision, then check parity with Keras."""
     from digitloc.export.api import ExportConfig, export_model, load_keras
-    from digitloc.export.convert import check_two_head
+    from digitloc.export.convert import check_two_head, is_detector
     from digitloc.export.errors import ExportError
     from digitloc.runtime.fileio import OutputExistsError
 
@@ -109,22 +109,26 @@ def main(model: Path, output: Path, opset: int, precision: str, calib: str | Non
             check_repository(triton_repo, output.stem.replace(" ", "_"), force)
         keras_model = load_keras(model)
         size = check_two_head(keras_model, str(model))
-        if precision == Int8StaticConfig.name:
-            if not calib:
-                raise ExportError("int8-static needs --calib: real images to calibrate on (never random noise)")
-            choices = {"reduce_range": reduce_range, "first_conv_float": first_conv_float}
-            quant = Int8StaticConfig(calibration=load_images(calib, size, "train", calib_size), method=calib_method,
-                                     activations=activations, **{k: v for k, v in choices.items() if v is not None})
+        if is_detector(keras_model):
+            report = _export_detector(model, keras_model, size, output, precision, calib, calib_size, calib_method,
+                                      parity_data, parity_size, opset, force)
         else:
-            quant = CONFIGS[precision]()
-        parity_source = parity_data or calib
-        parity, labels = (load_labelled(parity_source, size, "val", parity_size, seed=1) if parity_source
-                          else (None, None))
-        cfg = ExportConfig(output=output, quant=quant, opset=opset, simplify=simplify, parity_images=parity,
-                           parity_labels=labels, parity_random=parity_random, parity_size=parity_size,
-                           max_abs_diff=max_abs_diff, min_agreement=min_agreement, min_box_iou=min_box_iou,
-                           max_accuracy_drop=max_accuracy_drop, force=force)
-        report = export_model(model, cfg, keras_model)
+            if precision == Int8StaticConfig.name:
+                if not calib:
+                    raise ExportError("int8-static needs --calib: real images to calibrate on (never random noise)")
+                choices = {"reduce_range": reduce_range, "first_conv_float": first_conv_float}
+                quant = Int8StaticConfig(calibration=load_images(calib, size, "train", calib_size), method=calib_method,
+                                         activations=activations, **{k: v for k, v in choices.items() if v is not None})
+            else:
+                quant = CONFIGS[precision]()
+            parity_source = parity_data or calib
+            parity, labels = (load_labelled(parity_source, size, "val", parity_size, seed=1) if parity_source
+                              else (None, None))
+            cfg = ExportConfig(output=output, quant=quant, opset=opset, simplify=simplify, parity_images=parity,
+                               parity_labels=labels, parity_random=parity_random, parity_size=parity_size,
+                               max_abs_diff=max_abs_diff, min_agreement=min_agreement, min_box_iou=min_box_iou,
+                               max_accuracy_drop=max_accuracy_drop, force=force)
+            report = export_model(model, cfg, keras_model)
         if triton_repo is not None:
             from digitloc.export.triton import write_repository
 
@@ -133,6 +137,11 @@ def main(model: Path, output: Path, opset: int, precision: str, calib: str | Non
             click.echo(f"wrote Triton repository {folder}")
     except (ExportError, OutputExistsError, ValueError) as exc:
         fail(str(exc))
+    if "number_agreement" in report:
+        click.echo(f"wrote {output} ({report['size_bytes'] / 1e6:.2f} MB, {precision}); parity on {report['samples']} "
+                   f"{report['parity_inputs']}: same number read {report['number_agreement']:.4f}, matched box IoU "
+                   f"{report['box_iou_mean']:.4f} at threshold {report['min_score']:g}; on {report['cpu']['summary']}")
+        return
     if report.get("warning"):
         click.echo(report["warning"], err=True)
     acc = ("" if report.get("accuracy") is None else
@@ -142,3 +151,19 @@ def main(model: Path, output: Path, opset: int, precision: str, calib: str | Non
                f"{report['class_agreement']:.4f}, box IoU {report['box_iou_mean']:.4f}{acc}; on {report['cpu']['summary']}")
     if report.get("warning"):
         click.echo(report["warning"], err=True)
+
+
+def _export_detector(model: Path, keras_model: object, size: tuple[int, int], output: Path, precision: str,
+                     calib: str | None, calib_size: int, calib_method: str, parity_data: str | None, parity_size: int,
+                     opset: int, force: bool) -> dict:
+    """A detector's export: calibration on the detection dataset's composed samples, the gate on its
+    validation photos (both letterboxed, as the runtime feeds them)."""
+    from digitloc.export.detector import export_detector, parity_photos
+
+    if precision == Int8StaticConfig.name:
+        images = parity_photos(calib, model, size, calib_size, split="train")[0]
+        quant = Int8StaticConfig(calibration=images, method=calib_method)
+    else:
+        quant = CONFIGS[precision]()
+    parity, source = parity_photos(parity_data or calib, model, size, parity_size)
+    return export_detector(model, keras_model, output, quant, parity, source, opset, force)

@@ -5,22 +5,35 @@ from __future__ import annotations
 from typing import Any
 
 from digitloc.export.errors import ExportError
-from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME, NUM_CLASSES
+from digitloc.runtime.contract import (
+    BBOX_OUTPUT,
+    BOXES_OUTPUT,
+    CLASSES_OUTPUT,
+    DIGIT_OUTPUT,
+    INPUT_NAME,
+    NUM_CLASSES,
+    SCORES_OUTPUT,
+)
+
+ONE_DIGIT_OUTPUTS = {BBOX_OUTPUT, DIGIT_OUTPUT}
+DETECTOR_OUTPUTS = {BOXES_OUTPUT, SCORES_OUTPUT, CLASSES_OUTPUT, BBOX_OUTPUT, DIGIT_OUTPUT}
 
 BATCH_DIM = "batch"
 
 
 def check_two_head(model: Any, source: str) -> tuple[int, int]:
-    """Refuse a Keras model that is not a digitloc two-head model; returns its input (H, W)."""
+    """Refuse a Keras model that is not a digitloc model (a one-digit two-head model, contract 1, or a
+    detector's inference form, contract 2); returns its input (H, W)."""
     inputs = model.inputs
     if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[-1] != 3:
         raise ExportError(f"{source}: not a digitloc model (needs one [N, H, W, 3] image input)")
     if str(inputs[0].dtype) != "uint8":
         raise ExportError(f"{source}: not a digitloc model (input is {inputs[0].dtype}, needs uint8)")
     outputs = model.output if isinstance(model.output, dict) else {}
-    if set(outputs) != {BBOX_OUTPUT, DIGIT_OUTPUT}:
+    if set(outputs) not in (ONE_DIGIT_OUTPUTS, DETECTOR_OUTPUTS):
+        extra = ", ".join(sorted(DETECTOR_OUTPUTS - ONE_DIGIT_OUTPUTS))
         raise ExportError(f"{source}: not a digitloc model (outputs must be named {BBOX_OUTPUT!r} and "
-                          f"{DIGIT_OUTPUT!r})")
+                          f"{DIGIT_OUTPUT!r}, and for a detector also {extra})")
     if outputs[BBOX_OUTPUT].shape[-1] != 4 or outputs[DIGIT_OUTPUT].shape[-1] != NUM_CLASSES:
         raise ExportError(f"{source}: not a digitloc model (bbox needs 4 values, digit {NUM_CLASSES})")
     return int(inputs[0].shape[1]), int(inputs[0].shape[2])
@@ -38,8 +51,8 @@ def keras_to_onnx(model: Any, opset: int = 17) -> Any:
     except Exception as exc:  # tf2onnx raises many types for unsupported graphs or opsets
         raise ExportError(f"tf2onnx could not convert {model.name} at opset {opset}: {exc}") from None
     names = {o.name for o in proto.graph.output}
-    if names != {BBOX_OUTPUT, DIGIT_OUTPUT}:
-        raise ExportError(f"converted graph has outputs {sorted(names)}, expected {BBOX_OUTPUT} and {DIGIT_OUTPUT}")
+    if names != set(model.output):
+        raise ExportError(f"converted graph has outputs {sorted(names)}, expected {', '.join(sorted(model.output))}")
     for value in list(proto.graph.input) + list(proto.graph.output):
         dim = value.type.tensor_type.shape.dim[0]
         dim.ClearField("dim_value")
@@ -53,3 +66,8 @@ def set_metadata(proto: Any, metadata: dict[str, str]) -> None:
 
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, {k: str(v) for k, v in metadata.items()})
+
+
+def is_detector(model: Any) -> bool:
+    """Whether a checked digitloc Keras model is a detector (contract version 2)."""
+    return isinstance(model.output, dict) and set(model.output) == DETECTOR_OUTPUTS

@@ -98,9 +98,11 @@ def _float_nodes(proto: Any, prefixes: tuple[str, ...], first_conv: bool = False
     return out
 
 
-def quantize(fp32_path: Path, out_path: Path, config: QuantConfig) -> dict[str, Any]:
+def quantize(fp32_path: Path, out_path: Path, config: QuantConfig,
+             extra_excluded: list[str] | None = None) -> dict[str, Any]:
     """Write the ``config`` variant of the fp32 model at ``fp32_path`` to ``out_path``.
 
+    ``extra_excluded``: further nodes int8-static keeps in float (a detector's decoding).
     Returns what the variant needs recorded in its metadata (e.g. excluded nodes).
     """
     import onnx
@@ -136,6 +138,7 @@ def quantize(fp32_path: Path, out_path: Path, config: QuantConfig) -> dict[str, 
         if config.weights not in weights:
             raise ExportError(f"unknown weight type {config.weights!r}; choose {', '.join(weights)}")
         excluded = _float_nodes(onnx.load(str(fp32_path)), config.keep_float, config.first_conv_float)
+        excluded += [n for n in extra_excluded or [] if n not in excluded]
         quantize_static(
             str(fp32_path), str(out_path), ImageCalibrationReader(config.calibration, config.batch_size),
             quant_format=QuantFormat.QDQ, per_channel=config.per_channel, reduce_range=config.reduce_range,

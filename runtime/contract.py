@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CONTRACT_VERSION = "1"
+CONTRACT_VERSION = "1"  # one digit per photo: bbox and digit
+DETECTOR_CONTRACT = "2"  # every digit: boxes, scores, classes (and bbox, digit of the best)
+CONTRACT_VERSIONS = (CONTRACT_VERSION, DETECTOR_CONTRACT)
 
 INPUT_NAME = "image"  # uint8 [N, H, W, 3] RGB, scaled inside the model
 BBOX_OUTPUT = "bbox"  # float32 [N, 4]: x1, y1, x2, y2 relative to the image
@@ -24,8 +26,11 @@ CLASSES_OUTPUT = "classes"  # int32 [N, K]: the digit 0-9
 NUM_CLASSES = 10
 CLASS_NAMES = tuple(str(d) for d in range(NUM_CLASSES))
 
-# How a photo becomes the model input: the whole photo stretched to HxW.
+# How a photo becomes the model input: the whole photo stretched to HxW (version 1), or fitted
+# with its aspect kept and padded grey (letterbox; the detectors).
 RESIZE_MODE = "stretch"
+LETTERBOX = "letterbox"
+RESIZE_MODES = (RESIZE_MODE, LETTERBOX)
 INPUT_LAYOUT = "NHWC"
 INPUT_DTYPE = "uint8"
 COLOR_ORDER = "RGB"
@@ -46,6 +51,8 @@ META_BACKBONE = "digitloc.backbone"  # JSON of the model config
 META_TRAINING = "digitloc.training"  # JSON summary of the training data and run
 META_EVALUATION = "digitloc.evaluation"  # JSON figures on real held-out photos
 META_EXCLUDED_NODES = "digitloc.quantization_excluded_nodes"  # JSON list
+META_MIN_SCORE = "digitloc.min_score"  # detectors: the default score threshold (chosen on training data)
+META_TOP_K = "digitloc.top_k"  # detectors: K, the digits the graph returns per photo
 META_VERSION = "digitloc.version"
 META_EXPORTED_AT = "digitloc.exported_at"
 REQUIRED_META = (META_CONTRACT, META_INPUT_SIZE, META_RESIZE_MODE, META_CLASS_NAMES, META_BOX_FORMAT)
@@ -63,6 +70,13 @@ class ModelInfo:
     class_names: tuple[str, ...]
     precision: str
     metadata: dict[str, str]
+    version: str = CONTRACT_VERSION
+    resize_mode: str = RESIZE_MODE
+    min_score: float | None = None  # detectors: the default threshold their metadata gives
+
+    @property
+    def is_detector(self) -> bool:
+        return self.version == DETECTOR_CONTRACT
 
 
 def size_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -79,15 +93,17 @@ def size_text(size: int | tuple[int, int] | list[int]) -> str:
     return f"{w}x{h}"
 
 
-def contract_metadata(input_size: tuple[int, int], precision: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The metadata_props an exporter writes for a model of this input size and precision."""
+def contract_metadata(input_size: tuple[int, int], precision: str, extra: dict[str, str] | None = None,
+                      detector: bool = False) -> dict[str, str]:
+    """The metadata_props an exporter writes for a model of this input size and precision; a
+    ``detector`` is contract version 2 with letterboxed input."""
     meta = {
-        META_CONTRACT: CONTRACT_VERSION,
+        META_CONTRACT: DETECTOR_CONTRACT if detector else CONTRACT_VERSION,
         META_INPUT_SIZE: f"{input_size[0]},{input_size[1]}",
         META_INPUT_LAYOUT: INPUT_LAYOUT,
         META_INPUT_DTYPE: INPUT_DTYPE,
         META_COLOR_ORDER: COLOR_ORDER,
-        META_RESIZE_MODE: RESIZE_MODE,
+        META_RESIZE_MODE: LETTERBOX if detector else RESIZE_MODE,
         META_CLASS_NAMES: json.dumps(list(CLASS_NAMES)),
         META_BOX_FORMAT: BOX_FORMAT,
         META_PRECISION: precision,
@@ -101,19 +117,22 @@ def parse_metadata(meta: dict[str, str], source: str) -> ModelInfo:
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise ContractError(f"{source}: not a digitloc model (metadata lacks {', '.join(missing)})")
-    if meta[META_CONTRACT] != CONTRACT_VERSION:
-        raise ContractError(f"{source}: contract version {meta[META_CONTRACT]}, this runtime reads {CONTRACT_VERSION}")
-    if meta[META_RESIZE_MODE] != RESIZE_MODE or meta[META_BOX_FORMAT] != BOX_FORMAT:
+    if meta[META_CONTRACT] not in CONTRACT_VERSIONS:
+        raise ContractError(f"{source}: contract version {meta[META_CONTRACT]}, this runtime reads "
+                            f"{' and '.join(CONTRACT_VERSIONS)}")
+    if meta[META_RESIZE_MODE] not in RESIZE_MODES or meta[META_BOX_FORMAT] != BOX_FORMAT:
         raise ContractError(f"{source}: resize mode {meta[META_RESIZE_MODE]!r} / box format "
                             f"{meta[META_BOX_FORMAT]!r} not supported")
     try:
         height, width = (int(v) for v in meta[META_INPUT_SIZE].split(","))
         names = tuple(json.loads(meta[META_CLASS_NAMES]))
+        min_score = float(meta[META_MIN_SCORE]) if META_MIN_SCORE in meta else None
     except (ValueError, TypeError):
-        raise ContractError(f"{source}: malformed input size or class names in metadata") from None
+        raise ContractError(f"{source}: malformed input size, class names or score threshold in metadata") from None
     if len(names) != NUM_CLASSES:
         raise ContractError(f"{source}: {len(names)} class names, expected {NUM_CLASSES}")
-    return ModelInfo((height, width), names, meta.get(META_PRECISION, "unknown"), dict(meta))
+    return ModelInfo((height, width), names, meta.get(META_PRECISION, "unknown"), dict(meta), meta[META_CONTRACT],
+                     meta[META_RESIZE_MODE], min_score)
 
 
 def order_box(box: np.ndarray) -> np.ndarray:

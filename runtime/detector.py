@@ -19,8 +19,11 @@ import numpy as np
 
 from digitloc.runtime.contract import (
     BBOX_OUTPUT,
+    BOXES_OUTPUT,
+    CLASSES_OUTPUT,
     DIGIT_OUTPUT,
     INPUT_NAME,
+    SCORES_OUTPUT,
     ContractError,
     ModelInfo,
     clip_box,
@@ -29,7 +32,8 @@ from digitloc.runtime.contract import (
     relative_to_pixels,
 )
 from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS, check_image, read_image_file
-from digitloc.runtime.preprocess import preprocess
+from digitloc.runtime.number import DEFAULT_MAX_DIGITS, DEFAULT_MIN_SCORE, read_digits
+from digitloc.runtime.preprocess import letterbox, preprocess, unletterbox_boxes
 
 DEFAULT_MODEL_NAME = "digitloc-default-int8.onnx"
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -85,20 +89,41 @@ class ProviderError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Digit:
+    """One digit read: its class, score and box in pixels of the original photo."""
+
+    digit: int
+    confidence: float
+    bbox: tuple[float, float, float, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"digit": self.digit, "confidence": round(self.confidence, 6), "bbox": [round(v, 2) for v in self.bbox]}
+
+
+@dataclass(frozen=True)
 class Detection:
-    """One photo's answer: the digit, its probability, its box in pixels of the original photo."""
+    """One photo's answer: the house number (every digit read, in reading order) and, for
+    one-digit readers, the most confident digit, its probability and box in original pixels."""
 
     digit: int
     confidence: float
     bbox: tuple[float, float, float, float]  # x1, y1, x2, y2 in original pixels
     probs: tuple[float, ...]
+    digits: tuple[Digit, ...] = ()  # every digit read, rows top to bottom, each left to right
+
+    @property
+    def number(self) -> str:
+        """The digits read as a string; "" when none was found."""
+        return "".join(str(d.digit) for d in self.digits)
 
     def to_dict(self, latency_ms: float | None = None, **context: Any) -> dict[str, Any]:
         """The one JSON record of a prediction (``digitloc-run --json`` lines, ``digitloc-serve`` answers):
-        ``context`` (where the image came from), digit, confidence, bbox, probs and, when given,
+        ``context`` (where the image came from), ``number`` and ``digits`` (each digit, confidence and
+        bbox), the most confident digit's digit, confidence, bbox, probs and, when given,
         ``latency_ms``: milliseconds of the detector's work per image (preprocessing, inference, the
         refining pass if on; not reading or decoding the file), a batch's time divided by its size."""
-        record = {**context, "digit": self.digit, "confidence": round(self.confidence, 6),
+        record = {**context, "number": self.number, "digits": [d.to_dict() for d in self.digits],
+                  "digit": self.digit, "confidence": round(self.confidence, 6),
                   "bbox": [round(v, 2) for v in self.bbox], "probs": [round(p, 6) for p in self.probs]}
         if latency_ms is not None:
             record["latency_ms"] = round(latency_ms, 3)
@@ -169,16 +194,25 @@ class Detector:
 
     def __init__(self, model: str | os.PathLike[str] | None = None, provider: str = "auto",
                  threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, refine: bool = DEFAULT_REFINE,
-                 refine_below: float = REFINE_BELOW, spin: bool = False) -> None:
-        """``refine``: a second pass, for photos whose first box is shorter than ``refine_below`` of
-        the photo, on a window cut around that box so that the digit takes ``REFINE_SHARE`` of its
-        height: small or off-centre digits are read at the size the model knows best. Each refined
-        photo costs the model twice. ``spin``: onnxruntime's threads spin-wait between calls
-        (faster on a CPU of its own, slower beside other work; see ``session_options``)."""
+                 refine_below: float = REFINE_BELOW, spin: bool = False, min_score: float | None = None,
+                 max_digits: int = DEFAULT_MAX_DIGITS) -> None:
+        """``refine`` (one-digit models): a second pass, for photos whose first box is shorter than
+        ``refine_below`` of the photo, on a window cut around that box so that the digit takes
+        ``REFINE_SHARE`` of its height: small or off-centre digits are read at the size the model
+        knows best. Each refined photo costs the model twice. ``spin``: onnxruntime's threads
+        spin-wait between calls (faster on a CPU of its own, slower beside other work; see
+        ``session_options``). ``min_score`` and ``max_digits`` (detectors): the score a digit needs
+        to be read (default: the model's metadata, chosen on training data) and the most digits
+        read per photo."""
         import onnxruntime as ort
 
         self.refine = refine
         self.refine_below = refine_below
+        if min_score is not None and not 0.0 <= min_score <= 1.0:
+            raise ValueError(f"min_score must be within 0..1, got {min_score}")
+        if max_digits < 1:
+            raise ValueError(f"max_digits must be at least 1, got {max_digits}")
+        self._min_score, self.max_digits = min_score, max_digits
         if provider not in PROVIDER_CHOICES:
             raise ProviderError(f"unknown provider {provider!r}: choose {', '.join(PROVIDER_CHOICES)}")
         self.model_path = Path(model) if model is not None else default_model_path()
@@ -215,9 +249,9 @@ class Detector:
         outputs = {o.name for o in self.session.get_outputs()}
         if INPUT_NAME not in inputs or inputs[INPUT_NAME].type != "tensor(uint8)":
             raise ContractError(f"{self.model_path}: needs a uint8 input named {INPUT_NAME!r}, has {sorted(inputs)}")
-        if not {BBOX_OUTPUT, DIGIT_OUTPUT} <= outputs:
-            raise ContractError(f"{self.model_path}: needs outputs {BBOX_OUTPUT!r} and {DIGIT_OUTPUT!r}, "
-                                f"has {sorted(outputs)}")
+        need = {BBOX_OUTPUT, DIGIT_OUTPUT} | ({BOXES_OUTPUT, SCORES_OUTPUT, CLASSES_OUTPUT} if self.is_detector else set())
+        if not need <= outputs:
+            raise ContractError(f"{self.model_path}: needs outputs {', '.join(sorted(need))}, has {sorted(outputs)}")
         for output in self.session.get_outputs():
             if output.name in (BBOX_OUTPUT, DIGIT_OUTPUT):
                 self._check_shape(output.name, output.shape)
@@ -231,6 +265,18 @@ class Detector:
     @property
     def input_size(self) -> tuple[int, int]:
         return self.info.input_size
+
+    @property
+    def is_detector(self) -> bool:
+        """A version-2 model: every digit of the photo, not one."""
+        return self.info.is_detector
+
+    @property
+    def min_score(self) -> float:
+        """The score a digit needs to be read: the caller's, else the model's metadata, else the default."""
+        if self._min_score is not None:
+            return self._min_score
+        return self.info.min_score if self.info.min_score is not None else DEFAULT_MIN_SCORE
 
     def load(self, image: str | os.PathLike[str] | np.ndarray) -> np.ndarray:
         """A path (read with the pixel limit) or an OpenCV array, as an OpenCV array."""
@@ -252,12 +298,40 @@ class Detector:
               for im, box in zip(images, boxes, strict=True)]
         return px, probs
 
+    def run_detector(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Raw outputs of a version-2 model for a letterboxed batch: boxes [N, K, 4] relative to the
+        input, scores [N, K], classes [N, K], and the best digit's class probabilities [N, 10]."""
+        boxes, scores, classes, probs = self.session.run([BOXES_OUTPUT, SCORES_OUTPUT, CLASSES_OUTPUT, DIGIT_OUTPUT],
+                                                         {INPUT_NAME: batch})
+        boxes, scores = np.asarray(boxes, np.float32), np.asarray(scores, np.float32)
+        shapes = [list(boxes.shape), list(scores.shape), list(np.shape(classes))]
+        if boxes.ndim != 3 or boxes.shape[2] != 4 or shapes[1] != shapes[0][:2] or shapes[2] != shapes[1]:
+            raise ContractError(f"{self.model_path}: detector outputs of shapes {shapes}; "
+                                "the contract needs [N, K, 4], [N, K], [N, K]")
+        return boxes, scores, np.asarray(classes, np.int64), np.asarray(probs, np.float32)
+
+    def _detect_batch(self, loaded: list[np.ndarray]) -> list[Detection]:
+        """Version 2: every digit of each photo, read in order."""
+        boxes, scores, classes, probs = self.run_detector(np.stack([letterbox(im, self.input_size) for im in loaded]))
+        out = []
+        for im, b, s, c, p in zip(loaded, boxes, scores, classes, probs, strict=True):
+            px = unletterbox_boxes(b, im.shape[:2], self.input_size)
+            order = read_digits(px, s, c, self.min_score, self.max_digits)
+            digits = tuple(Digit(int(c[i]), float(s[i]), tuple(float(v) for v in px[i])) for i in order)
+            best = max(range(len(order)), key=lambda k: digits[k].confidence) if len(order) else None
+            top = order[best] if best is not None else 0
+            out.append(Detection(int(c[top]), float(s[top]), tuple(float(v) for v in px[top]),
+                                 tuple(float(v) for v in p), digits))
+        return out
+
     def predict_batch(self, images: list[str | os.PathLike[str] | np.ndarray]) -> list[Detection]:
-        """Detections for several photos (paths or OpenCV arrays), run as one batch (and one more for
-        the photos ``refine`` reads again)."""
+        """Detections for several photos (paths or OpenCV arrays), run as one batch (and, for a
+        one-digit model, one more for the photos ``refine`` reads again)."""
         if not images:
             return []
         loaded = [self.load(im) for im in images]
+        if self.is_detector:
+            return self._detect_batch(loaded)
         boxes, probs = self._pixel_boxes(loaded)
         small = [i for i, (box, im) in enumerate(zip(boxes, loaded, strict=True))
                  if box[3] - box[1] < self.refine_below * im.shape[0]] if self.refine else []
@@ -274,8 +348,9 @@ class Detector:
                 probs[i] = p
         out = []
         for box, p in zip(boxes, probs, strict=True):
-            digit = int(np.argmax(p))
-            out.append(Detection(digit, float(p[digit]), tuple(float(v) for v in box), tuple(float(v) for v in p)))
+            digit, bbox = int(np.argmax(p)), tuple(float(v) for v in box)
+            out.append(Detection(digit, float(p[digit]), bbox, tuple(float(v) for v in p),
+                                 (Digit(digit, float(p[digit]), bbox),)))
         return out
 
     def predict(self, image: str | os.PathLike[str] | np.ndarray) -> Detection:

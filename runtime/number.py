@@ -59,7 +59,3 @@ def read_digits(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, min_
     kept = candidates[suppress(boxes[candidates], scores[candidates], nms_iou)][:max_digits]
     return kept[reading_order(boxes[kept])]
 
-
-def number_text(classes: np.ndarray, order: np.ndarray) -> str:
-    """The number those digits make: their classes as a string ("" when none)."""
-    return "".join(str(int(classes[i])) for i in order)

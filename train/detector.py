@@ -159,7 +159,8 @@ def inference_detector(model: Any, cfg: DetectorConfig) -> Any:
 
     decode = _decode_layer_class()(cfg.input_size, cfg.top_k, name="decode")
     out = decode(model.output[MAPS_OUTPUT] if isinstance(model.output, dict) else model.output)
-    return keras.Model(model.inputs, out, name=model.name)
+    # One named layer per output: the ONNX outputs take the contract's names from them.
+    return keras.Model(model.inputs, {k: keras.layers.Identity(name=k)(v) for k, v in out.items()}, name=model.name)
 
 
 def is_detector(model: Any) -> bool:

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from digitloc.annotations.dataset.data import DatasetError
-from digitloc.annotations.detmetrics import PhotoResult, detection_figures
-from digitloc.runtime.contract import BOXES_OUTPUT, CLASSES_OUTPUT, SCORES_OUTPUT
+from digitloc.annotations.dataset.detection import load_detection
+from digitloc.annotations.detmetrics import choose_threshold, detection_figures, photo_results
+from digitloc.runtime.contract import BOXES_OUTPUT, CLASSES_OUTPUT, INPUT_NAME, SCORES_OUTPUT
 from digitloc.runtime.fileio import OutputExistsError, atomic_write_text
-from digitloc.runtime.number import read_digits
 from digitloc.train.detector import (
     MAPS_OUTPUT,
     DetectorConfig,
@@ -33,8 +33,6 @@ from digitloc.train.detector import (
     inference_detector,
     transfer_backbone,
 )
-
-THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.71, 0.05))
 
 
 @dataclass
@@ -57,19 +55,6 @@ class DetectorTrainConfig:
         out = asdict(self)
         out["model"] = self.model.to_dict()
         return out
-
-
-def load_detection(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """A detection npz (images, boxes, labels ...) into memory; a DatasetError names what is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such file (build it with digitloc-data detection)")
-    with np.load(path) as f:
-        data = {k: f[k] for k in f.files}
-    for key in ("images", "boxes", "labels"):
-        if key not in data:
-            raise DatasetError(f"{path}: not a detection dataset (no {key!r})")
-    return data
 
 
 def _sequence(data: dict[str, np.ndarray], batch_size: int, size: tuple[int, int], shuffle: bool, seed: int,
@@ -106,35 +91,10 @@ def predict_detections(model: Any, images: np.ndarray, batch_size: int = 64) -> 
     """Run a Keras detector (inference form) over images: boxes, scores, classes."""
     outs: dict[str, list] = {BOXES_OUTPUT: [], SCORES_OUTPUT: [], CLASSES_OUTPUT: []}
     for start in range(0, len(images), batch_size):
-        res = model(images[start: start + batch_size], training=False)
+        res = model({INPUT_NAME: images[start: start + batch_size]}, training=False)
         for k in outs:
             outs[k].append(np.asarray(res[k]))
     return {k: np.concatenate(v) for k, v in outs.items()}
-
-
-def photo_results(det: dict[str, np.ndarray], boxes: np.ndarray, labels: np.ndarray, min_score: float,
-                  shares: np.ndarray | None = None) -> list[PhotoResult]:
-    """PhotoResults of letterboxed inputs (relative boxes both sides) at one threshold."""
-    out = []
-    for n in range(len(boxes)):
-        order = read_digits(det[BOXES_OUTPUT][n], det[SCORES_OUTPUT][n], det[CLASSES_OUTPUT][n], min_score)
-        valid = labels[n] >= 0
-        tb = boxes[n][valid]
-        share = float(shares[n]) if shares is not None else float((tb[:, 3] - tb[:, 1]).max(initial=0))
-        out.append(PhotoResult(det[BOXES_OUTPUT][n][order], det[CLASSES_OUTPUT][n][order], tb,
-                               labels[n][valid].astype(int), share))
-    return out
-
-
-def choose_threshold(det: dict[str, np.ndarray], boxes: np.ndarray, labels: np.ndarray,
-                     shares: np.ndarray | None = None) -> tuple[float, list[dict[str, Any]]]:
-    """The score threshold with the best whole-number accuracy on these (validation) photos."""
-    rows = []
-    for t in THRESHOLDS:
-        fig = detection_figures(photo_results(det, boxes, labels, t, shares))
-        rows.append({"min_score": t, **{k: fig[k] for k in ("number_accuracy", "digit_recall", "digit_precision")}})
-    best = max(rows, key=lambda r: (r["number_accuracy"], r["digit_recall"]))
-    return float(best["min_score"]), rows
 
 
 def fit_detector(cfg: DetectorTrainConfig, out_dir: str | os.PathLike[str], force: bool = False) -> dict[str, Any]:

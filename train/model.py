@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME, NUM_CLASSES, size_hw
+from digitloc.runtime.contract import BBOX_OUTPUT, BOXES_OUTPUT, DIGIT_OUTPUT, INPUT_NAME, NUM_CLASSES, size_hw
 
 VGG19_BLOCKS = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))  # (filters, convs) per block
 # Keras' VGG19 ImageNet weights expect "caffe" input: BGR, mean-subtracted, 0..255.
@@ -160,8 +160,8 @@ def inference_model(model: Any) -> Any:
     import keras
 
     outputs = model.output if isinstance(model.output, dict) else {}
-    if set(outputs) <= {BBOX_OUTPUT, DIGIT_OUTPUT}:
-        return model
+    if set(outputs) <= {BBOX_OUTPUT, DIGIT_OUTPUT} or BOXES_OUTPUT in outputs or "maps" in outputs:
+        return model  # a one-digit model without extra outputs, or a detector (its outputs are its contract)
     return keras.Model(model.inputs, {k: outputs[k] for k in (BBOX_OUTPUT, DIGIT_OUTPUT)}, name=model.name)
 
 

@@ -384,3 +384,16 @@ def build_detection(cfg: DetectionConfig, out_dir: str | os.PathLike[str], force
                 "classes": {str(c): int((arrays["labels"] == c).sum()) for c in range(10)}}
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2))
     return manifest
+
+
+def load_detection(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """A detection npz (images, boxes, labels ...) into memory; a DatasetError names what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file (build it with digitloc-data detection)")
+    with np.load(path) as f:
+        data = {k: f[k] for k in f.files}
+    for key in ("images", "boxes", "labels"):
+        if key not in data:
+            raise DatasetError(f"{path}: not a detection dataset (no {key!r})")
+    return data

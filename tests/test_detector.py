@@ -1,0 +1,223 @@
+"""The detector (contract version 2): reading order, letterbox, targets, data, export and runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from digitloc.annotations.detmetrics import PhotoResult, average_precision, detection_figures, greedy_match
+from digitloc.runtime.number import read_digits, reading_order, suppress
+from digitloc.runtime.preprocess import LETTERBOX_FILL, letterbox, letterbox_geometry, unletterbox_boxes
+
+SIZE = (32, 64)  # the tiny detector's input (height, width)
+
+
+def toy_detection(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dark 32x64 images with 1-3 blocks; a block's class is its brightness step (23 * (class + 1))."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 12, (n, *SIZE, 3)).astype(np.uint8)
+    boxes = np.zeros((n, 24, 4), np.float32)
+    labels = np.full((n, 24), -1, np.int8)
+    for i in range(n):
+        for k, x in enumerate(sorted(rng.choice(np.arange(2, 54, 14), int(rng.integers(1, 4)), replace=False))):
+            y, w, h = int(rng.integers(2, 12)), int(rng.integers(6, 10)), int(rng.integers(12, 19))
+            c = int(rng.integers(10))
+            images[i, y: y + h, x: x + w] = 23 * (c + 1)
+            boxes[i, k] = [x / SIZE[1], y / SIZE[0], (x + w) / SIZE[1], (y + h) / SIZE[0]]
+            labels[i, k] = c
+    return images, boxes, labels
+
+
+def test_reading_order_rows_and_columns() -> None:
+    # "12" above "345": the top row first, each row left to right, whatever the input order.
+    boxes = np.array([[40, 60, 50, 80], [10, 10, 20, 30], [25, 61, 35, 81], [10, 59, 20, 79], [25, 12, 35, 32]],
+                     np.float32)
+    assert reading_order(boxes).tolist() == [1, 4, 3, 2, 0]
+    # one row with a slightly higher digit stays one row
+    row = np.array([[30, 12, 40, 32], [10, 10, 20, 30], [50, 9, 60, 29]], np.float32)
+    assert reading_order(row).tolist() == [1, 0, 2]
+    assert reading_order(np.zeros((0, 4), np.float32)).tolist() == []
+
+
+def test_read_digits_threshold_k_and_suppression() -> None:
+    boxes = np.array([[0, 0, 10, 20], [20, 0, 30, 20], [40, 0, 50, 20], [1, 0, 11, 20], [60, 0, 70, 20]], np.float32)
+    scores = np.array([0.9, 0.5, 0.2, 0.8, 0.4], np.float32)
+    classes = np.array([1, 2, 3, 7, 4])
+    # 0.2 is below the threshold; box 3 repeats box 0 (IoU 0.82) and loses to it
+    assert read_digits(boxes, scores, classes, min_score=0.3).tolist() == [0, 1, 4]
+    assert read_digits(boxes, scores, classes, min_score=0.1).tolist() == [0, 1, 2, 4]
+    # K: the most confident two, still in reading order
+    assert read_digits(boxes, scores, classes, min_score=0.3, max_digits=2).tolist() == [0, 1]
+    assert read_digits(boxes, scores, classes, min_score=0.95).tolist() == []
+    assert suppress(boxes, scores, iou=0.9).tolist() == [0, 3, 1, 4, 2]
+
+
+@pytest.mark.parametrize("hw", [(40, 200), (300, 90), (96, 192)])
+def test_letterbox_round_trip(hw: tuple[int, int]) -> None:
+    image = np.full((*hw, 3), 255, np.uint8)
+    out = letterbox(image, (96, 192))
+    scale, x, y, w, h = letterbox_geometry(hw, (96, 192))
+    assert out.shape == (96, 192, 3)
+    assert (out[y: y + h, x: x + w] == 255).all()
+    assert (out == LETTERBOX_FILL).sum() == out.size - 3 * w * h
+    box = np.array([0.1 * hw[1], 0.2 * hw[0], 0.6 * hw[1], 0.9 * hw[0]], np.float32)
+    rel = (box * scale + np.array([x, y, x, y])) / np.array([192, 96, 192, 96])
+    np.testing.assert_allclose(unletterbox_boxes(rel[None], hw, (96, 192))[0], box, atol=1e-3)
+
+
+def test_targets_peak_at_each_digit_centre() -> None:
+    from digitloc.train.detector import STRIDE, encode_targets
+
+    _, boxes, labels = toy_detection(4, seed=1)
+    y = encode_targets(boxes, labels, SIZE)
+    assert y.shape == (4, SIZE[0] // STRIDE, SIZE[1] // STRIDE, 15)
+    for n in range(4):
+        for b, c in zip(boxes[n], labels[n], strict=True):
+            if c < 0:
+                continue
+            cx = int((b[0] + b[2]) / 2 * SIZE[1] / STRIDE)
+            cy = int((b[1] + b[3]) / 2 * SIZE[0] / STRIDE)
+            assert y[n, cy, cx, c] == 1.0
+            np.testing.assert_allclose(y[n, cy, cx, 10:14], b * np.array([64, 32, 64, 32]), atol=1e-4)
+            assert y[n, cy, cx, 14] > 0
+    assert y[..., :10].max() <= 1.0 and (y[..., :10] == 1.0).sum() == (labels >= 0).sum()
+
+
+def test_metrics_count_numbers_digits_and_ap() -> None:
+    t = np.array([[0, 0, 10, 20], [12, 0, 22, 20]], np.float32)
+    right = PhotoResult(t + 1, np.array([3, 4]), t, np.array([3, 4]), share=0.3)
+    wrong_class = PhotoResult(t, np.array([3, 5]), t, np.array([3, 4]), share=0.6)
+    missed = PhotoResult(t[:1], np.array([3]), t, np.array([3, 4]), share=0.6)
+    fig = detection_figures([right, wrong_class, missed])
+    assert fig["number_accuracy"] == pytest.approx(1 / 3)
+    assert fig["digit_recall"] == pytest.approx(4 / 6) and fig["digit_precision"] == pytest.approx(4 / 5)
+    assert [b["photos"] for b in fig["by_share"]] == [1, 2]
+    assert greedy_match(t[::-1], t).tolist() == [1, 0]
+    scored = [(t, np.array([0.9, 0.8]), np.array([3, 4]))]
+    assert average_precision(scored, [right]) == {"3": 1.0, "4": 1.0}
+
+
+def test_composer_keeps_whole_digits_only(tmp_path: Path) -> None:
+    from digitloc.annotations.dataset.detection import KINDS, Composer, DetectionConfig, background_strips, load_photos
+
+    from helpers import make_svhn_folder
+
+    entries = [{"filename": f"{i}.png", "boxes": [{"label": 1 + i % 9, "left": 10 + 2 * i, "top": 8, "width": 12,
+                                                    "height": 24}, {"label": 10, "left": 40, "top": 8, "width": 12,
+                                                                    "height": 24}]} for i in range(6)]
+    folder = make_svhn_folder(tmp_path / "svhn", entries, size=(48, 100))
+    photos = load_photos([str(folder)])
+    assert len(photos) == 6 and photos[0].labels.tolist() == [1, 0]
+    cfg = DetectionConfig(size=(32, 64))
+    composer = Composer(photos, background_strips(photos), cfg)
+    for kind in KINDS:
+        for seed in range(5):
+            img, boxes, labels = composer.compose(np.random.default_rng(seed), kind)
+            assert img.shape == (32, 64, 3) and img.dtype == np.uint8
+            assert len(boxes) == len(labels) and ((labels >= 0) & (labels <= 9)).all()
+            assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 64).all() and (boxes[:, 3] <= 32).all()
+            if kind == "empty":
+                assert len(boxes) == 0
+            if kind == "photo":  # the runtime's letterbox: both digits, in place
+                assert len(boxes) == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny detector trained briefly on toy blocks, saved as run/model.keras (inference form) with its
+    config, threshold and a detection dataset folder beside it."""
+    import keras
+
+    from digitloc.train.detector import DetectorConfig, build_detector, detection_loss, encode_targets, inference_detector
+
+    root = tmp_path_factory.mktemp("det")
+    data = root / "data"
+    data.mkdir()
+    for split, n, seed in (("train", 256, 0), ("val", 64, 1)):
+        images, boxes, labels = toy_detection(n, seed)
+        np.savez(data / f"{split}.npz", images=images, boxes=boxes, labels=labels)
+    keras.utils.set_random_seed(0)
+    cfg = DetectorConfig(input_size=SIZE, width=0.125, neck=16, head=16, top_k=8)
+    model = build_detector(cfg)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss={"maps": detection_loss(SIZE)})
+    images, boxes, labels = toy_detection(512, seed=2)
+    model.fit(images, encode_targets(boxes, labels, SIZE), epochs=6, batch_size=32, verbose=0)
+    run = root / "run"
+    run.mkdir()
+    inference_detector(model, cfg).save(run / "model.keras")
+    (run / "config.json").write_text(json.dumps({"data": str(data), "model": cfg.to_dict()}))
+    (run / "evaluation.json").write_text(json.dumps({"min_score": 0.3, "figures": {}}))
+    return run
+
+
+def test_keras_detector_finds_toy_blocks(tiny_detector: Path) -> None:
+    from digitloc.train.detfit import predict_detections
+    from digitloc.train.model import load_model
+
+    model = load_model(tiny_detector / "model.keras")
+    images, boxes, labels = toy_detection(64, seed=9)
+    det = predict_detections(model, images)
+    assert det["boxes"].shape == (64, 8, 4) and det["classes"].dtype == np.int32
+    assert (np.diff(det["scores"], axis=1) <= 1e-6).all()  # top-K comes sorted
+    found = total = 0
+    for n in range(64):  # briefly trained: where the blocks are is learned first (any class, IoU >= 0.5)
+        order = read_digits(det["boxes"][n], det["scores"][n], det["classes"][n], min_score=0.05)
+        truth = boxes[n][labels[n] >= 0]
+        found += int((greedy_match(det["boxes"][n][order], truth) >= 0).sum())
+        total += len(truth)
+    assert found / total > 0.6, (found, total)
+
+
+def test_detector_export_parity_and_runtime(tiny_detector: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from digitloc.export.detector import DetectorGate, export_detector, parity_photos
+    from digitloc.export.quantize import Fp32Config, Int8StaticConfig
+    from digitloc.runtime import contract
+    from digitloc.runtime.detector import Detector
+    from digitloc.train.model import load_model
+
+    keras_path = tiny_detector / "model.keras"
+    model = load_model(keras_path)
+    images, source = parity_photos(None, keras_path, SIZE, 64)
+    fp32 = tmp_path / "det-fp32.onnx"
+    report = export_detector(keras_path, model, fp32, Fp32Config(), images, source)
+    assert report["passed"] and report["number_agreement"] >= 0.999 and report["box_iou_mean"] >= 0.999
+    meta = ort.InferenceSession(str(fp32)).get_modelmeta().custom_metadata_map
+    assert meta[contract.META_CONTRACT] == "2" and meta[contract.META_RESIZE_MODE] == "letterbox"
+    assert meta[contract.META_MIN_SCORE] == "0.3" and meta[contract.META_TOP_K] == "8"
+
+    calib = parity_photos(None, keras_path, SIZE, 128, split="train")[0]
+    int8 = tmp_path / "det-int8.onnx"
+    report = export_detector(keras_path, model, int8, Int8StaticConfig(calibration=calib), images, source,
+                             limits=DetectorGate(0.0, 0.0))
+    assert report["excluded_nodes"] and all(any(p in n for p in ("heat_logits", "box_logits", "maps", "decode"))
+                                            for n in report["excluded_nodes"])
+    assert 0.0 <= report["number_agreement"] <= 1.0
+
+    # The runtime: a whole photo of another size is letterboxed, read, and its boxes come back in its pixels.
+    photo = np.zeros((60, 100, 3), np.uint8)
+    photo[10:45, 20:35] = 23 * 4  # a "3" block
+    photo[10:45, 60:75] = 23 * 8  # a "7" block
+    det = Detector(fp32, provider="cpu")
+    assert det.is_detector and det.min_score == 0.3
+    d = det.predict(photo)
+    record = d.to_dict()
+    assert record["number"] == d.number == "".join(str(x["digit"]) for x in record["digits"])
+    xs = [x["bbox"][0] for x in record["digits"]]
+    assert xs == sorted(xs) and all(0 <= v <= 100 for x in record["digits"] for v in x["bbox"][::2])
+    assert Detector(fp32, provider="cpu", min_score=1.0).predict(photo).number == ""
+    assert len(Detector(fp32, provider="cpu", min_score=0.0, max_digits=1).predict(photo).digits) == 1
+    with pytest.raises(ValueError, match="min_score"):
+        Detector(fp32, provider="cpu", min_score=2.0)
+
+
+def test_one_digit_model_reads_a_number_of_one_digit(tiny_onnx: Path) -> None:
+    from digitloc.runtime.detector import Detector
+
+    d = Detector(tiny_onnx, provider="cpu").predict(np.zeros((32, 32, 3), np.uint8))
+    assert d.number == str(d.digit) and len(d.digits) == 1 and d.digits[0].bbox == d.bbox
+    assert d.to_dict()["number"] == str(d.digit)
