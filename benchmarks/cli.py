@@ -16,6 +16,7 @@ from digitloc.runtime.detector import PROVIDERS
 from digitloc.runtime.options import (
     fail,
     force_option,
+    min_score_option,
     model_option,
     needs_extras,
     output_option,
@@ -289,32 +290,61 @@ def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: st
 @main.command("photos")
 @click.argument("onnx_models", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--svhn", "folders", multiple=True, required=True, type=click.Path(file_okay=False, exists=True),
-              help="SVHN-format folder (photos and digitStruct.json or .mat), repeatable: its one-digit photos.")
+              help="SVHN-format folder (photos and digitStruct.json or .mat), repeatable.")
 @click.option("--held-out-only", is_flag=True,
               help="Only the one-digit photos a default digitloc-data build holds out (val and test).")
-@output_option(default=Path("bench-out"), help="Folder for photos.json, photos.md and photos.png.")
+@min_score_option
+@output_option(default=Path("bench-out"), help="Folder for photos.json, photos.md and the PNG charts.")
 @force_option
-def photos_command(onnx_models: tuple[Path, ...], folders: tuple[str, ...], held_out_only: bool, output: Path,
-                   force: bool) -> None:
-    """Accuracy and IoU of ONNX_MODELS through the runtime on your own labelled photos, as they are.
+def photos_command(onnx_models: tuple[Path, ...], folders: tuple[str, ...], held_out_only: bool, min_score: float | None,
+                   output: Path, force: bool) -> None:
+    """House numbers, digits and one-digit figures of ONNX_MODELS through the runtime on your own
+    labelled photos, as they are.
 
-    Every one-digit photo of the SVHN-format folders goes through the Detector, one pass and
-    with refine; figures overall and by the digit's height share of the photo (under 0.35 to
-    over 0.8), with where missed boxes lie. Needs no TensorFlow."""
+    Every photo of the SVHN-format folders goes through the Detector: whole-number accuracy (the
+    digits read left to right, an exact string), digit recall and precision (right class, IoU >=
+    0.5), by the tallest digit's height share; photos-failures.png shows the first numbers read
+    wrong. The one-digit photos among them also get the one-digit table (one pass and with refine,
+    by the digit's height share, where missed boxes lie). Needs no TensorFlow."""
     from digitloc.annotations.dataset.data import SPLITS, DatasetError, held_out_photos, reframe_photos
     from digitloc.benchmarks.framing import photos_chart, photos_markdown, photos_table
+    from digitloc.benchmarks.numbers import (
+        failure_sheet,
+        labelled_photos,
+        numbers_chart,
+        numbers_markdown,
+        numbers_table,
+    )
     from digitloc.benchmarks.report import cpu_lines, environment
 
     split = ("val", "test") if held_out_only else SPLITS
+    rows: list = []
     try:
-        photos = reframe_photos(held_out_photos(list(folders), split), as_is=True)
-        rows = photos_table(list(onnx_models), photos)
+        try:
+            one_digit = reframe_photos(held_out_photos(list(folders), split), as_is=True)
+        except DatasetError:  # folders without one-digit photos: the numbers alone
+            one_digit = []
+        if one_digit:
+            rows = photos_table(list(onnx_models), one_digit)
+        photos = labelled_photos(list(folders))
+        if held_out_only:
+            held = {p.origin for p in one_digit}
+            photos = [p for p in photos if p.origin in held]
+        numbers = numbers_table(list(onnx_models), photos, min_score)
     except DatasetError as exc:
         fail(str(exc))
-    payload = {"command": _command("photos"),
-               "environment": environment(), "photos": len(photos), "rows": rows}
-    _report(output, "photos", payload, cpu_lines(payload) + photos_markdown(rows),
-            lambda _, path: photos_chart(rows, path), force)
+    payload = {"command": _command("photos"), "environment": environment(), "photos": len(photos),
+               "numbers": numbers, "one_digit_photos": len(one_digit), "rows": rows}
+    markdown = cpu_lines(payload) + "## House numbers\n\n" + numbers_markdown(numbers)
+    if rows:
+        markdown += "\n## One-digit photos (the most confident digit), one pass and with refine\n\n" + photos_markdown(rows)
+    paths = _write(output, "photos", payload, markdown, force)
+    paths.append(numbers_chart(numbers, output / "photos-numbers.png"))
+    paths.append(failure_sheet(onnx_models[0], photos, numbers, output / "photos-failures.png"))
+    if rows:
+        paths.append(photos_chart(rows, output / "photos.png"))
+    click.echo(markdown)
+    click.echo("wrote " + ", ".join(str(p) for p in paths))
 
 
 @main.command("probe-inputs")

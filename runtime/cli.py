@@ -23,6 +23,8 @@ from digitloc.runtime.fileio import OutputDirError, atomic_path, check_writable,
 from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS
 from digitloc.runtime.options import (
     fail,
+    max_digits_option,
+    min_score_option,
     model_option,
     output_option,
     provider_option,
@@ -97,16 +99,20 @@ def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per image or frame on stdout.")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the JSON lines to this file instead (whole, when the run ends).")
-@click.option("--summary", is_flag=True, help="At the end, a table: each photo's file, digit, confidence and box.")
+@click.option("--summary", is_flag=True,
+              help="At the end, a table: each photo's file, number, and its most confident digit, confidence and box.")
 @click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True, help="Refuse larger images.")
 @click.option("--max-frames", type=int, default=None, help="Stop each video or camera after this many frames.")
 @click.option("--force", is_flag=True, help="Overwrite annotated outputs that exist.")
 @click.option("--list-providers", is_flag=True, help="Show the execution providers and exit.")
 @refine_option(DEFAULT_REFINE)
+@min_score_option
+@max_digits_option
 def main(sources: tuple[str, ...], model: str | None, provider: str, threads: int | None, spin: bool, batch: int,
          output: Path | None, as_json: bool, json_out: Path | None, summary: bool, max_pixels: int,
-         max_frames: int | None, force: bool, list_providers: bool, refine: bool) -> None:
-    """Find and read the digit in SOURCES: image files, folders, globs, videos, camera:N."""
+         max_frames: int | None, force: bool, list_providers: bool, refine: bool, min_score: float | None,
+         max_digits: int) -> None:
+    """Find and read the house number in SOURCES: image files, folders, globs, videos, camera:N."""
     if list_providers:
         for name in available_providers():
             click.echo(name)
@@ -117,7 +123,7 @@ def main(sources: tuple[str, ...], model: str | None, provider: str, threads: in
         raise click.BadParameter("must be at least 1", param_hint="--batch")
     try:
         detector = Detector(model, provider=provider, threads=threads, max_pixels=max_pixels, refine=refine,
-                            spin=spin)
+                            spin=spin, min_score=min_score, max_digits=max_digits)
     except (ContractError, ProviderError, FileNotFoundError) as exc:
         fail(str(exc), 2)
     click.echo(f"model {detector.model_path.name} ({detector.info.precision}, "
@@ -202,12 +208,14 @@ def _json_sink(path: Path | None) -> Iterator[Callable[[dict[str, Any]], Any]]:
 
 
 def summary_table(rows: list[tuple[str, Detection]]) -> str:
-    """One line per photo: file, digit, confidence, box (x1, y1, x2, y2 in pixels)."""
+    """One line per photo: file, number read, the most confident digit, its confidence and box
+    (x1, y1, x2, y2 in pixels)."""
     width = max([len("file"), *(len(name) for name, _ in rows)])
-    lines = [f"{'file':<{width}}  digit  confidence  box (x1, y1, x2, y2)"]
+    digits = max([len("number"), *(len(det.number) for _, det in rows)])
+    lines = [f"{'file':<{width}}  {'number':>{digits}}  digit  confidence  box (x1, y1, x2, y2)"]
     for name, det in rows:
         box = ", ".join(f"{v:.0f}" for v in det.bbox)
-        lines.append(f"{name:<{width}}  {det.digit:>5}  {det.confidence:>10.3f}  {box}")
+        lines.append(f"{name:<{width}}  {det.number or '-':>{digits}}  {det.digit:>5}  {det.confidence:>10.3f}  {box}")
     return "\n".join(lines)
 
 

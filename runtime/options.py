@@ -67,6 +67,13 @@ def refine_option(default: bool) -> Callable[[Callable[..., Any]], Callable[...,
                              "are read at the size the model knows (twice the model's work).")
 
 
+min_score_option = click.option(
+    "--min-score", type=click.FloatRange(0.0, 1.0), default=None,
+    help="Detectors: the score a digit needs to be read (default: the model's own, chosen on training photos).")
+max_digits_option = click.option("--max-digits", type=click.IntRange(min=1), default=8, show_default=True,
+                                 help="Detectors: the most digits read per photo (the most confident).")
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print one line naming the problem to stderr and exit non-zero."""
     click.echo(f"error: {message}", err=True)

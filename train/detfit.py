@@ -24,6 +24,7 @@ from digitloc.annotations.dataset.detection import load_detection
 from digitloc.annotations.detmetrics import choose_threshold, detection_figures, photo_results
 from digitloc.runtime.contract import BOXES_OUTPUT, CLASSES_OUTPUT, INPUT_NAME, SCORES_OUTPUT
 from digitloc.runtime.fileio import OutputExistsError, atomic_write_text
+from digitloc.runtime.progress import progress
 from digitloc.train.detector import (
     MAPS_OUTPUT,
     DetectorConfig,
@@ -135,9 +136,23 @@ def fit_detector(cfg: DetectorTrainConfig, out_dir: str | os.PathLike[str], forc
             if deadline and time.monotonic() > deadline:
                 self.model.stop_training = True
 
+    class Progress(keras.callbacks.Callback):
+        """The project's progress bar over every training batch (a background log shows the rate)."""
+
+        def on_train_begin(self, logs: dict | None = None) -> None:
+            self.bar = progress(total=total, desc="train", unit="batch")
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            self.bar.update(1)
+            if logs and "loss" in logs:
+                self.bar.set_postfix(loss=f"{float(logs['loss']):.3f}", refresh=False)
+
+        def on_train_end(self, logs: dict | None = None) -> None:
+            self.bar.close()
+
     best = out / "best-train.keras"
     callbacks = [keras.callbacks.ModelCheckpoint(best, monitor="val_loss", save_best_only=True),
-                 keras.callbacks.CSVLogger(out / "history.csv"), Deadline()]
+                 keras.callbacks.CSVLogger(out / "history.csv"), Deadline(), Progress()]
     history = model.fit(_sequence(train, cfg.batch_size, size, True, cfg.seed, cfg.steps_per_epoch), epochs=cfg.epochs,
                         validation_data=_sequence(val, 64, size, False, 0), callbacks=callbacks, verbose=2)
     model.save(out / "last.keras")

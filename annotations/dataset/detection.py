@@ -383,7 +383,31 @@ def build_detection(cfg: DetectionConfig, out_dir: str | os.PathLike[str], force
                 "digits": int((arrays["labels"] >= 0).sum()),
                 "classes": {str(c): int((arrays["labels"] == c).sum()) for c in range(10)}}
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2))
+    preview_grid(arrays, out / "preview.png")
     return manifest
+
+
+def preview_grid(data: dict[str, np.ndarray], path: Path, count: int = 24, columns: int = 4) -> Path:
+    """A PNG grid of the first ``count`` samples with every box and class drawn (look before training)."""
+
+    tiles = []
+    for img, boxes, labels in zip(data["images"][:count], data["boxes"][:count], data["labels"][:count], strict=True):
+        tile = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+        h, w = tile.shape[:2]
+        tile = cv2.resize(tile, (w * 2, h * 2), interpolation=cv2.INTER_NEAREST)
+        for b, c in zip(boxes, labels, strict=True):
+            if c < 0:
+                continue
+            x1, y1, x2, y2 = (int(v) for v in b * np.array([2 * w, 2 * h, 2 * w, 2 * h]))
+            cv2.rectangle(tile, (x1, y1), (x2, y2), (0, 0, 255), 1)
+            cv2.putText(tile, str(int(c)), (x1, max(y1 - 2, 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 255, 0), 1)
+        tiles.append(tile)
+    while len(tiles) % columns:
+        tiles.append(np.zeros_like(tiles[0]))
+    grid = np.vstack([np.hstack(tiles[i: i + columns]) for i in range(0, len(tiles), columns)])
+    with atomic_path(path, suffix=".png") as tmp:
+        cv2.imwrite(str(tmp), grid)
+    return path
 
 
 def load_detection(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:

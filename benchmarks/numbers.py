@@ -1,0 +1,140 @@
+"""House numbers read through the runtime on labelled photos as they are (any SVHN-format folder).
+
+Every photo goes through ``Detector`` exactly as a user's would; the number read (its digits
+left to right) is compared with the true number as an exact string, each digit read with the
+true digits (right class at IoU >= 0.5), by the tallest digit's height share of the photo.
+One-digit photos also get the one-digit figures (the most confident digit's class and box, and
+whether the number read is that digit alone). Needs no TensorFlow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from digitloc.annotations.detmetrics import PhotoResult, detection_figures, one_digit_figures
+
+RESULT_KEYS = ("photos", "number_accuracy", "digit_recall", "digit_precision", "matched_iou")
+
+
+def labelled_photos(folders: list[str], skip_held_out: bool = False) -> list[Any]:
+    """Every readable photo of the folders with all its digits (``DetPhoto``)."""
+    from digitloc.annotations.dataset.detection import load_photos
+
+    return load_photos(folders, skip_held_out=skip_held_out)
+
+
+def read_photos(path: Path, photos: list[Any], batch_size: int = 32, min_score: float | None = None,
+                refine: bool = False) -> tuple[list[PhotoResult], list[Any]]:
+    """Each photo through the runtime's ``Detector``: the PhotoResults (pixel boxes) and the Detections."""
+    from digitloc.runtime.detector import Detector
+
+    detector = Detector(path, provider="cpu", min_score=min_score, refine=refine)
+    results, detections = [], []
+    for start in range(0, len(photos), batch_size):
+        chunk = photos[start: start + batch_size]
+        for p, d in zip(chunk, detector.predict_batch([p.image for p in chunk]), strict=True):
+            boxes = np.array([x.bbox for x in d.digits], np.float32).reshape(-1, 4)
+            classes = np.array([x.digit for x in d.digits], np.int64)
+            share = float((p.boxes[:, 3] - p.boxes[:, 1]).max() / p.image.shape[0])
+            results.append(PhotoResult(boxes, classes, p.boxes, p.labels, share, p.origin))
+            detections.append(d)
+    return results, detections
+
+
+def numbers_table(onnx_paths: list[Path], photos: list[Any], min_score: float | None = None) -> list[dict[str, Any]]:
+    """One row per model: whole-number accuracy, digit recall / precision, matched IoU, by height
+    share; and on the one-digit photos among them, the one-digit figures."""
+    rows = []
+    for path in onnx_paths:
+        results, detections = read_photos(path, photos, min_score=min_score)
+        row: dict[str, Any] = {"model": path.name, **detection_figures(results)}
+        one = [(r, d) for r, d in zip(results, detections, strict=True) if len(r.true_labels) == 1]
+        if one:
+            row["one_digit"] = _one_digit(one)
+        row["failures"] = [{"photo": r.origin, "true": r.true_number, "read": r.number}
+                           for r in results if r.number != r.true_number]
+        rows.append(row)
+    return rows
+
+
+def _one_digit(pairs: list[tuple[PhotoResult, Any]]) -> dict[str, Any]:
+    """One-digit figures from the Detection's most confident digit (what a one-digit reader shows)."""
+    best = [PhotoResult(np.array([d.bbox], np.float32), np.array([d.digit]), r.true_boxes, r.true_labels, r.share,
+                        r.origin) for r, d in pairs]
+    out = one_digit_figures(best)
+    out["number_is_the_digit"] = float(np.mean([r.number == r.true_number for r, _ in pairs]))
+    return out
+
+
+def numbers_markdown(rows: list[dict[str, Any]]) -> str:
+    """Overall and per height share: whole numbers read exactly / digit recall (photos)."""
+    shares = [b["share"] for b in rows[0]["by_share"]]
+    head = ("| model | numbers exact | digit recall | digit precision | matched IoU | "
+            + " | ".join(f"share {s}: numbers / recall" for s in shares) + " |\n|---|---|---|---|---|"
+            + "---|" * len(shares) + "\n")
+    body = ""
+    for r in rows:
+        by = {b["share"]: b for b in r["by_share"]}
+        cells = " | ".join(f"{by[s]['number_accuracy']:.3f} / {by[s]['digit_recall']:.3f} ({by[s]['photos']})"
+                           if s in by else "-" for s in shares)
+        body += (f"| {r['model']} | {r['number_accuracy']:.3f} ({r['photos']}) | {r['digit_recall']:.3f} | "
+                 f"{r['digit_precision']:.3f} | {r['matched_iou']:.3f} | {cells} |\n")
+    one = [r for r in rows if "one_digit" in r]
+    if one:
+        body += ("\nOne-digit photos among them (the most confident digit):\n\n| model | photos | accuracy | mean IoU "
+                 "| number is the digit |\n|---|---|---|---|---|\n")
+        for r in one:
+            o = r["one_digit"]
+            body += (f"| {r['model']} | {o['photos']} | {o['accuracy']:.3f} | {o['mean_iou']:.3f} | "
+                     f"{o['number_is_the_digit']:.3f} |\n")
+    return head + body
+
+
+def numbers_chart(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Whole-number accuracy and digit recall per height share bin, one line pair per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from digitloc.train.plots import save_figure
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in rows:
+        xs = [b["share"] for b in r["by_share"]]
+        ax.plot(xs, [b["number_accuracy"] for b in r["by_share"]], marker="o", label=f"{r['model']}: numbers")
+        ax.plot(xs, [b["digit_recall"] for b in r["by_share"]], marker="s", ls="--", label=f"{r['model']}: digit recall")
+    ax.set_xlabel("tallest digit's height / photo height")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    ax.set_title("house numbers read through the runtime, photos as they are")
+    return save_figure(fig, path)
+
+
+def failure_sheet(path_model: Path, photos: list[Any], rows: list[dict[str, Any]], path: Path, count: int = 24) -> Path:
+    """A PNG of the first ``count`` photos read wrong by the first model: each annotated, with the true number."""
+    import cv2
+
+    from digitloc.runtime.detector import Detector
+    from digitloc.runtime.draw import annotate
+    from digitloc.runtime.fileio import atomic_path
+
+    wrong = {f["photo"]: f["true"] for f in rows[0]["failures"]}
+    chosen = [p for p in photos if p.origin in wrong][:count]
+    detector = Detector(path_model, provider="cpu")
+    tiles = []
+    for p, d in zip(chosen, detector.predict_batch([p.image for p in chosen]) if chosen else [], strict=True):
+        tile = cv2.resize(annotate(p.image, d), (256, 128), interpolation=cv2.INTER_AREA)
+        cv2.putText(tile, f"true {wrong[p.origin]}", (4, 122), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 255, 0), 1)
+        tiles.append(tile)
+    if not tiles:
+        tiles = [np.zeros((128, 256, 3), np.uint8)]
+    while len(tiles) % 4:
+        tiles.append(np.zeros_like(tiles[0]))
+    grid = np.vstack([np.hstack(tiles[i: i + 4]) for i in range(0, len(tiles), 4)])
+    with atomic_path(path, suffix=".png") as tmp:
+        cv2.imwrite(str(tmp), grid)
+    return path
