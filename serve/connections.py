@@ -7,10 +7,12 @@ for ever. Enough of them exhaust the file descriptors, and asyncio's accept loop
 
 - a connection with no request in flight is closed ``idle_s`` after it opened or after its
   last response, whatever it sends meanwhile;
-- the listening socket counts the connections it has accepted: past the cap, accepting one
-  closes the connection idle the longest (or, when none is idle or too many closes are still
-  pending, the new one at once), so descriptors never run out and real clients are not locked
-  out by idle ones. The cap stays below the process's file limit.
+- the listening socket counts the connections it has accepted: at the cap, an idle one is
+  closed to make room, one that never sent a request before a client's between two requests
+  (new ones wait in the listen backlog for the loop's
+  next turn while closes are pending; when every connection is busy, the new one is refused at
+  once), so descriptors never run out and real clients are not locked out by idle ones. The cap
+  stays below the process's file limit.
 """
 
 from __future__ import annotations
@@ -49,9 +51,15 @@ class Guard:
         self.open: set[Any] = set()
         self.accepted = 0  # accepted sockets whose protocol has not yet been lost
 
+    def closing(self) -> bool:
+        """Whether a connection is being closed (its descriptor is free on the loop's next turn)."""
+        return any(p.transport.is_closing() for p in self.open)
+
     def oldest_idle(self) -> Any | None:
+        """The connection to close for room: one that never sent a request before one that did (a client
+        between two requests), the longest idle first."""
         idle = [p for p in self.open if p.idle() and not p.transport.is_closing()]
-        return min(idle, key=lambda p: p.idle_since) if idle else None
+        return min(idle, key=lambda p: (p.served > 0, p.idle_since)) if idle else None
 
 
 class GuardedSocket(socket.socket):
@@ -60,16 +68,21 @@ class GuardedSocket(socket.socket):
     guard: Guard
 
     def accept(self) -> tuple[socket.socket, Any]:
-        while True:
-            conn, addr = super().accept()  # BlockingIOError when none is waiting: asyncio stops there
-            if self.guard.accepted < self.guard.cap:
-                break
-            victim = self.guard.oldest_idle()
-            if victim is not None and self.guard.accepted < self.guard.cap + SLACK:
+        guard = self.guard
+        while guard.accepted >= guard.cap:
+            victim = guard.oldest_idle()
+            if victim is not None:
                 victim.close_idle()
-                break
-            conn.close()  # at the cap with nothing idle to close: refused at once
-        self.guard.accepted += 1
+            elif not guard.closing():
+                conn, _ = super().accept()  # every connection busy: the new one is refused at once
+                conn.close()
+                continue
+            if guard.accepted >= guard.cap + SLACK:
+                # The closes finish on the event loop's next turn; until then the rest wait in the backlog.
+                raise BlockingIOError
+            break
+        conn, addr = super().accept()  # BlockingIOError when none is waiting: asyncio stops there
+        guard.accepted += 1
         return conn, addr
 
 
@@ -88,6 +101,7 @@ def guarded_protocol(guard: Guard, idle_s: float) -> type:
     class GuardedH11Protocol(H11Protocol):
         idle_since = 0.0
         idle_timer: Any = None
+        served = 0
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -118,6 +132,7 @@ def guarded_protocol(guard: Guard, idle_s: float) -> type:
             self.transport.close()
 
         def on_response_complete(self) -> None:
+            self.served += 1
             super().on_response_complete()
             if not self.transport.is_closing():
                 self._arm()
