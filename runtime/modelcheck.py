@@ -38,10 +38,10 @@ def check_model(detector: Any) -> None:
         raise
     except Exception as exc:  # onnxruntime and OpenVINO raise their own types
         raise ContractError(f"{name}: fails on a blank {size_text((height, width))} input "
-                            f"({_first_line(exc)})") from None
+                            f"({first_line(exc)})") from None
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception's message, for a one-line error."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
