@@ -72,8 +72,8 @@ class OutputRule:
         path = Path(path)
         try:
             mode = os.lstat(path).st_mode
-        except FileNotFoundError:
-            mode = None
+        except (FileNotFoundError, NotADirectoryError):
+            mode = None  # nothing there: whether its folder can be written is checked where it is made
         except OSError as exc:
             raise OutputRefusedError(f"{path}: cannot be checked ({exc.strerror or exc})") from None
         kind = file_kind(mode) if mode is not None else None
