@@ -98,11 +98,13 @@ def main(model: Path, output: Path, opset: int, precision: str, calib: str | Non
     from digitloc.export.api import ExportConfig, export_model, load_keras
     from digitloc.export.convert import check_two_head, is_detector
     from digitloc.export.errors import ExportError
-    from digitloc.runtime.fileio import OutputExistsError
+    from digitloc.runtime.fileio import OutputDirError, OutputExistsError, OutputRefusedError, OutputRule, prepare_output_dir
 
     try:
         if not model.is_file():
             raise ExportError(f"{model}: no such file")
+        OutputRule(models=[model]).claim(output, force)  # never over the model being read, a link or a device
+        prepare_output_dir(output.parent)  # a folder that cannot be written (/proc, under a file): one line, now
         if triton_repo is not None:  # checked before anything is written: never half done
             from digitloc.export.triton import check_repository
 
@@ -135,7 +137,7 @@ def main(model: Path, output: Path, opset: int, precision: str, calib: str | Non
             name = output.stem.replace(" ", "_")
             folder = write_repository(output, triton_repo, name, force=force)
             click.echo(f"wrote Triton repository {folder}")
-    except (ExportError, OutputExistsError, ValueError) as exc:
+    except (ExportError, OutputExistsError, OutputRefusedError, OutputDirError, ValueError) as exc:
         fail(str(exc))
     if "number_agreement" in report:
         click.echo(f"wrote {output} ({report['size_bytes'] / 1e6:.2f} MB, {precision}); parity on {report['samples']} "

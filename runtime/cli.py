@@ -19,8 +19,9 @@ import cv2
 from digitloc.runtime.contract import ContractError, size_text
 from digitloc.runtime.detector import DEFAULT_REFINE, Detection, Detector, ProviderError, available_providers
 from digitloc.runtime.draw import annotate
-from digitloc.runtime.fileio import OutputDirError, atomic_path, check_writable, prepare_output_dir
+from digitloc.runtime.fileio import OutputDirError, OutputRule, atomic_path, check_writable, prepare_output_dir
 from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS
+from digitloc.runtime.modelcheck import check_model, first_line
 from digitloc.runtime.options import (
     fail,
     max_digits_option,
@@ -33,7 +34,14 @@ from digitloc.runtime.options import (
     threads_option,
 )
 from digitloc.runtime.progress import progress
-from digitloc.runtime.sources import Frame, Source, expand_sources, iter_frames, video_properties
+from digitloc.runtime.sources import (
+    Frame,
+    Source,
+    expand_sources,
+    iter_frames,
+    restore_native_stderr,
+    video_properties,
+)
 
 
 class VideoOut:
@@ -124,25 +132,32 @@ def main(sources: tuple[str, ...], model: str | None, provider: str, threads: in
     try:
         detector = Detector(model, provider=provider, threads=threads, max_pixels=max_pixels, refine=refine,
                             spin=spin, min_score=min_score, max_digits=max_digits)
+        check_model(detector)  # a model that contradicts its metadata: one line now, not one per photo
     except (ContractError, ProviderError, FileNotFoundError) as exc:
         fail(str(exc), 2)
     click.echo(f"model {detector.model_path.name} ({detector.info.precision}, "
                f"{size_text(detector.input_size)}) on {detector.provider}", err=True)
 
     if output is not None:
+        folder = next((s for s in sources if output.is_dir() and Path(s).is_dir() and os.path.samefile(s, output)), None)
+        if folder is not None:
+            fail(f"{output}: --output is an input folder; give another folder", 2)
         try:
             prepare_output_dir(output)
         except OutputDirError as exc:
             fail(str(exc), 2)
+    items = expand_sources(list(sources), exclude=output)
+    rule = OutputRule(inputs=[s.location for s in items if s.kind in ("image", "video")],
+                      models=[detector.model_path])
+    plan, failures = plan_outputs(items, output, force, rule) if output is not None else ({}, [])
     if json_out is not None:
         try:
-            check_writable(json_out, force)
+            rule.claim(json_out, force)
+            check_writable(json_out, force=True)
         except OSError as exc:
-            fail(str(exc), 2)
-    items = expand_sources(list(sources), exclude=output)
-    plan, failures = plan_outputs(items, output, force) if output is not None else ({}, [])
+            fail(printable(str(exc)), 2)
     for message in failures:
-        click.echo(f"error: {message}", err=True)
+        click.echo(f"error: {printable(message)}", err=True)
     total = sum(1 if s.kind in ("image", "error") else max(video_properties(s.location)[3], 0) if s.kind == "video"
                 else 0 for s in items)
     videos: dict[str, VideoOut | None] = {}
@@ -160,15 +175,16 @@ def main(sources: tuple[str, ...], model: str | None, provider: str, threads: in
                 for f in chunk:
                     if f.error is not None:
                         failures.append(f.error)
-                        click.echo(f"error: {f.error}", err=True)
+                        click.echo(f"error: {printable(f.error)}", err=True)
                 if good:
-                    try:
-                        detections, ms = detector.timed_batch([f.image for f in good])
-                    except ContractError as exc:
-                        fail(str(exc), 2)
-                    for frame, det in zip(good, detections, strict=True):
+                    done_ok, errors, ms = _predict(detector, good)
+                    for message in errors:
+                        failures.append(message)
+                        click.echo(f"error: {printable(message)}", err=True)
+                    good = [f for f, _ in done_ok]
+                    for frame, det in done_ok:
                         if as_json or json_out is not None:
-                            emit(det.to_dict(ms / len(good), source=frame.source.location, frame=frame.index))
+                            emit(det.to_dict(ms, source=frame.source.location, frame=frame.index))
                         if summary and frame.index is None:
                             table.append((frame.source.name, det))
                         if output is not None:
@@ -207,9 +223,38 @@ def _json_sink(path: Path | None) -> Iterator[Callable[[dict[str, Any]], Any]]:
         yield lambda record: f.write(json.dumps(record) + "\n")
 
 
+def _predict(detector: Detector, frames: list[Frame]) -> tuple[list[tuple[Frame, Detection]], list[str], float]:
+    """Predict a batch; when it fails, each frame alone, so one bad frame (or a model that fails on
+    it) is one error line and the others are still predicted. Returns the (frame, detection) pairs,
+    the error messages and the milliseconds per frame."""
+    try:
+        detections, ms = detector.timed_batch([f.image for f in frames])
+        return list(zip(frames, detections, strict=True)), [], ms / len(frames)
+    except Exception as exc:  # noqa: BLE001 - ImageError, ContractError, and onnxruntime's own types
+        if len(frames) == 1:
+            return [], [f"{_where(frames[0])}: prediction failed ({first_line(exc)})"], 0.0
+    pairs, errors, total = [], [], 0.0
+    for frame in frames:
+        one, failed, ms = _predict(detector, [frame])
+        pairs += one
+        errors += failed
+        total += ms
+    return pairs, errors, total / max(len(pairs), 1)
+
+
+def _where(frame: Frame) -> str:
+    return frame.source.location if frame.index is None else f"{frame.source.location} frame {frame.index}"
+
+
+def printable(text: str) -> str:
+    """``text`` on one line: control characters (a newline in a file name) written as escapes."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def summary_table(rows: list[tuple[str, Detection]]) -> str:
     """One line per photo: file, number read, the most confident digit, its confidence and box
     (x1, y1, x2, y2 in pixels)."""
+    rows = [(printable(name), det) for name, det in rows]
     width = max([len("file"), *(len(name) for name, _ in rows)])
     digits = max([len("number"), *(len(det.number) for _, det in rows)])
     lines = [f"{'file':<{width}}  {'number':>{digits}}  digit  confidence  box (x1, y1, x2, y2)"]
@@ -221,17 +266,21 @@ def summary_table(rows: list[tuple[str, Detection]]) -> str:
 
 def _terminate(signum: int, frame: object) -> None:
     """SIGTERM: unwind like an interrupt, so temporary outputs are removed on the way out."""
+    restore_native_stderr()
     click.echo("error: terminated; unfinished outputs removed", err=True)
     sys.exit(128 + signum)
 
 
-def plan_outputs(items: list[Source], output: Path, force: bool) -> tuple[dict[str, Path], list[str]]:
+def plan_outputs(items: list[Source], output: Path, force: bool,
+                 rule: OutputRule | None = None) -> tuple[dict[str, Path], list[str]]:
     """Each source's annotated output, decided before the first write.
 
-    Outputs keep the sources' relative paths; two sources that would write the same file, an
-    output that would replace its own input, or one that exists (without ``force``) is an
-    error for that source, which is still predicted but not written.
+    Outputs keep the sources' relative paths; two sources that would write the same file, or an
+    output the rule refuses (an input of the run, the model, a link or other non-regular file, one
+    that exists without ``force``: see ``fileio.OutputRule``) is an error for that source, which is
+    still predicted but not written.
     """
+    rule = rule or OutputRule(inputs=[s.location for s in items if s.kind in ("image", "video")])
     plan: dict[str, Path] = {}
     owner: dict[Path, str] = {}
     errors: list[str] = []
@@ -248,13 +297,14 @@ def plan_outputs(items: list[Source], output: Path, force: bool) -> tuple[dict[s
         if key in owner:
             errors.append(f"{source.location}: its output {target} is also {owner[key]}'s; not written "
                           "(rename one, or run them separately)")
-        elif source.kind != "camera" and key == Path(os.path.abspath(source.location)):
-            errors.append(f"{source.location}: its output would replace the input itself; not written")
-        elif target.exists() and not force:
-            errors.append(f"{target}: already exists (use --force to overwrite)")
-        else:
-            owner[key] = source.location
-            plan[source.location] = target
+            continue
+        try:
+            rule.claim(target, force)
+        except OSError as exc:
+            errors.append(str(exc))
+            continue
+        owner[key] = source.location
+        plan[source.location] = target
     return plan, errors
 
 

@@ -1,15 +1,19 @@
-"""Atomic file writing and the overwrite rule shared by every command.
+"""Atomic file writing and the one output rule shared by every command.
 
 Outputs appear whole or not at all (written to a temporary file beside the
-target, then renamed), and nothing that exists is replaced without ``force``.
+target, then renamed). ``OutputRule`` decides, before anything is written, whether
+a path may be written at all: never an input of the same run, never another output
+of the same run, never a symbolic link or other non-regular file, never the model
+being read, and over an existing regular file only with ``force``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -32,6 +36,74 @@ def prepare_output_dir(path: str | os.PathLike[str]) -> Path:
     except OSError as exc:
         raise OutputDirError(f"{path}: cannot write there ({exc.strerror or exc})") from None
     return path
+
+
+class OutputRefusedError(OSError):
+    """An output path the rule refuses: an input, another output, the model, a link or a non-regular file."""
+
+
+KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+         (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def file_kind(mode: int) -> str | None:
+    """What a non-regular file is ("a FIFO", "a symbolic link", ...), from an lstat mode; None for a regular file."""
+    return next((name for test, name in KINDS if test(mode)), None if stat.S_ISREG(mode) else "not a plain file")
+
+
+class OutputRule:
+    """The one rule for every file a run writes (annotated images and videos, JSON lines, exports, reports).
+
+    ``claim`` refuses, with one message naming the path: a symbolic link or any non-regular file
+    (never written through or replaced), an input of this run, the model this run reads, a path
+    already claimed by another output of this run, and an existing file without ``force``.
+    Paths are compared as resolved paths and, where they exist, as files (device and inode), so
+    another spelling or a hard link of an input is still that input.
+    """
+
+    def __init__(self, inputs: Iterable[str | os.PathLike[str]] = (),
+                 models: Iterable[str | os.PathLike[str]] = ()) -> None:
+        self.inputs = [_identity(p) for p in inputs]
+        self.models = [_identity(p) for p in models]
+        self.claimed: list[tuple[str, tuple[int, int] | None]] = []
+
+    def claim(self, path: str | os.PathLike[str], force: bool = False) -> Path:
+        """Check ``path`` against the rule and record it as an output of this run."""
+        path = Path(path)
+        try:
+            mode = os.lstat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            mode = None  # nothing there: whether its folder can be written is checked where it is made
+        except OSError as exc:
+            raise OutputRefusedError(f"{path}: cannot be checked ({exc.strerror or exc})") from None
+        kind = file_kind(mode) if mode is not None else None
+        if kind is not None:
+            raise OutputRefusedError(f"{path}: is {kind}, not a regular file; not written")
+        me = _identity(path)
+        if any(_same(me, other) for other in self.inputs):
+            raise OutputRefusedError(f"{path}: is an input of this run; not written")
+        if any(_same(me, other) for other in self.models):
+            raise OutputRefusedError(f"{path}: is the model this run reads; not written")
+        if any(_same(me, other) for other in self.claimed):
+            raise OutputRefusedError(f"{path}: is also another output of this run; not written")
+        if mode is not None and not force:
+            raise OutputExistsError(f"{path}: already exists (use --force to overwrite)")
+        self.claimed.append(me)
+        return path
+
+
+def _identity(path: str | os.PathLike[str]) -> tuple[str, tuple[int, int] | None]:
+    """A path as its resolved form and, when it exists, its (device, inode)."""
+    try:
+        st = os.stat(path)
+        inode = (st.st_dev, st.st_ino)
+    except OSError:
+        inode = None
+    return os.path.realpath(path), inode
+
+
+def _same(a: tuple[str, tuple[int, int] | None], b: tuple[str, tuple[int, int] | None]) -> bool:
+    return a[0] == b[0] or (a[1] is not None and a[1] == b[1])
 
 
 def check_writable(path: str | os.PathLike[str], force: bool = False) -> Path:

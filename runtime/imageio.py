@@ -3,11 +3,15 @@ from the file header before decoding, so a huge image is refused instead of exha
 
 Every image path (``digitloc-run``, ``digitloc-serve``, ``Detector``) goes through
 ``decode_image`` or ``check_image``: a format whose header cannot be read here is refused
-rather than decoded blind, and images below ``MIN_SIDE`` pixels a side are refused.
+rather than decoded blind, and images below ``MIN_SIDE`` pixels a side are refused. The one
+decoder applies EXIF orientation, so a phone photo stored sideways reads upright, and the
+same, everywhere.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import struct
 from pathlib import Path
 
@@ -17,6 +21,9 @@ import numpy as np
 DEFAULT_MAX_PIXELS = 40_000_000
 MIN_SIDE = 8
 FORMATS = "PNG, JPEG, GIF, BMP, WebP, TIFF, PNM"
+# Any depth and any colour (16-bit and gray kept; alpha dropped), EXIF orientation applied.
+# cv2.IMREAD_UNCHANGED would ignore the orientation: a sideways phone photo would read sideways.
+DECODE_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
 
 
 class ImageError(ValueError):
@@ -134,9 +141,12 @@ def check_image(image: np.ndarray, name: str = "image", max_pixels: int = DEFAUL
 
 
 def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
-    """Decode image bytes as OpenCV gives them (BGR, gray or BGRA; 8 or 16 bit); ``flags``
-    cv2.IMREAD_COLOR decodes straight to 8-bit BGR (what the model sees, in the least memory)."""
+                 flags: int = DECODE_FLAGS) -> np.ndarray:
+    """Decode image bytes, upright by their EXIF orientation, as OpenCV gives them (BGR or gray; 8 or
+    16 bit); ``flags`` cv2.IMREAD_COLOR decodes straight to 8-bit BGR (what the model sees, in the
+    least memory). The one decoder of files (digitloc-run, Detector) and uploads (digitloc-serve)."""
+    if flags == cv2.IMREAD_UNCHANGED:
+        flags = DECODE_FLAGS  # never without the orientation
     if not data:
         raise ImageError(f"{name}: empty file")
     size = header_size(data)
@@ -153,6 +163,9 @@ def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS,
 def read_image_file(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file for inference; ImageError names the file and the problem."""
     path = Path(path)
+    problem = unusable(path)
+    if problem:
+        raise ImageError(f"{path}: {problem}")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -162,3 +175,20 @@ def read_image_file(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
     except OSError as exc:
         raise ImageError(f"{path}: cannot be read ({exc.strerror})") from None
     return decode_image(data, str(path), max_pixels)
+
+
+def unusable(path: str | os.PathLike[str]) -> str | None:
+    """Why an existing directory entry cannot be read as a file (a symlink loop, a broken link, a FIFO,
+    a device...), or None: a regular file, a folder, or nothing there (the caller says "no such file")."""
+    from digitloc.runtime.fileio import file_kind
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if os.path.islink(path):
+            return "broken symbolic link"
+        return None
+    kind = file_kind(mode)
+    return None if kind in (None, "a folder") else f"is {kind}, not a regular file"

@@ -31,8 +31,8 @@ class SizeType(click.ParamType):
 
 SIZE = SizeType()
 force_option = click.option("--force", is_flag=True, help="Overwrite outputs that already exist.")
-threads_option = click.option("--threads", type=int, default=None,
-                              help="ONNX Runtime intra-op threads (default: all cores).")
+threads_option = click.option("--threads", type=click.IntRange(1, 256), default=None,
+                              help="ONNX Runtime intra-op threads, 1-256 (default: all cores).")
 spin_option = click.option("--spin/--no-spin", default=False, show_default=True,
                            help="Let ONNX Runtime's threads spin-wait between calls: faster small batches on a CPU "
                                 "the detector has to itself, much slower beside other work.")

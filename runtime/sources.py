@@ -6,8 +6,10 @@ names the file and the reason, so the rest of the batch goes on.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS, ImageError, read_image_file
+from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS, ImageError, check_size, read_image_file, unusable
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg"}
@@ -68,11 +70,20 @@ def expand_sources(specs: list[str], exclude: Path | None = None) -> list[Source
                 found.append(Source("camera", spec, f"camera{index}"))
             continue
         path = Path(spec)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and _kind_of(p) and not _inside(p, skip))
-            if not files:
+        problem = unusable(path)
+        if problem:
+            found.append(Source("error", spec, spec, f"{spec}: {problem}"))
+        elif path.is_dir():
+            entries = sorted(p for p in path.rglob("*") if _kind_of(p) and not p.is_dir() and not _inside(p, skip))
+            bad = {p: unusable(p) for p in entries}
+            files = [p for p in entries if bad[p] is None and p.is_file()]
+            if not files and not any(bad.values()):
                 found.append(Source("error", spec, spec, f"{spec}: folder holds no image or video files"))
-            found.extend((_kind_of(p), p, path) for p in files)  # type: ignore[misc]
+            for p in entries:
+                if bad[p]:
+                    found.append(Source("error", str(p), str(p), f"{p}: {bad[p]}"))
+                elif p in files:
+                    found.append((_kind_of(p), p, path))  # type: ignore[arg-type]
         elif path.is_file():
             found.append((_kind_of(path) or "image", path, path.parent))  # unknown extension: try it as an image
         elif any(c in spec for c in "*?["):
@@ -108,15 +119,57 @@ def iter_frames(source: Source, max_pixels: int = DEFAULT_MAX_PIXELS, max_frames
             return
         index = 0
         while max_frames is None or index < max_frames:
-            ok, frame = capture.read()
+            with quiet_native_stderr():
+                ok, frame = capture.read()
             if not ok or frame is None:
                 break
+            if index == 0:
+                try:
+                    check_size(frame.shape[1], frame.shape[0], f"{source.location} frame 0", max_pixels)
+                except ImageError as exc:  # every frame of a video has the first one's size
+                    yield Frame(source, 0, None, str(exc))
+                    return
             yield Frame(source, index, frame)
             index += 1
+        declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if source.kind == "video" else 0
         if index == 0:
             yield Frame(source, None, None, f"{source.location}: {source.kind} has no frames")
+        elif index < declared and (max_frames is None or index < max_frames):
+            yield Frame(source, None, None, f"{source.location}: video ends after {index} of {declared} frames "
+                                            "(truncated or corrupt)")
     finally:
-        capture.release()
+        with quiet_native_stderr():
+            capture.release()
+
+
+_SAVED_STDERR: list[int] = []  # descriptor 2 as it was, while native output is silenced
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence what native code (FFmpeg, OpenCV) prints straight to file descriptor 2 during a block:
+    a broken video is then one ``error:`` line of ours, not FFmpeg's ``[mjpeg @ 0x...]`` noise."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    _SAVED_STDERR.append(saved)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        _SAVED_STDERR.pop()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def restore_native_stderr() -> None:
+    """Put descriptor 2 back at once (a signal handler's message, inside a silenced block, must be seen)."""
+    if _SAVED_STDERR:
+        os.dup2(_SAVED_STDERR[-1], 2)
 
 
 def _open_capture(target: int | str) -> cv2.VideoCapture:
@@ -125,17 +178,19 @@ def _open_capture(target: int | str) -> cv2.VideoCapture:
     level = logging.getLogLevel()
     logging.setLogLevel(logging.LOG_LEVEL_ERROR)
     try:
-        return cv2.VideoCapture(target)
+        with quiet_native_stderr():
+            return cv2.VideoCapture(target)
     finally:
         logging.setLogLevel(level)
 
 
 def video_properties(path: str) -> tuple[float, int, int, int]:
     """fps, width, height, frame count of a video file (fps 25 when the file does not say)."""
-    capture = cv2.VideoCapture(path)
+    capture = _open_capture(path)
     try:
         fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
         return (fps if fps > 0 else 25.0, int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
                 int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
     finally:
-        capture.release()
+        with quiet_native_stderr():
+            capture.release()

@@ -3,8 +3,10 @@
 Starts ``digitloc-serve`` on 127.0.0.1 (only) at a free port, measures the server's RSS at
 idle, sends each hostile request alone (its peak RSS above idle, its status, and the slowest
 /healthz answer while it runs), then a burst of good real photos mixed with bad and oversized
-requests, bounded by count and time; then RSS again once the burst is over. Writes
-serve-load.json and serve-load.md (with the command, CPU model and instruction set).
+requests, bounded by count and time; then RSS again once the burst is over. Last, a siege:
+good requests from 50 clients while 2 uploaders stall chunked uploads and 300 idle connections
+are held open, the server under ``ulimit -n 256`` (its p99, failures, slowest /healthz and RSS).
+Writes serve-load.json and serve-load.md (with the command, CPU model and instruction set).
 
     python scripts/serve_load.py --photos ../shared/data/svhn-train-sample/train -o benchmarks/results/cpu
 """
@@ -133,11 +135,18 @@ def tiff_bomb(side: int = 60000) -> bytes:
     return b"II*\x00\x08\x00\x00\x00\x02\x00" + entry + b"\0" * 64
 
 
-def start_server(model: str | None, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "digitloc.serve", "--host", HOST, "--port", str(port), "--provider", "cpu"]
+def start_server(model: str | None, port: int, *options: str, nofile: int = 0) -> subprocess.Popen:
+    """digitloc-serve on HOST:port, under ``ulimit -n nofile`` when given; ready when /healthz answers."""
+    import resource
+
+    def limit() -> None:
+        if nofile:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    cmd = [sys.executable, "-m", "digitloc.serve", "--host", HOST, "--port", str(port), "--provider", "cpu", *options]
     if model:
         cmd += ["--model", model]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=limit)
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -267,6 +276,107 @@ def burst(port: int, pid: int, photos: list[Path], count: int, seconds: float, t
             "failure_examples": failures[:10], "peak_rss_mb": round(peak.peak, 1)}
 
 
+def siege(port: int, pid: int, photos: list[Path], count: int, seconds: float, clients: int, idle: int,
+          slow: int) -> dict:
+    """``count`` good requests from ``clients`` threads (stopping at ``seconds``) while ``slow`` uploaders
+    stall chunked uploads (reopened when cut) and ``idle`` connections are held open (reopened each 0.5 s
+    when closed); /healthz is polled every 0.1 s throughout. A failure is any status but 200."""
+    import select
+
+    url = f"http://{HOST}:{port}"
+    good = [p.read_bytes() for p in photos]
+    stop = threading.Event()
+    cut = {"slow": 0, "idle": 0}
+
+    def stall() -> None:
+        head = b'--xxxxxxxxxxxxxxxx\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+        while not stop.is_set():
+            try:
+                with socket.create_connection((HOST, port), timeout=1) as sock:
+                    sock.sendall(f"POST /predict/batch HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: multipart/form-data; "
+                                 "boundary=xxxxxxxxxxxxxxxx\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+                                 + f"{len(head):x}\r\n".encode() + head + b"\r\n")
+                    while not stop.is_set() and not select.select([sock], [], [], 0.1)[0]:
+                        pass
+                    cut["slow"] += not stop.is_set()
+            except OSError:
+                time.sleep(0.1)
+
+    def hold() -> None:
+        socks: list[socket.socket | None] = [None] * idle
+        while not stop.is_set():
+            for i, sock in enumerate(socks):
+                if sock is not None and select.select([sock], [], [], 0)[0]:
+                    sock.close()
+                    socks[i], cut["idle"] = None, cut["idle"] + 1
+                if socks[i] is None and not stop.is_set():
+                    try:
+                        socks[i] = socket.create_connection((HOST, port), timeout=1)
+                    except OSError:
+                        pass
+            stop.wait(0.5)
+        for sock in socks:
+            if sock is not None:
+                sock.close()
+
+    slowest = [0.0]
+
+    def watch() -> None:
+        while not stop.is_set():
+            start = time.perf_counter()
+            try:
+                httpx.get(f"{url}/healthz", timeout=10)
+            except httpx.HTTPError:
+                slowest[0] = max(slowest[0], 10.0)
+            slowest[0] = max(slowest[0], time.perf_counter() - start)
+            stop.wait(0.1)
+
+    latencies: list[float] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+    deadline = time.time() + seconds
+    client = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=clients))
+
+    def one(i: int) -> None:
+        if time.time() > deadline:
+            return
+        start = time.perf_counter()
+        try:
+            status = client.post(f"{url}/predict", content=good[i % len(good)],
+                                 headers={"content-type": "image/png"}).status_code
+        except httpx.HTTPError as exc:
+            status = type(exc).__name__
+        with lock:
+            latencies.append((time.perf_counter() - start) * 1000)
+            if status != 200:
+                failures.append(f"photo {i % len(good)}: {status}")
+
+    rss_start = rss_mb(pid)
+    helpers = [threading.Thread(target=f, daemon=True) for f in (*[stall] * slow, hold, watch)]
+    with PeakRss(pid) as peak:
+        for t in helpers:
+            t.start()
+        time.sleep(1.0)  # the idle connections and stalled uploads are in place before the clients start
+        start = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+            list(pool.map(one, range(count)))
+        wall = time.perf_counter() - start
+        stop.set()
+        for t in helpers:
+            t.join()
+    client.close()
+    time.sleep(2)
+    after = rss_mb(pid)
+    return {"clients": clients, "idle_connections": idle, "slow_uploaders": slow, "requests": len(latencies),
+            "planned": count, "seconds": round(wall, 2), "requests_per_s": round(len(latencies) / wall, 1),
+            "p50_ms": round(float(np.percentile(latencies, 50)), 1),
+            "p99_ms": round(float(np.percentile(latencies, 99)), 1), "failures": len(failures),
+            "failure_examples": failures[:10], "slowest_healthz_ms": round(slowest[0] * 1000, 1),
+            "slow_uploads_cut": cut["slow"], "idle_connections_closed_by_server": cut["idle"],
+            "rss_start_mb": round(rss_start, 1), "rss_peak_mb": round(peak.peak, 1), "rss_after_mb": round(after, 1),
+            "rss_after_minus_start_mb": round(after - rss_start, 1)}
+
+
 def markdown(result: dict) -> str:
     env, b = result["environment"], result["burst"]
     lines = [f"Command: `{result['command']}`", "",
@@ -284,6 +394,17 @@ def markdown(result: dict) -> str:
               "|---|---|---|---|---|---|",
               f"| | {result['rss_idle_mb']} | {result['rss_before_burst_mb']} | {b['peak_rss_mb']} | "
               f"{result['rss_after_burst_mb']} | {result['rss_after_minus_before_mb']:+} |", ""]
+    g = result.get("siege")
+    if g:
+        lines += [f"Siege (server under `ulimit -n {result['server_nofile'] or 'unchanged'}`, body deadline "
+                  f"{result['body_timeout_s']} s, keep-alive {result['keep_alive_s']} s):", "",
+                  "| clients | idle connections | slow uploaders | requests | req/s | p50 ms | p99 ms | failures | "
+                  "slowest /healthz ms | slow uploads cut (408) | idle closed by server | RSS start / peak / after MB |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|",
+                  f"| {g['clients']} | {g['idle_connections']} | {g['slow_uploaders']} | {g['requests']} | "
+                  f"{g['requests_per_s']} | {g['p50_ms']} | {g['p99_ms']} | {g['failures']} | {g['slowest_healthz_ms']} | "
+                  f"{g['slow_uploads_cut']} | {g['idle_connections_closed_by_server']} | {g['rss_start_mb']} / "
+                  f"{g['rss_peak_mb']} / {g['rss_after_mb']} ({g['rss_after_minus_start_mb']:+}) |", ""]
     return "\n".join(lines)
 
 
@@ -296,6 +417,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8, help="Client threads in the burst.")
     parser.add_argument("--big-count", type=int, default=32, help="Large PNGs in the hostile batch.")
     parser.add_argument("--big-side", type=int, default=6300, help="Side of each large PNG.")
+    parser.add_argument("--siege-requests", type=int, default=1000, help="Good requests in the siege (0: no siege).")
+    parser.add_argument("--siege-clients", type=int, default=50, help="Client threads in the siege.")
+    parser.add_argument("--idle", type=int, default=300, help="Idle connections held open during the siege.")
+    parser.add_argument("--slow", type=int, default=2, help="Stalled chunked uploads during the siege.")
+    parser.add_argument("--server-nofile", type=int, default=256, help="The server's file limit (ulimit -n; 0: as is).")
+    parser.add_argument("--body-timeout", type=float, default=10.0, help="The server's --body-timeout.")
+    parser.add_argument("--keep-alive-s", type=int, default=5, help="The server's --keep-alive-s.")
     parser.add_argument("-o", "--output", type=Path, required=True, help="Folder for serve-load.json and .md.")
     args = parser.parse_args(argv)
     photos = sorted(args.photos.glob("*.png"))[:200]
@@ -303,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {args.photos}: no PNG photos")
     load_before = os.getloadavg()[0]
     port = free_port()
-    proc = start_server(args.model, port)
+    proc = start_server(args.model, port, "--body-timeout", str(args.body_timeout), "--keep-alive-s",
+                        str(args.keep_alive_s), nofile=args.server_nofile)
     try:
         for p in photos[:20]:  # warm up: first requests allocate the session's buffers
             httpx.post(f"http://{HOST}:{port}/predict", content=p.read_bytes(), headers={"content-type": "image/png"})
@@ -315,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
         result_burst = burst(port, proc.pid, photos, args.requests, args.seconds, args.threads)
         time.sleep(2)
         after = rss_mb(proc.pid)
+        result_siege = (siege(port, proc.pid, photos, args.siege_requests, args.seconds, args.siege_clients, args.idle,
+                              args.slow) if args.siege_requests else None)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -326,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
               "model": args.model or "digitloc-default-int8.onnx (shipped)", "photos": str(args.photos),
               "rss_idle_mb": round(idle, 1), "hostile": rows, "rss_before_burst_mb": round(before, 1),
               "burst": result_burst, "rss_after_burst_mb": round(after, 1),
-              "rss_after_minus_before_mb": round(after - before, 1),
+              "rss_after_minus_before_mb": round(after - before, 1), "siege": result_siege,
+              "server_nofile": args.server_nofile, "body_timeout_s": args.body_timeout, "keep_alive_s": args.keep_alive_s,
               "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
     args.output.mkdir(parents=True, exist_ok=True)
     from digitloc.runtime.fileio import atomic_write_text

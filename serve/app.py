@@ -2,9 +2,10 @@
 
 Every error a client can cause is a 4xx with a JSON body naming the problem; the one
 ONNX Runtime session is shared by all requests (it is thread-safe). Bodies are counted
-while they arrive, under a budget of body bytes held at once; images are decoded and
-predicted in a fixed-size thread pool under a budget of decoded pixels, so the event loop
-keeps serving and memory stays bounded.
+while they arrive, under a deadline and a budget of body bytes held at once (each request
+holds the bytes it has received, not what it might send, so stalled uploads hold little);
+images are decoded and predicted in a fixed-size thread pool under a budget of decoded
+pixels, so the event loop keeps serving and memory stays bounded.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import threading
 import time
@@ -23,7 +25,7 @@ from typing import Any
 import cv2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
@@ -41,21 +43,38 @@ class ClientError(Exception):
         self.status, self.message = status, message
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``limit`` (declared or chunked)."""
+class ClientGone(Exception):
+    """The client closed its connection before its body was whole: logged as one line, never answered."""
+
+    def __init__(self, received: int) -> None:
+        super().__init__(f"disconnected after {received:,} bytes of its body")
+        self.received = received
+
+
+async def _read_body(request: Request, limit: int, held: Held, timeout: float) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` (declared or chunked) and
+    with 408 when it is not whole within ``timeout`` seconds; ``held`` grows with each chunk."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ClientError(413, f"upload of {int(declared):,} bytes exceeds the {limit:,}-byte limit")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ClientError(413, f"upload exceeds the {limit:,}-byte limit")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ClientError(413, f"upload exceeds the {limit:,}-byte limit")
+                await held.grow(len(chunk))
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ClientError(408, f"request body not received within {timeout:g} s") from None
+    except ClientDisconnect:
+        raise ClientGone(size) from None
     return b"".join(chunks)
 
 
-async def _images(request: Request, limit: int, max_files: int, body_limit: int) -> list[tuple[str, bytes]]:
+async def _images(request: Request, limit: int, max_files: int, body_limit: int, held: Held,
+                  timeout: float) -> list[tuple[str, bytes]]:
     """(name, bytes) of the uploaded images: a raw image body, or multipart file fields.
 
     The body is read with a running byte count (``body_limit`` for the whole request), so an
@@ -63,7 +82,7 @@ async def _images(request: Request, limit: int, max_files: int, body_limit: int)
     """
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        body = await _read_body(request, body_limit)
+        body = await _read_body(request, body_limit, held, timeout)
 
         async def replay() -> dict[str, Any]:
             return {"type": "http.request", "body": body, "more_body": False}
@@ -83,7 +102,7 @@ async def _images(request: Request, limit: int, max_files: int, body_limit: int)
         return files
     if not ctype or not ctype.startswith(IMAGE_TYPES):
         raise ClientError(415, f"content type {ctype or '(none)'!r} is not an image or multipart upload")
-    return [("body", await _read_body(request, limit))]
+    return [("body", await _read_body(request, limit, held, timeout))]
 
 
 class Budget:
@@ -95,24 +114,45 @@ class Budget:
         self.total, self.free = total, total
         self._cond = asyncio.Condition()
 
-    @contextlib.asynccontextmanager
-    async def hold(self, amount: int) -> AsyncIterator[None]:
+    async def take(self, amount: int) -> int:
+        """Wait until ``amount`` (at most the whole budget) is free and take it; returns what was taken."""
         amount = min(max(amount, 0), self.total)
         async with self._cond:
             await self._cond.wait_for(lambda: self.free >= amount)
             self.free -= amount
+        return amount
+
+    async def give(self, amount: int) -> None:
+        async with self._cond:
+            self.free += amount
+            self._cond.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, amount: int) -> AsyncIterator[None]:
+        taken = await self.take(amount)
         try:
             yield
         finally:
-            async with self._cond:
-                self.free += amount
-                self._cond.notify_all()
+            await self.give(taken)
+
+    @contextlib.asynccontextmanager
+    async def growing(self) -> AsyncIterator[Held]:
+        """A holding that grows with the bytes a request has received, all given back at its end."""
+        held = Held(self)
+        try:
+            yield held
+        finally:
+            await self.give(held.amount)
 
 
-def _reserve(request: Request, limit: int) -> int:
-    """Bytes a request's body may take: its declared length, or the limit when it is chunked."""
-    declared = request.headers.get("content-length", "")
-    return min(int(declared), limit) if declared.isdigit() else limit
+class Held:
+    """What one request holds of a Budget: it grows chunk by chunk (see ``Budget.growing``)."""
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget, self.amount = budget, 0
+
+    async def grow(self, amount: int) -> None:
+        self.amount += await self.budget.take(min(amount, self.budget.total - self.amount))
 
 
 def _yield_to_the_loop() -> None:
@@ -126,11 +166,12 @@ def _yield_to_the_loop() -> None:
 
 def create_app(detector: Detector, max_upload_bytes: int = 10 * 1024 * 1024, workers: int = 2,
                max_batch: int = 32, max_request_bytes: int | None = None,
-               max_pixels_in_flight: int | None = None) -> Starlette:
+               max_pixels_in_flight: int | None = None, body_timeout: float = 30.0) -> Starlette:
     """The application for one detector.
 
     ``max_request_bytes`` bounds a whole request body (default: four uploads' worth), and twice
-    that bounds the bodies held at once across all requests; ``max_pixels_in_flight`` bounds the
+    that bounds the body bytes held at once across all requests (each holds what it has received);
+    a body not whole within ``body_timeout`` seconds gets 408; ``max_pixels_in_flight`` bounds the
     decoded pixels held at once (default: the detector's pixel limit, one largest image at a time).
     """
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="digitloc-infer", initializer=_yield_to_the_loop)
@@ -174,15 +215,15 @@ def create_app(detector: Detector, max_upload_bytes: int = 10 * 1024 * 1024, wor
 
     async def predict(request: Request) -> JSONResponse:
         limit = max_upload_bytes + 65536
-        async with bodies.hold(_reserve(request, limit)):
-            items = await _images(request, max_upload_bytes, 1, limit)
+        async with bodies.growing() as held:
+            items = await _images(request, max_upload_bytes, 1, limit, held, body_timeout)
             if len(items) != 1:
                 raise ClientError(400, "POST /predict takes one image; use /predict/batch for several")
             return JSONResponse((await infer(items))[0])
 
     async def predict_batch(request: Request) -> JSONResponse:
-        async with bodies.hold(_reserve(request, body_limit)):
-            items = await _images(request, max_upload_bytes, max_batch, body_limit)
+        async with bodies.growing() as held:
+            items = await _images(request, max_upload_bytes, max_batch, body_limit, held, body_timeout)
             return JSONResponse({"results": await infer(items)})
 
     async def healthz(request: Request) -> JSONResponse:
@@ -201,7 +242,15 @@ def create_app(detector: Detector, max_upload_bytes: int = 10 * 1024 * 1024, wor
         return HTMLResponse(resources.files("digitloc.serve").joinpath("page.html").read_text())
 
     async def client_error(request: Request, exc: ClientError) -> JSONResponse:
-        return JSONResponse({"error": exc.message, "status": exc.status}, status_code=exc.status)
+        # A body refused before its end (too large, too slow) is not read further: the connection closes.
+        headers = {"connection": "close"} if exc.status in (408, 413) else None
+        return JSONResponse({"error": exc.message, "status": exc.status}, status_code=exc.status, headers=headers)
+
+    async def client_gone(request: Request, exc: ClientGone) -> JSONResponse:
+        client = request.client
+        who = f"{client.host}:{client.port}" if client else "a client"
+        logging.getLogger("uvicorn.error").warning("%s %s from %s: %s", request.method, request.url.path, who, exc)
+        return JSONResponse({"error": str(exc), "status": 400}, status_code=400)  # never sent: nobody listens
 
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"error": exc.detail, "status": exc.status_code}, status_code=exc.status_code)
@@ -216,7 +265,7 @@ def create_app(detector: Detector, max_upload_bytes: int = 10 * 1024 * 1024, wor
         Route("/predict", predict, methods=["POST"]),
         Route("/predict/batch", predict_batch, methods=["POST"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={ClientError: client_error, HTTPException: http_error,
-                                                       Exception: server_error})
+    app = Starlette(routes=routes, exception_handlers={ClientError: client_error, ClientGone: client_gone,
+                                                       HTTPException: http_error, Exception: server_error})
     app.state.detector = detector
     return app

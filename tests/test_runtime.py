@@ -504,3 +504,145 @@ def test_spinning_is_off_unless_asked_for(tiny_onnx: Path, tmp_path: Path, monke
         result = CliRunner().invoke(main, [str(tmp_path / "a.png"), "--model", str(tiny_onnx), flag, "--json"])
         assert result.exit_code == 0, result.output
         assert seen[-1] == expected
+
+
+def _run(*args: str) -> click.testing.Result:
+    return CliRunner().invoke(main, [*args])
+
+
+def test_json_out_never_replaces_an_input_an_output_a_link_or_a_device(tiny_onnx: Path, tmp_path: Path) -> None:
+    """Items 7-9, one rule for every output: never an input of the run (even with --force), never another
+    output of the run, never a symlink or a non-regular file; each is one error line, exit 2, nothing written."""
+    import os
+
+    photo = _photo(tmp_path / "a.png")
+    before = photo.read_bytes()
+    model = ["--model", str(tiny_onnx), "--provider", "cpu"]
+    result = _run(str(photo), "--json-out", str(photo), "--force", *model)  # item 7
+    assert result.exit_code == 2 and f"error: {photo}: is an input of this run; not written" in result.stderr
+    assert photo.read_bytes() == before
+    out = tmp_path / "out"
+    result = _run(str(photo), "--output", str(out), "--json-out", str(out / "a.png"), *model)  # item 8
+    assert result.exit_code == 2, result.output
+    assert f"error: {out / 'a.png'}: is also another output of this run; not written" in result.stderr
+    assert not (out / "a.png").exists()
+    link = tmp_path / "link.jsonl"
+    target = tmp_path / "target.txt"
+    target.write_text("keep")
+    link.symlink_to(target)
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    for path, kind in ((link, "a symbolic link"), (fifo, "a FIFO"), (Path("/dev/null"), "a character device")):
+        result = _run(str(photo), "--json-out", str(path), "--force", *model)  # item 9
+        assert result.exit_code == 2 and f"error: {path}: is {kind}, not a regular file; not written" in result.stderr
+    assert link.is_symlink() and target.read_text() == "keep" and fifo.is_fifo()
+    result = _run(str(photo), "--json-out", str(tiny_onnx), "--force", *model)  # the model being read
+    assert result.exit_code == 2 and f"error: {tiny_onnx}: is the model this run reads; not written" in result.stderr
+
+
+def _avi(path: Path, frames: int, size: tuple[int, int] = (64, 48)) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, size)
+    for i in range(frames):
+        writer.write(np.random.default_rng(i).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def test_a_frame_too_large_is_one_line_and_the_rest_is_kept(tiny_onnx: Path, tmp_path: Path) -> None:
+    """Item 10: a video whose frames pass --max-pixels is one error line; the photo before it is predicted
+    and its JSON line written; exit 1. A model that fails at its first prediction is one line, exit 2."""
+    photo = _photo(tmp_path / "a.png", (40, 60))
+    video = _video(tmp_path / "big.mp4", frames=3, size=(128, 96))
+    jsonl = tmp_path / "p.jsonl"
+    result = _run(str(photo), str(video), "--model", str(tiny_onnx), "--max-pixels", "5000", "--json-out", str(jsonl))
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert f"error: {video} frame 0: 128x96 image exceeds the 5,000-pixel limit" in result.stderr
+    assert [json.loads(line)["source"] for line in jsonl.read_text().splitlines()] == [str(photo)]
+    from test_serve import _resized_metadata
+
+    bad = _resized_metadata(tiny_onnx, tmp_path / "bad.onnx")
+    result = _run(str(photo), "--model", str(bad), "--json-out", str(tmp_path / "q.jsonl"))
+    assert result.exit_code == 2 and result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.stderr.strip() == (f"error: {bad}: the graph's input is 32x32 but the metadata says 128x64 "
+                                     "(digitloc.input_size)"), result.stderr
+
+
+def _sideways_jpeg(path: Path) -> Path:
+    """A JPEG stored turned a quarter (the digit's bar upright in the stored pixels, wide when shown)
+    with EXIF orientation 6, as a phone writes it."""
+    import struct
+
+    img = np.full((90, 60, 3), 30, np.uint8)
+    cv2.rectangle(img, (10, 40), (50, 48), (240, 240, 240), -1)
+    jpg = cv2.imencode(".jpg", img)[1].tobytes()
+    tiff = b"MM\0*" + struct.pack(">IHHHIHHI", 8, 1, 0x0112, 3, 1, 6, 0, 0)
+    app1 = b"Exif\0\0" + tiff
+    path.write_bytes(jpg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpg[2:])
+    return path
+
+
+def test_exif_orientation_one_decoder_one_answer(tiny_onnx: Path, tmp_path: Path) -> None:
+    """Item 11: a sideways phone JPEG (orientation 6) reads the same through Detector.predict, digitloc-run
+    and the server, in the upright frame (90 wide, 60 high)."""
+    from starlette.testclient import TestClient
+
+    from digitloc.runtime.imageio import read_image_file
+    from digitloc.serve.app import create_app
+
+    photo = _sideways_jpeg(tmp_path / "phone.jpg")
+    assert read_image_file(photo).shape[:2] == (60, 90)
+    detector = Detector(tiny_onnx, provider="cpu")
+    api = detector.predict(photo)
+    assert api.bbox[2] <= 90 and api.bbox[3] <= 60
+    run = _run(str(photo), "--model", str(tiny_onnx), "--provider", "cpu", "--json")
+    record = json.loads(run.stdout.splitlines()[0])
+    with TestClient(create_app(detector)) as client:
+        served = client.post("/predict", content=photo.read_bytes(), headers={"content-type": "image/jpeg"}).json()
+    assert (served["width"], served["height"]) == (90, 60)
+    assert record["digit"] == served["digit"] == api.digit
+    np.testing.assert_allclose(record["bbox"], served["bbox"], atol=0.05)
+    np.testing.assert_allclose(api.bbox, served["bbox"], atol=0.05)
+
+
+def test_rough_edges_are_each_one_line(tiny_onnx: Path, tmp_path: Path) -> None:
+    """Item 12: a truncated AVI is reported (frames read of those declared, exit 1); no FFmpeg or OpenCV
+    noise on stderr; a FIFO named .png and a symlink loop are named as such; --threads out of range and
+    --output equal to the input folder are refused; a newline in a file name stays in its summary row."""
+    import os
+
+    model = ["--model", str(tiny_onnx), "--provider", "cpu"]
+    full = _avi(tmp_path / "full.avi", 40)
+    trunc = tmp_path / "trunc.avi"
+    trunc.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    proc = subprocess.run([sys.executable, "-m", "digitloc.runtime.cli", str(trunc), *model, "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    read = len(proc.stdout.splitlines())
+    assert 0 < read < 40
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert f"error: {trunc}: video ends after {read} of 40 frames (truncated or corrupt)" in lines
+    assert all(line.startswith(("error: ", "model ", f"{read} frames predicted")) for line in lines), lines
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    result = _run(str(tmp_path / "pipe.png"), str(tmp_path / "loop.png"), *model)
+    assert result.exit_code == 1
+    assert f"error: {tmp_path / 'pipe.png'}: is a FIFO, not a regular file" in result.stderr
+    assert f"error: {tmp_path / 'loop.png'}: symbolic link loop" in result.stderr
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _photo(folder / "a.png")
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    result = _run(str(folder), *model)
+    assert result.exit_code == 1 and f"error: {folder / 'loop.png'}: symbolic link loop" in result.stderr
+    for threads in ("0", "-1", "1000"):
+        result = _run(str(folder / "a.png"), "--threads", threads, *model)
+        assert result.exit_code == 2 and "--threads" in result.output and "1<=x<=256" in result.output, threads
+    result = _run(str(folder), "--output", str(folder), *model)
+    assert result.exit_code == 2
+    assert f"error: {folder}: --output is an input folder; give another folder" in result.stderr
+    odd = _photo(tmp_path / "two\nlines.png")
+    result = _run(str(odd), *model, "--summary")
+    assert result.exit_code == 0, result.output
+    header, row = result.stdout.splitlines()
+    assert row.startswith("two\\nlines.png ")

@@ -1,0 +1,149 @@
+"""Connections the server keeps: idle ones closed after the keep-alive timeout, and a cap.
+
+uvicorn's own keep-alive timer starts only after a first response and stops at any byte
+received, so a socket that connects and sends nothing (or a header a byte at a time) is kept
+for ever. Enough of them exhaust the file descriptors, and asyncio's accept loop then logs
+"Too many open files" (with a traceback) in a tight loop. Here:
+
+- a connection with no request in flight is closed ``idle_s`` after it opened or after its
+  last response, whatever it sends meanwhile;
+- the listening socket counts the connections it has accepted: at the cap, an idle one is
+  closed to make room, one that never sent a request before a client's between two requests
+  (new ones wait in the listen backlog for the loop's
+  next turn while closes are pending; when every connection is busy, the new one is refused at
+  once), so descriptors never run out and real clients are not locked out by idle ones. The cap
+  stays below the process's file limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import socket
+from typing import Any
+
+FD_RESERVE = 64  # descriptors kept free beyond the process's own: the model, logs, accept's own use
+SLACK = 16  # connections accepted beyond the cap while the idle ones they replace are being closed
+
+
+def connection_cap(wanted: int) -> int:
+    """``wanted``, or less where the file limit is lower; the soft limit is raised to the hard one first."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    try:
+        in_use = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        in_use = 32
+    return max(8, min(wanted, soft - in_use - FD_RESERVE - SLACK))
+
+
+class Guard:
+    """The open connections (their protocols) and the cap, shared by the socket and the protocols."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.open: set[Any] = set()
+        self.accepted = 0  # accepted sockets whose protocol has not yet been lost
+
+    def closing(self) -> bool:
+        """Whether a connection is being closed (its descriptor is free on the loop's next turn)."""
+        return any(p.transport.is_closing() for p in self.open)
+
+    def oldest_idle(self) -> Any | None:
+        """The connection to close for room: one that never sent a request before one that did (a client
+        between two requests), the longest idle first."""
+        idle = [p for p in self.open if p.idle() and not p.transport.is_closing()]
+        return min(idle, key=lambda p: (p.served > 0, p.idle_since)) if idle else None
+
+
+class GuardedSocket(socket.socket):
+    """A listening socket that never accepts past the cap (see the module)."""
+
+    guard: Guard
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        guard = self.guard
+        while guard.accepted >= guard.cap:
+            victim = guard.oldest_idle()
+            if victim is not None:
+                victim.close_idle()
+            elif not guard.closing():
+                conn, _ = super().accept()  # every connection busy: the new one is refused at once
+                conn.close()
+                continue
+            if guard.accepted >= guard.cap + SLACK:
+                # The closes finish on the event loop's next turn; until then the rest wait in the backlog.
+                raise BlockingIOError
+            break
+        conn, addr = super().accept()  # BlockingIOError when none is waiting: asyncio stops there
+        guard.accepted += 1
+        return conn, addr
+
+
+def listening_socket(family: int, kind: int, proto: int, cap: int) -> GuardedSocket:
+    """A GuardedSocket with a fresh Guard for ``cap`` connections."""
+    sock = GuardedSocket(family, kind, proto)
+    sock.guard = Guard(cap)
+    return sock
+
+
+def guarded_protocol(guard: Guard, idle_s: float) -> type:
+    """uvicorn's h11 protocol with the idle deadline, counted in ``guard`` (see the module)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        idle_since = 0.0
+        idle_timer: Any = None
+        served = 0
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            guard.open.add(self)
+            self._arm()
+
+        def idle(self) -> bool:
+            """No request in flight: none received yet, or the last one answered."""
+            return self.cycle is None or self.cycle.response_complete
+
+        def _arm(self) -> None:
+            self.idle_since = self.loop.time()
+            if self.idle_timer is not None:
+                self.idle_timer.cancel()
+            self.idle_timer = self.loop.call_later(idle_s, self._expire)
+
+        def _expire(self) -> None:
+            self.idle_timer = None
+            if self.idle():
+                self.close_idle()
+
+        def close_idle(self) -> None:
+            """Close a connection that has no request in flight."""
+            if self.transport.is_closing():
+                return
+            with contextlib.suppress(h11.LocalProtocolError):
+                self.conn.send(h11.ConnectionClosed())
+            self.transport.close()
+
+        def on_response_complete(self) -> None:
+            self.served += 1
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.idle_timer is not None:
+                self.idle_timer.cancel()
+                self.idle_timer = None
+            if self in guard.open:
+                guard.open.discard(self)
+                guard.accepted -= 1
+            super().connection_lost(exc)
+
+    return GuardedH11Protocol
