@@ -166,7 +166,7 @@ def test_cli_on_every_source_kind(tiny_onnx: Path, tmp_path: Path) -> None:
     by_source = {(r["source"], r["frame"]) for r in lines}
     assert (str(src / "a.png"), None) in by_source and (str(tmp_path / "clip.mp4"), 5) in by_source
     for r in lines:
-        assert set(r) == {"source", "frame", "digit", "confidence", "bbox", "probs", "latency_ms"}
+        assert set(r) == {"source", "frame", "number", "digits", "digit", "confidence", "bbox", "probs", "latency_ms"}
         assert abs(sum(r["probs"]) - 1) < 1e-3
     a = next(r for r in lines if r["source"].endswith("a.png"))
     assert 0 <= a["bbox"][0] <= a["bbox"][2] <= 90 and 0 <= a["bbox"][1] <= a["bbox"][3] <= 60
@@ -435,7 +435,7 @@ def test_one_prediction_record() -> None:
 
     det = Detection(3, 0.912345678, (1.234, 2.0, 30.5, 40.0), tuple([0.1] * 10))
     record = det.to_dict(12.34567, source="x.png", frame=None)
-    assert list(record) == ["source", "frame", "digit", "confidence", "bbox", "probs", "latency_ms"]
+    assert list(record) == ["source", "frame", "number", "digits", "digit", "confidence", "bbox", "probs", "latency_ms"]
     assert record["latency_ms"] == 12.346 and record["bbox"] == [1.23, 2.0, 30.5, 40.0]
     assert record["confidence"] == 0.912346 and "latency_ms" not in det.to_dict()
 
