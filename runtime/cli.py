@@ -23,6 +23,7 @@ from digitloc.runtime.fileio import OutputDirError, atomic_path, check_writable,
 from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS
 from digitloc.runtime.options import (
     fail,
+    force_option,
     model_option,
     output_option,
     provider_option,
@@ -100,7 +101,7 @@ def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
 @click.option("--summary", is_flag=True, help="At the end, a table: each photo's file, digit, confidence and box.")
 @click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True, help="Refuse larger images.")
 @click.option("--max-frames", type=int, default=None, help="Stop each video or camera after this many frames.")
-@click.option("--force", is_flag=True, help="Overwrite annotated outputs that exist.")
+@force_option
 @click.option("--list-providers", is_flag=True, help="Show the execution providers and exit.")
 @refine_option(DEFAULT_REFINE)
 def main(sources: tuple[str, ...], model: str | None, provider: str, threads: int | None, spin: bool, batch: int,

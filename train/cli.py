@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
+from digitloc.annotations.dataset.options import data_option, framing_option, kind_option, seed_option
 from digitloc.runtime.fileio import OutputExistsError, atomic_write_text
-from digitloc.runtime.options import SIZE, fail, force_option, needs_extras
+from digitloc.runtime.options import fail, force_option, needs_extras, output_option, size_option
 from digitloc.train.model import HEADS
 
 
@@ -19,10 +20,9 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--data", type=click.Path(file_okay=False), required=True, help="Dataset folder from digitloc-data build.")
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder.")
-@click.option("--size", type=SIZE, default="64", show_default=True,
-              help="Input size, 64 (square) or WIDTHxHEIGHT such as 128x64; must match the data.")
+@data_option
+@output_option(help="Run folder to write (model, config, history, evaluation, plots).", required=True)
+@size_option
 @click.option("--width", default=1.0, show_default=True, help="Width multiplier of VGG19's conv blocks.")
 @click.option("--batchnorm/--no-batchnorm", default=False, show_default=True, help="BatchNorm after each conv.")
 @click.option("--weights", default=None, help="'imagenet' or a VGG19 notop weights file (width 1.0 only).")
@@ -36,7 +36,7 @@ def main() -> None:
 @click.option("--no-augment", is_flag=True, help="Train without augmentation.")
 @click.option("--max-minutes", type=float, default=None, help="Stop after this many minutes.")
 @click.option("--strategy", type=click.Choice(["default", "mirrored"]), default="default", show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@seed_option
 @click.option("--init", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Start from this saved model's weights (same width, size and BatchNorm): fine-tuning.")
 @click.option("--init-backbone-only", is_flag=True,
@@ -50,7 +50,7 @@ def main() -> None:
               help="Largest zoom-out of the augmentation (1: none): teaches digits smaller than the data shows.")
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT from last.keras.")
 @force_option
-def fit(data: str, output: Path, size: int | tuple[int, int], width: float, batchnorm: bool, weights: str | None,
+def fit(data: Path, output: Path, size: tuple[int, int], width: float, batchnorm: bool, weights: str | None,
         epochs: int, batch_size: int, learning_rate: float, finetune_learning_rate: float, frozen_epochs: int, box_loss: str,
         patience: int, no_augment: bool, max_minutes: float | None, strategy: str, seed: int,
         init: str | None, init_backbone_only: bool, steps_per_epoch: int | None, head: str, expand: float, resume: bool,
@@ -64,7 +64,7 @@ def fit(data: str, output: Path, size: int | tuple[int, int], width: float, batc
     from digitloc.train.model import ModelConfig, ModelError
     from digitloc.train.record import RunError
 
-    cfg = TrainConfig(data=data, model=ModelConfig(input_size=size, width=width, batchnorm=batchnorm, weights=weights,
+    cfg = TrainConfig(data=str(data), model=ModelConfig(input_size=size, width=width, batchnorm=batchnorm, weights=weights,
                                                    head=head),
                       augmentation=asdict(AugmentConfig(expand=expand)),
                       epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
@@ -82,22 +82,19 @@ def fit(data: str, output: Path, size: int | tuple[int, int], width: float, batc
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("data", type=click.Path(), required=False)
-@click.option("--kind", type=click.Choice(["real", "crop", "synth", "all"]), default="real", show_default=True,
-              help="Which samples of the split to score.")
-@click.option("--framing", "framing_dirs", multiple=True, type=click.Path(file_okay=False),
-              help="SVHN folder: also score its held-out one-digit photos re-framed at digit height shares "
-                   "0.2-0.9 (centre moved by up to 0.15; beyond the photo a blurred fill).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the figures as JSON here (and the framing chart beside it as PNG).")
+@kind_option()
+@framing_option
+@output_option(help="Write the figures as JSON here (and the framing chart beside it as PNG).", folder=False)
 @force_option
 def evaluate(model: str, data: str | None, kind: str, framing_dirs: tuple[str, ...], output: Path | None,
              force: bool) -> None:
     """Score a saved model on DATA (a split .npz, or a dataset folder: its val and test) and/or on
     the framing evaluation (--framing)."""
+    from digitloc.annotations.charts import framing_chart
     from digitloc.annotations.dataset.data import DatasetError, framing_dataset, framing_photos, load_heldout
+    from digitloc.annotations.metrics import evaluate_predictions, framing_figures
     from digitloc.runtime.fileio import check_writable
-    from digitloc.train.evaluate import evaluate_predictions, framing_chart, framing_figures, keras_predict
-    from digitloc.train.model import ModelError, load_model
+    from digitloc.train.model import ModelError, keras_predict, load_model
 
     if data is None and not framing_dirs:
         fail("give DATA and/or --framing SVHN_FOLDER")
@@ -155,7 +152,7 @@ def _print_summary(evaluation: dict) -> None:
 @main.command("keep-run")
 @click.argument("source", metavar="FROM", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.argument("to", metavar="TO", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--weights", is_flag=True, help="Also keep model.keras, without optimizer state.")
+@click.option("--keep-weights", "weights", is_flag=True, help="Also keep model.keras, without optimizer state.")
 def keep_run(source: Path, to: Path, weights: bool) -> None:
     """Copy run FROM's record into TO: config, history, evaluation, plots and export parity reports."""
     from digitloc.train.model import ModelError
