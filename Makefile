@@ -86,7 +86,7 @@ full-width: venv
 # A run's record into models/: config, history, evaluation, plots, parity reports; WEIGHTS=1 adds
 # model.keras without optimizer state.
 keep-run: venv
-	$(BIN)/digitloc-train keep-run $(FROM) $(TO) $(if $(WEIGHTS),--weights)
+	$(BIN)/digitloc-train keep-run $(FROM) $(TO) $(if $(WEIGHTS),--keep-weights)
 
 # The figures in README.md and models/MODEL_CARD.md (after `make default-model` and `make full-width`).
 VARIANTS := models/digitloc-default-int8.onnx models/digitloc-default-fp32.onnx \
@@ -95,7 +95,7 @@ STAGE3_VARIANTS := models/digitloc-64-fp32.onnx models/digitloc-64-int8.onnx
 FULL_VARIANTS := $(FULL_RUN)/export/w100-64-fp32.onnx $(FULL_RUN)/export/w100-64-int8.onnx
 bench: venv
 	$(BIN)/digitloc-bench latency $(VARIANTS) $(STAGE3_VARIANTS) $(FULL_VARIANTS) --keras $(RUN)/model.keras \
-		--batch 1,8,32 --runs 50 --warmup 5 --refine-photos samples -o benchmarks/results/cpu --force
+		--batches 1,8,32 --runs 50 --warmup 5 --refine-photos samples -o benchmarks/results/cpu --force
 	$(BIN)/digitloc-bench drift $(RUN)/model.keras $(VARIANTS) --data $(DATA) -o benchmarks/results/cpu \
 		--latency benchmarks/results/cpu/latency.json --framing $(SAMPLE) --force
 	$(BIN)/digitloc-bench drift $(STAGE3_RUN)/model.keras $(STAGE3_VARIANTS) --data $(DATA64) \

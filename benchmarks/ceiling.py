@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from digitloc.annotations.charts import pyplot, save_figure
+
 MAX_THREADS = 256  # the probe's thread array
 
 
@@ -249,12 +251,7 @@ def ceiling_markdown(result: dict[str, Any]) -> str:
 
 def ceiling_chart(result: dict[str, Any], path: Path) -> Path:
     """Bars: each runtime's int8 GMAC/s and each target's need, per batch; lines: the two ceilings."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from digitloc.train.plots import save_figure
+    plt = pyplot()
 
     labels = [f"{r['runtime']} b{r['batch']}" for r in result["rates"]]
     values = [r["gmacs_per_s"] for r in result["rates"]]

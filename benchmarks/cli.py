@@ -8,10 +8,12 @@ import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
 
+from digitloc.annotations.dataset.options import data_option, framing_option, kind_option, svhn_option
 from digitloc.runtime.detector import PROVIDERS
 from digitloc.runtime.options import (
     fail,
@@ -27,6 +29,39 @@ from digitloc.runtime.options import (
 
 # Names of the emulated CPUs (benchmarks/emulate.py's TARGETS), without importing it at start-up.
 EMULATED = ("arm64", "arm64-a72", "arm64-max", "avx2")
+
+
+def _model_path(model: str | None) -> Path:
+    """--model's file (the shipped default when not given); a missing one ends the command in one line."""
+    from digitloc.runtime.detector import default_model_path
+
+    path = Path(model) if model else default_model_path()
+    if not path.is_file():
+        fail(f"{path}: no such file")
+    return path
+
+
+def _ints(value: str) -> list[int]:
+    try:
+        out = [int(v) for v in value.split(",") if v]
+    except ValueError:
+        raise click.BadParameter(f"expected numbers separated by commas, got {value!r}") from None
+    if not out or min(out) < 1:
+        raise click.BadParameter(f"expected positive numbers, got {value!r}")
+    return out
+
+
+# The options two benchmarks share, declared once.
+def batches_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--batches: the batch sizes to time, a comma list (one number: digitloc-run's --batch)."""
+    return click.option("--batches", default=default, show_default=True, callback=lambda _c, _p, v: _ints(v),
+                        help="Batch sizes to time, a comma list such as 1,8,32.")
+
+
+warmup_option = click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True,
+                             help="Untimed calls first, per configuration.")
+repeats_option = click.option("--repeats", type=click.IntRange(min=1), default=7, show_default=True,
+                              help="Repetitions of the measurement; the figures are their median.")
 
 
 def _command(name: str) -> str:
@@ -64,16 +99,6 @@ def _report(output: Path, stem: str, result: dict, markdown: str, chart: Callabl
     click.echo("wrote " + ", ".join(str(p) for p in paths))
 
 
-def _ints(value: str) -> list[int]:
-    try:
-        out = [int(v) for v in value.split(",") if v]
-    except ValueError:
-        raise click.BadParameter(f"expected numbers separated by commas, got {value!r}") from None
-    if not out or min(out) < 1:
-        raise click.BadParameter(f"expected positive numbers, got {value!r}")
-    return out
-
-
 @needs_extras("digitloc-bench", "train", "export")
 @click.group()
 def main() -> None:
@@ -85,17 +110,17 @@ def main() -> None:
 @click.option("--keras", "keras_model", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Time the Keras original of the first MODEL on the same inputs too.")
 @click.option("--providers", default="cpu", show_default=True, help=f"Comma list of {', '.join(PROVIDERS)}.")
-@click.option("--batch", "batches", default="1,8,32", show_default=True, help="Comma list of batch sizes.")
+@batches_option("1,8,32")
 @threads_option
 @spin_option
-@click.option("--warmup", default=5, show_default=True)
+@warmup_option
 @click.option("--runs", default=50, show_default=True)
 @click.option("--refine-photos", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="A folder of real photos: also time the first MODEL through the runtime's Detector on them, with "
                    "and without --refine, in turn.")
 @output_option(default=Path("bench-out"), help="Folder for latency.json, latency.md and latency.png.")
 @force_option
-def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, batches: str, threads: int | None,
+def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, batches: list[int], threads: int | None,
             spin: bool, warmup: int, runs: int, refine_photos: Path | None, output: Path, force: bool) -> None:
     """Time MODELS (ONNX) for every provider x batch size; p50/p90/p99/mean/min, images/s, GMAC/s."""
     from digitloc.benchmarks.latency import matmul_gmacs, time_keras, time_onnx, time_refine
@@ -104,7 +129,7 @@ def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, 
     from digitloc.runtime.contract import parse_metadata
     from digitloc.runtime.progress import progress
 
-    batch_sizes = _ints(batches)
+    batch_sizes = batches
     provider_list = [p.strip() for p in providers.split(",") if p.strip()]
     if not set(provider_list) <= set(PROVIDERS):
         fail(f"unknown provider in {providers!r}: choose from {', '.join(PROVIDERS)}")
@@ -215,9 +240,8 @@ def _ratios(rows: list[dict], macs: dict[str, float], precisions: dict[str, str]
 @main.command()
 @click.argument("keras_model", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.argument("onnx_models", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
-              help="A split .npz or a dataset folder (its val and test real photos).")
-@click.option("--kind", type=click.Choice(["real", "crop", "all"]), default="real", show_default=True)
+@data_option
+@kind_option()
 @output_option(default=Path("bench-out"), help="Folder for drift.json, drift.md and drift.png.")
 @click.option("--latency", "latency_json", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="A latency.json of these models: adds accuracy-latency.png (accuracy against CPU ms per image).")
@@ -229,15 +253,15 @@ def _ratios(rows: list[dict], macs: dict[str, float], precisions: dict[str, str]
 @click.option("--outputs", "outputs_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="The ONNX models' outputs computed on another machine (your device) by benchmarks/probe.py on the "
                    "inputs `digitloc-bench probe-inputs` wrote from the same --data: drift on that machine's CPU.")
-@click.option("--framing", "framing_dirs", multiple=True, type=click.Path(file_okay=False),
-              help="SVHN folder: also the framing evaluation (its held-out one-digit photos re-framed at digit height "
-                   "shares 0.2-0.9) of Keras, each variant and each variant with --refine: framing.json/.md/.png "
-                   "(natively).")
+@framing_option
 @force_option
 def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: str, output: Path,
           latency_json: Path | None, emulate: str | None, sysroot: Path | None, outputs_file: Path | None,
           framing_dirs: tuple[str, ...], force: bool) -> None:
-    """Accuracy of each ONNX variant against the ground truth, against KERAS_MODEL and against the fp32 variant."""
+    """Accuracy of each ONNX variant against the ground truth, against KERAS_MODEL and against the fp32 variant.
+
+    With --framing, also the framing evaluation of Keras, each variant and each variant with refine
+    (natively): framing.json, framing.md and framing.png."""
     from digitloc.annotations.dataset.data import DatasetError, load_heldout
     from digitloc.benchmarks.drift import drift_table
     from digitloc.benchmarks.emulate import (
@@ -289,14 +313,13 @@ def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: st
 
 @main.command("photos")
 @click.argument("onnx_models", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--svhn", "folders", multiple=True, required=True, type=click.Path(file_okay=False, exists=True),
-              help="SVHN-format folder (photos and digitStruct.json or .mat), repeatable.")
+@svhn_option(required=True)
 @click.option("--held-out-only", is_flag=True,
               help="Only the one-digit photos a default digitloc-data build holds out (val and test).")
 @min_score_option
 @output_option(default=Path("bench-out"), help="Folder for photos.json, photos.md and the PNG charts.")
 @force_option
-def photos_command(onnx_models: tuple[Path, ...], folders: tuple[str, ...], held_out_only: bool, min_score: float | None,
+def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_out_only: bool, min_score: float | None,
                    output: Path, force: bool) -> None:
     """House numbers, digits and one-digit figures of ONNX_MODELS through the runtime on your own
     labelled photos, as they are.
@@ -321,12 +344,12 @@ def photos_command(onnx_models: tuple[Path, ...], folders: tuple[str, ...], held
     rows: list = []
     try:
         try:
-            one_digit = reframe_photos(held_out_photos(list(folders), split), as_is=True)
+            one_digit = reframe_photos(held_out_photos(list(svhn), split), as_is=True)
         except DatasetError:  # folders without one-digit photos: the numbers alone
             one_digit = []
         if one_digit:
             rows = photos_table(list(onnx_models), one_digit)
-        photos = labelled_photos(list(folders))
+        photos = labelled_photos(list(svhn))
         if held_out_only:
             held = {p.origin for p in one_digit}
             photos = [p for p in photos if p.origin in held]
@@ -348,11 +371,9 @@ def photos_command(onnx_models: tuple[Path, ...], folders: tuple[str, ...], held
 
 
 @main.command("probe-inputs")
-@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
-              help="A split .npz or a dataset folder (its val and test real photos), as given to drift.")
-@click.option("--kind", type=click.Choice(["real", "crop", "all"]), default="real", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The .npz of model inputs for benchmarks/probe.py.")
+@data_option
+@kind_option()
+@output_option(help="The .npz of model inputs for benchmarks/probe.py.", required=True, folder=False)
 @force_option
 def probe_inputs(data: Path, kind: str, output: Path, force: bool) -> None:
     """Write the held-out inputs for benchmarks/probe.py, to run the models on another machine.
@@ -374,10 +395,10 @@ def probe_inputs(data: Path, kind: str, output: Path, force: bool) -> None:
 
 def _framing(keras_model: Path, onnx_models: tuple[Path, ...], framing_dirs: tuple[str, ...], size: tuple[int, int],
              output: Path, force: bool) -> list[Path]:
+    from digitloc.annotations.charts import framing_chart
     from digitloc.annotations.dataset.data import DatasetError, held_out_photos, one_digit_split_of, reframe_photos
     from digitloc.benchmarks.framing import as_is_markdown, as_is_table, framing_markdown, framing_table
     from digitloc.benchmarks.report import cpu_lines, environment
-    from digitloc.train.evaluate import framing_chart
 
     try:
         held = held_out_photos(list(framing_dirs))  # scanned once for both tables
@@ -415,36 +436,37 @@ def _latency_rows(path: Path, onnx_models: tuple[Path, ...]) -> list[dict]:
               help="The int8 ONNX file of KERAS_MODEL (onnxruntime and OpenVINO run it).")
 @click.option("--fp32", "fp32_model", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
               help="The fp32 ONNX file of KERAS_MODEL.")
-@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,
-              help="Dataset folder: train crops calibrate LiteRT's int8; val+test real photos check agreement.")
-@click.option("--kind", type=click.Choice(["real", "crop", "all"]), default="real", show_default=True,
-              help="Which held-out samples check agreement.")
+@data_option
+@kind_option()
 @click.option("--runtimes", default="onnxruntime,openvino,litert", show_default=True)
-@click.option("--batch", "batches", default="1,32", show_default=True)
-@click.option("--threads", type=int, default=None, help="Threads for every runtime (default: each one's own).")
-@click.option("--repeats", default=7, show_default=True, help="Round-robin repetitions.")
+@batches_option("1,32")
+@threads_option
+@repeats_option
 @click.option("--calls", default=20, show_default=True, help="Timed calls per configuration per repetition.")
-@click.option("--warmup", default=5, show_default=True)
+@warmup_option
 @click.option("--litert-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the converted .tflite files are kept (default: OUTPUT/litert).")
 @output_option(default=Path("bench-out"), help="Folder for compare.json, compare.md and compare.png.")
 @force_option
-def compare(keras_model: Path, int8_model: Path, fp32_model: Path, data: Path, kind: str, runtimes: str, batches: str,
+def compare(keras_model: Path, int8_model: Path, fp32_model: Path, data: Path, kind: str, runtimes: str,
+            batches: list[int],
             threads: int | None, repeats: int, calls: int, warmup: int, litert_dir: Path | None, output: Path,
             force: bool) -> None:
     """The same model through onnxruntime (ours), OpenVINO and LiteRT, int8 and fp32, timed interleaved.
 
-    OpenVINO and LiteRT come with the `peers` extra (pip install 'digitloc[peers]')."""
+    The data's train crops calibrate LiteRT's int8; its held-out photos (--kind) check agreement; each
+    repetition times every configuration in turn (round robin). OpenVINO and LiteRT come with the `peers`
+    extra (pip install 'digitloc[peers]')."""
     from digitloc.annotations.dataset.data import DatasetError, load_heldout
+    from digitloc.annotations.dataset.images import load_images
     from digitloc.benchmarks import compare as cmp
     from digitloc.benchmarks.report import environment
-    from digitloc.export.cli import load_images
 
     names = [r.strip() for r in runtimes.split(",") if r.strip()]
     if not set(names) <= set(cmp.RUNTIMES):
         fail(f"unknown runtime in {runtimes!r}: choose from {', '.join(cmp.RUNTIMES)}")
     _refuse_existing(output, "compare", force)
-    batch_sizes = _ints(batches)
+    batch_sizes = batches
     try:
         heldout = load_heldout(data, kind)
     except DatasetError as exc:
@@ -484,19 +506,19 @@ def compare(keras_model: Path, int8_model: Path, fp32_model: Path, data: Path, k
 
 @main.command()
 @click.argument("compare_json", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--model", "model", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
-              help="The int8 ONNX file the compare run timed (its MACs per image turn images/s into GMAC/s).")
-@click.option("--threads", type=click.IntRange(1, 256), default=None,
-              help="Threads for both ceilings (default: one per logical CPU this process may use).")
+@model_option()
+@threads_option
 @output_option(default=Path("bench-out"), help="Folder for ceiling.json, ceiling.md and ceiling.png.")
 @force_option
-def ceiling(compare_json: Path, model: Path, threads: int | None, output: Path, force: bool) -> None:
+def ceiling(compare_json: Path, model: str | None, threads: int | None, output: Path, force: bool) -> None:
     """This CPU's int8 multiply-add ceilings beside the int8 rates of a `digitloc-bench compare` run.
 
     Measures the instruction peak (the widest int8 dot-product instruction, one thread per logical
     CPU, built with the C compiler $CC or cc) and onnxruntime's own int8 matrix product, then says what
     share of them each runtime reaches and whether the speed target (ours at least OpenVINO's int8
-    rate and 1.5x LiteRT's) asks for more multiply-adds per second than the CPU can do."""
+    rate and 1.5x LiteRT's) asks for more multiply-adds per second than the CPU can do. --model: the int8
+    ONNX file the compare run timed (its MACs per image turn images/s into GMAC/s); threads by default
+    one per logical CPU this process may use."""
     from digitloc.benchmarks import ceiling as cl
     from digitloc.benchmarks.macs import count_macs
     from digitloc.benchmarks.report import environment
@@ -513,7 +535,8 @@ def ceiling(compare_json: Path, model: Path, threads: int | None, output: Path, 
     _refuse_existing(output, "ceiling", force)
     threads = threads or min(256, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                              else os.cpu_count() or 1)
-    macs = count_macs(model)
+    model_path = _model_path(model)
+    macs = count_macs(model_path)
     features = cpu_features()
     probe, why = cl.pick_probe(set(features["isa"]), features["arch"])
     peak: dict = {"gmacs_per_s": None, "why": why}
@@ -527,19 +550,20 @@ def ceiling(compare_json: Path, model: Path, threads: int | None, output: Path, 
     click.echo(f"onnxruntime MatMulInteger, {threads} threads", err=True)
     gemm = cl.gemm_peak(threads)
     result = {"command": _command("ceiling"), "environment": environment(), "compare_file": str(compare_json),
-              "compare_cpu": compare_cpu, "model": str(model), "macs": macs, "instruction_peak": peak,
+              "compare_cpu": compare_cpu, "model": str(model_path), "macs": macs, "instruction_peak": peak,
               "gemm_peak": gemm, **cl.ceiling_rows(int8, macs, peak["gmacs_per_s"], gemm["gmacs_per_s"])}
     _report(output, "ceiling", result, cl.ceiling_markdown(result), cl.ceiling_chart, force)
 
 
 @main.command()
-@model_option(exists=True)
+@model_option()
 @provider_option(default="cpu")
-@click.option("--repeats", default=5, show_default=True, help="Fresh processes to take the median of.")
+@repeats_option
 def startup(model: str | None, provider: str, repeats: int) -> None:
-    """Import of digitloc.runtime plus session start, each in a fresh Python process."""
+    """Import of digitloc.runtime plus session start, each repetition in a fresh Python process."""
     from digitloc.benchmarks.startup import measure_startup
 
+    model = str(_model_path(model))
     try:
         result = measure_startup(model, provider, repeats)
     except Exception as exc:  # the child's error text is the message

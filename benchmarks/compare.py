@@ -19,6 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from digitloc.annotations.charts import pyplot, save_figure
+from digitloc.annotations.metrics import agreement as prediction_agreement
+from digitloc.annotations.metrics import class_accuracy
+
 RUNTIMES = ("onnxruntime", "openvino", "litert")
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -140,8 +144,6 @@ def ratios(rows: list[dict[str, Any]], ours: str = "onnxruntime") -> list[dict[s
 def agreement(runners: dict[Config, Runner], images: np.ndarray, reference: tuple[np.ndarray, np.ndarray],
               labels: np.ndarray | None) -> list[dict[str, Any]]:
     """Class agreement and mean box IoU of each runtime x precision with ``reference``, and accuracy."""
-    from digitloc.runtime.contract import box_iou, order_box
-
     out, seen = [], set()
     for cfg, run in runners.items():
         if (cfg.runtime, cfg.precision) in seen or cfg.batch != 1:
@@ -149,11 +151,11 @@ def agreement(runners: dict[Config, Runner], images: np.ndarray, reference: tupl
         seen.add((cfg.runtime, cfg.precision))
         boxes, probs = zip(*(run(images[i:i + 1]) for i in range(len(images))), strict=True)
         boxes, probs = np.concatenate(boxes), np.concatenate(probs)
+        figures = prediction_agreement(reference, (boxes, probs))
         row = {"runtime": cfg.runtime, "precision": cfg.precision,
-               "class_agreement": float((probs.argmax(1) == reference[1].argmax(1)).mean()),
-               "box_iou_mean": float(box_iou(order_box(reference[0]), order_box(boxes)).mean())}
+               **{k: figures[k] for k in ("class_agreement", "box_iou_mean")}}
         if labels is not None:
-            row["accuracy"] = float((probs.argmax(1) == labels).mean())
+            row["accuracy"] = class_accuracy(labels, probs)
         out.append(row)
     return out
 
@@ -180,12 +182,7 @@ def compare_markdown(result: dict[str, Any]) -> str:
 
 def compare_chart(result: dict[str, Any], path: Path) -> Path:
     """Images/s per runtime, grouped by precision x batch, with the min-max range."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from digitloc.train.plots import save_figure
+    plt = pyplot()
 
     rows = result["rows"]
     groups = sorted({(r["precision"], r["batch"]) for r in rows})

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from digitloc.annotations.dataset.data import DataSet
+from digitloc.annotations.metrics import agreement, evaluate_predictions
 from digitloc.export.quantize import Fp32Config
 
 FP32 = Fp32Config.name
@@ -27,9 +28,8 @@ def drift_table(keras_path: Path, onnx_paths: list[Path], data: DataSet,
     """Ground-truth figures of Keras and each variant, each variant's agreement with Keras and with
     the fp32 variant among ``onnx_paths`` (if any), and deltas. ``predictions`` are the variants'
     outputs when computed elsewhere (on an emulated CPU); by default they run here."""
-    from digitloc.export.parity import compare, onnx_predict
-    from digitloc.train.evaluate import evaluate_predictions, keras_predict
-    from digitloc.train.model import load_model
+    from digitloc.export.parity import onnx_predict
+    from digitloc.train.model import keras_predict, load_model
 
     reference = keras_predict(load_model(keras_path), data.images)
     keys = ("class_accuracy", "mean_iou", "iou_hit_rate", "both_right")
@@ -48,6 +48,6 @@ def drift_table(keras_path: Path, onnx_paths: list[Path], data: DataSet,
         figures = truth(pred)
         rows.append({"model": path.name, "precision": precision, "size_mb": path.stat().st_size / 1e6, **figures,
                      **{f"delta_{k}": figures[k] - base[k] for k in keys},
-                     "vs_keras": compare(reference, pred),
-                     "vs_fp32": None if fp32 is None or precision == FP32 else compare(fp32, pred)})
+                     "vs_keras": agreement(reference, pred),
+                     "vs_fp32": None if fp32 is None or precision == FP32 else agreement(fp32, pred)})
     return {"samples": len(data), "keras": {"model": keras_path.name, **base}, "variants": rows}

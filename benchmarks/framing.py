@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from digitloc.annotations.dataset.data import FramedPhoto, framing_dataset
+from digitloc.annotations.metrics import evaluate_predictions, value_bins
 
 
 def detector_predict(path: Path, photos: list[FramedPhoto], refine: bool,
@@ -32,8 +33,8 @@ def detector_predict(path: Path, photos: list[FramedPhoto], refine: bool,
 def framing_table(keras_path: Path | None, onnx_paths: list[Path], framed: list[FramedPhoto], size: tuple[int, int],
                   refine: bool = True) -> dict[str, Any]:
     """Framing figures (per share) of Keras, of each ONNX variant, and of each with ``refine``."""
+    from digitloc.annotations.metrics import framing_figures
     from digitloc.export.parity import onnx_predict
-    from digitloc.train.evaluate import framing_figures, keras_predict
 
     data, shares = framing_dataset(framed, size)
 
@@ -42,7 +43,7 @@ def framing_table(keras_path: Path | None, onnx_paths: list[Path], framed: list[
 
     out: dict[str, Any] = {}
     if keras_path is not None:
-        from digitloc.train.model import load_model
+        from digitloc.train.model import keras_predict, load_model
 
         out[f"{keras_path.name} (Keras)"] = figures(keras_predict(load_model(keras_path), data.images))
     for path in onnx_paths:
@@ -69,7 +70,6 @@ def photo_truth(photos: list[FramedPhoto]) -> tuple[np.ndarray, np.ndarray]:
 def as_is_table(onnx_paths: list[Path], photos: list[FramedPhoto], test: np.ndarray) -> list[dict[str, Any]]:
     """The held-out photos as they are (native resolution, through ``Detector``), one pass and with
     ``refine``: all of them and the untouched test half apart."""
-    from digitloc.train.evaluate import evaluate_predictions
 
     true, labels = photo_truth(photos)
     rows = []
@@ -119,7 +119,6 @@ def photos_table(onnx_paths: list[Path], photos: list[FramedPhoto]) -> list[dict
     """Each model through ``Detector`` (one pass, then with ``refine``) on photos as they are: the
     overall figures and, per digit height share bin, the photos' share, accuracy, mean IoU and
     the median predicted / true box height."""
-    from digitloc.train.evaluate import evaluate_predictions, value_bins
 
     true, labels = photo_truth(photos)
     share_bins = value_bins(np.array([f.share for f in photos]), SHARE_BINS)
@@ -158,7 +157,7 @@ def photos_markdown(rows: list[dict[str, Any]]) -> str:
 
 def photos_chart(rows: list[dict[str, Any]], path: Path) -> Path:
     """Accuracy and mean IoU per digit height share bin (at its centre), one line per model."""
-    from digitloc.train.evaluate import accuracy_iou_chart
+    from digitloc.annotations.charts import accuracy_iou_chart
 
     series = {r["model"]: [((b["from"] + b["to"]) / 2, b["class_accuracy"], b["mean_iou"])
                            for b in r["by_height_share"] if b["photos"]] for r in rows}

@@ -95,14 +95,9 @@ def numbers_markdown(rows: list[dict[str, Any]]) -> str:
 
 def numbers_chart(rows: list[dict[str, Any]], path: Path) -> Path:
     """Whole-number accuracy and digit recall per height share bin, one line pair per model."""
-    import matplotlib
+    from digitloc.annotations.charts import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from digitloc.train.plots import save_figure
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     for r in rows:
         xs = [b["share"] for b in r["by_share"]]
         ax.plot(xs, [b["number_accuracy"] for b in r["by_share"]], marker="o", label=f"{r['model']}: numbers")

@@ -7,6 +7,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from digitloc.annotations.charts import pyplot, save_figure
 from digitloc.export.quantize import Fp32Config
 from digitloc.runtime.fileio import atomic_write_text
 
@@ -96,10 +97,7 @@ def write_outputs(out_dir: Path, stem: str, payload: dict[str, Any], markdown: s
 
 def latency_chart(rows: list[dict[str, Any]], path: Path) -> Path:
     """p50 latency per model x provider at each batch size, with a p50-p99 bar."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     batches = sorted({r["batch"] for r in rows})
     fig, axes = plt.subplots(1, len(batches), figsize=(5 * len(batches), 4), squeeze=False)
@@ -114,15 +112,12 @@ def latency_chart(rows: list[dict[str, Any]], path: Path) -> Path:
         ax.set_ylabel("ms per image (p50, bar to p99)")
         ax.set_title(f"batch {batch}")
         ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def accuracy_latency_chart(drift: dict[str, Any], latency_rows: list[dict[str, Any]], path: Path) -> Path:
     """Class accuracy against CPU ms per image (largest batch measured) for each variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, r in enumerate(drift["variants"]):
@@ -139,14 +134,11 @@ def accuracy_latency_chart(drift: dict[str, Any], latency_rows: list[dict[str, A
     ax.set_xlabel("CPU ms per image (p50, largest batch; log scale)")
     ax.set_ylabel("class accuracy %")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def drift_chart(drift: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = ["keras"] + [r["model"] for r in drift["variants"]]
     acc = [drift["keras"]["class_accuracy"]] + [r["class_accuracy"] for r in drift["variants"]]
@@ -160,10 +152,5 @@ def drift_chart(drift: dict[str, Any], path: Path) -> Path:
     ax.set_ylim(0, 1)
     ax.legend()
     ax.set_title(f"accuracy drift on {drift['samples']} real held-out photos")
-    return _save(fig, path)
-
-
-def _save(fig: Any, path: Path) -> Path:
-    from digitloc.train.plots import save_figure
-
     return save_figure(fig, path)
+

@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from digitloc.annotations.metrics import agreement, class_accuracy
+from digitloc.export.convert import digitloc_version
 from digitloc.export.errors import ExportError
-from digitloc.export.parity import accuracy, compare, gate, gate_for, onnx_predict
+from digitloc.export.parity import gate, gate_for, onnx_predict
 from digitloc.export.quantize import Fp32Config, QuantConfig
 from digitloc.runtime import contract
 from digitloc.runtime.cpuinfo import cpu_report
@@ -48,18 +50,8 @@ RANDOM_WARNING = ("WARNING: parity checked on RANDOM NOISE, not real photos: agr
                   "little about accuracy on photos")
 
 
-def digitloc_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("digitloc")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def model_metadata(keras_path: Path, size: tuple[int, int], precision: str, extra: dict[str, Any]) -> dict[str, str]:
-    """Contract metadata plus what the run folder beside the .keras file says about its training."""
-    run = RunRecord.of_model(keras_path)
+def model_metadata(run: RunRecord, size: tuple[int, int], precision: str, extra: dict[str, Any]) -> dict[str, str]:
+    """Contract metadata plus what the model's run folder says about its training."""
     meta: dict[str, str] = {}
     cfg, figures, manifest = run.config(), run.evaluation(), run.manifest()
     if cfg is not None:
@@ -91,25 +83,21 @@ def load_keras(path: Path) -> Any:
         raise ExportError(str(exc)) from None
 
 
-def run_parity_photos(keras_path: Path, size: tuple[int, int], limit: int,
+def run_parity_photos(run: RunRecord, size: tuple[int, int], limit: int,
                       seed: int = 1) -> tuple[np.ndarray, np.ndarray, str] | None:
     """Real held-out photos of the model's own run (its config.json's dataset, val split, no
     synthetic images) with their digits, or None when the run folder does not lead to them."""
-    from digitloc.annotations.dataset.data import DataSet, DatasetError
+    from digitloc.annotations.dataset.data import DatasetError
+    from digitloc.annotations.dataset.images import load_labelled
 
-    folder = RunRecord.of_model(keras_path).data_folder()
-    val = None if folder is None else folder / "val.npz"
-    if val is None or not val.is_file():
+    folder = run.data_folder()
+    if folder is None or not (folder / "val.npz").is_file():
         return None
     try:
-        data = DataSet.load(val)
+        images, labels = load_labelled(folder, size, "val", limit, seed)
     except DatasetError:
         return None
-    data = data.select(data.kinds != "synth")
-    if len(data) == 0 or data.images.shape[1:3] != tuple(size):
-        return None
-    pick = np.sort(np.random.default_rng(seed).permutation(len(data))[:limit])
-    return data.images[pick], data.labels[pick], f"real images ({val}, the run's own val split)"
+    return images, labels, f"real images ({folder / 'val.npz'}, the run's own val split)"
 
 
 def _simplify(path: Path) -> None:
@@ -135,7 +123,7 @@ def export_model(keras_path: str | os.PathLike[str], cfg: ExportConfig, model: A
 
     from digitloc.export.convert import check_two_head, is_detector, keras_to_onnx, set_metadata
     from digitloc.export.quantize import quantize
-    from digitloc.train.evaluate import keras_predict
+    from digitloc.train.model import keras_predict
 
     keras_path = Path(keras_path)
     output = Path(cfg.output)
@@ -148,6 +136,7 @@ def export_model(keras_path: str | os.PathLike[str], cfg: ExportConfig, model: A
     if not os.access(output.parent, os.W_OK):
         raise ExportError(f"{output.parent}: not writable")
     model = model if model is not None else load_keras(keras_path)
+    run = RunRecord.of_model(keras_path)
     size = check_two_head(model, str(keras_path))
     if is_detector(model):
         from digitloc.export.detector import export_detector, parity_photos
@@ -159,7 +148,7 @@ def export_model(keras_path: str | os.PathLike[str], cfg: ExportConfig, model: A
 
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".digitloc-export-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        set_metadata(proto, model_metadata(keras_path, size, Fp32Config.name, {}))
+        set_metadata(proto, model_metadata(run, size, Fp32Config.name, {}))
         onnx.checker.check_model(proto)
         onnx.save(proto, str(fp32))
         if cfg.simplify:
@@ -167,19 +156,19 @@ def export_model(keras_path: str | os.PathLike[str], cfg: ExportConfig, model: A
         variant = Path(tmp) / "variant.onnx"
         extra = quantize(fp32, variant, cfg.quant)
         final = onnx.load(str(variant))
-        set_metadata(final, model_metadata(keras_path, size, cfg.quant.name, extra))
+        set_metadata(final, model_metadata(run, size, cfg.quant.name, extra))
         onnx.checker.check_model(final)
         onnx.save(final, str(variant))
 
-        images, labels, source = _parity_inputs(keras_path, size, cfg)
+        images, labels, source = _parity_inputs(keras_path, run, size, cfg)
         reference = keras_predict(model, images)
         candidate = onnx_predict(variant, images)
-        report = compare(reference, candidate)
+        report = agreement(reference, candidate)
         limits = gate_for(cfg.quant.name, max_abs_diff=cfg.max_abs_diff, min_agreement=cfg.min_agreement,
                           min_box_iou=cfg.min_box_iou, max_accuracy_drop=cfg.max_accuracy_drop)
         report.update({"precision": cfg.quant.name, "parity_inputs": source,
-                       "keras_accuracy": None if labels is None else accuracy(labels, reference[1]),
-                       "accuracy": None if labels is None else accuracy(labels, candidate[1]),
+                       "keras_accuracy": None if labels is None else class_accuracy(labels, reference[1]),
+                       "accuracy": None if labels is None else class_accuracy(labels, candidate[1]),
                        "opset": cfg.opset, "size_bytes": variant.stat().st_size, "fp32_size_bytes": fp32.stat().st_size,
                        "keras_model": str(keras_path), **{k: v for k, v in extra.items() if k != "excluded_nodes"},
                        "excluded_nodes": extra.get("excluded_nodes", []), "gate": limits.to_dict(),
@@ -196,14 +185,14 @@ def export_model(keras_path: str | os.PathLike[str], cfg: ExportConfig, model: A
     return report
 
 
-def _parity_inputs(keras_path: Path, size: tuple[int, int],
+def _parity_inputs(keras_path: Path, run: RunRecord, size: tuple[int, int],
                    cfg: ExportConfig) -> tuple[np.ndarray, np.ndarray | None, str]:
     """The parity photos (given, or the run's own val photos), their digits if known, and what they are;
     random noise only when asked for."""
     if cfg.parity_images is not None and len(cfg.parity_images):
         labels = None if cfg.parity_labels is None else cfg.parity_labels[:cfg.parity_size]
         return cfg.parity_images[:cfg.parity_size], labels, "real images"
-    found = run_parity_photos(keras_path, size, cfg.parity_size)
+    found = run_parity_photos(run, size, cfg.parity_size)
     if found is not None:
         return found
     if not cfg.parity_random:

@@ -5,63 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import numpy as np
 
 from digitloc.export.quantize import CONFIGS, PRECISIONS, Int8StaticConfig
-from digitloc.runtime.contract import size_text
-from digitloc.runtime.options import fail, force_option, needs_extras
-
-
-def load_images(source: str, size: tuple[int, int], split: str, limit: int, seed: int = 0) -> np.ndarray:
-    """Real images for calibration or parity: a dataset folder (its ``split``, real pixels only:
-    SVHN photos and crops, no synthetic ones) or a folder of image files."""
-    return load_labelled(source, size, split, limit, seed)[0]
-
-
-def load_labelled(source: str, size: tuple[int, int], split: str, limit: int,
-                  seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
-    """:func:`load_images` plus their digits (a dataset folder; None for a folder of image files)."""
-    from digitloc.annotations.dataset.data import DataSet, DatasetError
-    from digitloc.export.errors import ExportError
-    from digitloc.runtime.imageio import ImageError, read_image_file
-    from digitloc.runtime.preprocess import preprocess
-    from digitloc.runtime.sources import IMAGE_EXTS
-
-    path = Path(source)
-    rng = np.random.default_rng(seed)
-    if (path / f"{split}.npz").is_file():
-        try:
-            data = DataSet.load(path / f"{split}.npz")
-        except DatasetError as exc:
-            raise ExportError(str(exc)) from None
-        data = data.select(data.kinds != "synth")
-        if data.images.shape[1:3] != size:
-            raise ExportError(f"{path}: images are {size_text(data.images.shape[1:3])} px, "
-                              f"the model takes {size_text(size)} px")
-        pick = np.sort(rng.permutation(len(data))[:limit])
-        images, labels = data.images[pick], data.labels[pick]
-    elif path.is_dir():
-        labels = None
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
-        files = [files[i] for i in np.sort(rng.permutation(len(files))[:limit])]
-        images_list = []
-        for f in files:
-            try:
-                images_list.append(preprocess(read_image_file(f), size))
-            except ImageError as exc:
-                click.echo(f"warning: skipped {exc}", err=True)
-        images = np.stack(images_list) if images_list else np.zeros((0, *size, 3), np.uint8)
-    else:
-        raise ExportError(f"{source}: neither a dataset folder with {split}.npz nor an image folder")
-    if len(images) == 0:
-        raise ExportError(f"{source}: no readable real images")
-    return images, labels
+from digitloc.runtime.options import fail, force_option, needs_extras, output_option
 
 
 @needs_extras("digitloc-export", "train", "export")
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@output_option(help="The .onnx file to write (its parity report beside it, .parity.json).", required=True, folder=False)
 @click.option("--opset", default=17, show_default=True)
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
               show_default=True)
@@ -95,6 +47,8 @@ def main(model: Path, output: Path, opset: int, precision: str, calib: str | Non
          max_accuracy_drop: float | None, max_abs_diff: float | None, simplify: bool, triton_repo: Path | None,
          force: bool) -> None:
     """Export MODEL (.keras) to ONNX at the chosen precision, then check parity with Keras."""
+    from digitloc.annotations.dataset.data import DatasetError
+    from digitloc.annotations.dataset.images import load_images, load_labelled
     from digitloc.export.api import ExportConfig, export_model, load_keras
     from digitloc.export.convert import check_two_head, is_detector
     from digitloc.export.errors import ExportError
@@ -137,15 +91,13 @@ def main(model: Path, output: Path, opset: int, precision: str, calib: str | Non
             name = output.stem.replace(" ", "_")
             folder = write_repository(output, triton_repo, name, force=force)
             click.echo(f"wrote Triton repository {folder}")
-    except (ExportError, OutputExistsError, OutputRefusedError, OutputDirError, ValueError) as exc:
+    except (ExportError, DatasetError, OutputExistsError, OutputRefusedError, OutputDirError, ValueError) as exc:
         fail(str(exc))
     if "number_agreement" in report:
         click.echo(f"wrote {output} ({report['size_bytes'] / 1e6:.2f} MB, {precision}); parity on {report['samples']} "
                    f"{report['parity_inputs']}: same number read {report['number_agreement']:.4f}, matched box IoU "
                    f"{report['box_iou_mean']:.4f} at threshold {report['min_score']:g}; on {report['cpu']['summary']}")
         return
-    if report.get("warning"):
-        click.echo(report["warning"], err=True)
     acc = ("" if report.get("accuracy") is None else
            f", accuracy {report['accuracy']:.4f} (Keras {report['keras_accuracy']:.4f})")
     click.echo(f"wrote {output} ({report['size_bytes'] / 1e6:.2f} MB, {precision}); parity on {report['samples']} "

@@ -71,3 +71,12 @@ def set_metadata(proto: Any, metadata: dict[str, str]) -> None:
 def is_detector(model: Any) -> bool:
     """Whether a checked digitloc Keras model is a detector (contract version 2)."""
     return isinstance(model.output, dict) and set(model.output) == DETECTOR_OUTPUTS
+
+
+def digitloc_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("digitloc")
+    except PackageNotFoundError:
+        return "unknown"

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from digitloc.annotations.detmetrics import greedy_match
+from digitloc.export.convert import digitloc_version
 from digitloc.export.errors import ExportError
 from digitloc.export.quantize import Fp16Config, Fp32Config, Int8DynamicConfig, Int8StaticConfig
 from digitloc.runtime import contract
@@ -58,8 +59,6 @@ def run_threshold(keras_path: Path) -> float:
 def detector_metadata(keras_path: Path, size: tuple[int, int], precision: str, top_k: int,
                       extra: dict[str, Any]) -> dict[str, str]:
     """Contract version 2 metadata: the run's config, training data, validation figures and threshold."""
-    from digitloc.export.api import digitloc_version
-
     meta: dict[str, str] = {contract.META_MIN_SCORE: f"{run_threshold(keras_path):g}", contract.META_TOP_K: str(top_k)}
     folder = keras_path.parent
     for name, key in (("config.json", contract.META_BACKBONE), ("evaluation.json", contract.META_EVALUATION)):
@@ -169,7 +168,7 @@ def export_detector(keras_path: Path, model: Any, output: Path, quant: Any, pari
     from digitloc.export.quantize import quantize
     from digitloc.runtime.cpuinfo import cpu_report
     from digitloc.runtime.fileio import atomic_write_text, check_writable
-    from digitloc.train.detfit import predict_detections
+    from digitloc.train.model import predict_detections
 
     report_path = output.with_suffix(".parity.json")
     try:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from digitloc.export.quantize import Fp16Config, Fp32Config, Int8DynamicConfig, Int8StaticConfig
-from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME, box_iou, order_box
+from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME
 
 
 def onnx_predict(path: Path, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -28,25 +28,6 @@ def onnx_predict(path: Path, images: np.ndarray, batch_size: int = 64) -> tuple[
         boxes.append(b)
         probs.append(p)
     return np.concatenate(boxes).astype(np.float32), np.concatenate(probs).astype(np.float32)
-
-
-def compare(reference: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
-    """Per output max and mean abs diff, class agreement, and IoU between the two models' boxes."""
-    (ref_boxes, ref_probs), (boxes, probs) = reference, candidate
-    box_diff = np.abs(ref_boxes.astype(np.float64) - boxes)
-    prob_diff = np.abs(ref_probs.astype(np.float64) - probs)
-    ious = box_iou(order_box(ref_boxes), order_box(boxes))
-    return {
-        "samples": int(len(ref_boxes)),
-        "bbox_max_abs_diff": float(box_diff.max()),
-        "bbox_mean_abs_diff": float(box_diff.mean()),
-        "digit_max_abs_diff": float(prob_diff.max()),
-        "digit_mean_abs_diff": float(prob_diff.mean()),
-        "max_abs_diff": float(max(box_diff.max(), prob_diff.max())),
-        "class_agreement": float((ref_probs.argmax(1) == probs.argmax(1)).mean()),
-        "box_iou_mean": float(ious.mean()),
-        "box_iou_min": float(ious.min()),
-    }
 
 
 @dataclass(frozen=True)
@@ -74,10 +55,6 @@ GATES = {
 def gate_for(precision: str, **overrides: float | None) -> Gate:
     """The precision's gate with the given thresholds replaced (None keeps the default)."""
     return replace(GATES.get(precision, Gate()), **{k: v for k, v in overrides.items() if v is not None})
-
-
-def accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
-    return float((np.asarray(probs).argmax(1) == np.asarray(labels).astype(int)).mean())
 
 
 def gate(report: dict[str, Any], precision: str, limits: Gate) -> str | None:

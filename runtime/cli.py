@@ -24,6 +24,7 @@ from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS
 from digitloc.runtime.modelcheck import check_model, first_line
 from digitloc.runtime.options import (
     fail,
+    force_option,
     max_digits_option,
     min_score_option,
     model_option,
@@ -111,7 +112,7 @@ def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
               help="At the end, a table: each photo's file, number, and its most confident digit, confidence and box.")
 @click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True, help="Refuse larger images.")
 @click.option("--max-frames", type=int, default=None, help="Stop each video or camera after this many frames.")
-@click.option("--force", is_flag=True, help="Overwrite annotated outputs that exist.")
+@force_option
 @click.option("--list-providers", is_flag=True, help="Show the execution providers and exit.")
 @refine_option(DEFAULT_REFINE)
 @min_score_option

@@ -12,35 +12,38 @@ import click
 
 class SizeType(click.ParamType):
     """An input size: one number for a square (``64``) or WIDTHxHEIGHT (``128x64``), as images
-    are named; the value is the side (int) or (height, width)."""
+    are named; the value is always (height, width), the one form every size takes from here on."""
 
     name = "size"
 
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int | tuple[int, int]:
-        if isinstance(value, (int, tuple)):
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, int]:
+        if isinstance(value, tuple):
             return value
         text = str(value).lower().strip()
         try:
-            if "x" in text:
-                w, h = (int(v) for v in text.split("x"))
-                return (h, w) if h != w else h
-            return int(text)
+            w, h = (int(v) for v in text.split("x")) if "x" in text else (int(text),) * 2
         except ValueError:
             self.fail(f"{value!r} is not a size: give 64 or WIDTHxHEIGHT such as 128x64", param, ctx)
+        if min(h, w) < 1:
+            self.fail(f"{value!r} is not a size: both sides must be positive", param, ctx)
+        return h, w
 
 
 SIZE = SizeType()
 force_option = click.option("--force", is_flag=True, help="Overwrite outputs that already exist.")
+SIZE_HELP = "Input size of the model: 64 (square) or WIDTHxHEIGHT such as 128x64; the data's size."
+size_option = click.option("--size", type=SIZE, default="64", show_default=True, help=SIZE_HELP)
+detector_size_option = click.option("--size", type=SIZE, default="192x96", show_default=True, help=SIZE_HELP)  # detectors
 threads_option = click.option("--threads", type=click.IntRange(1, 256), default=None,
-                              help="ONNX Runtime intra-op threads, 1-256 (default: all cores).")
+                              help="Threads to compute on (default: the runtime's own choice, one per core).")
 spin_option = click.option("--spin/--no-spin", default=False, show_default=True,
                            help="Let ONNX Runtime's threads spin-wait between calls: faster small batches on a CPU "
                                 "the detector has to itself, much slower beside other work.")
 
 
-def model_option(exists: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """--model: an ONNX file, the shipped default when not given."""
-    return click.option("--model", type=click.Path(dir_okay=False, exists=exists), default=None,
+def model_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--model: an ONNX file, the shipped default when not given (the command says which file is missing)."""
+    return click.option("--model", type=click.Path(dir_okay=False), default=None,
                         help="ONNX model (default: the shipped one).")
 
 
@@ -55,7 +58,8 @@ def provider_option(default: str = "auto") -> Callable[[Callable[..., Any]], Cal
 
 def output_option(help: str, default: Path | None = None, required: bool = False,
                   folder: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """-o/--output: the folder (or, with ``folder=False``, the file) a command writes."""
+    """-o/--output: the folder (or, with ``folder=False``, the file) a command writes; the one declaration of
+    every command's -o, whose help names what that command writes there."""
     return click.option("-o", "--output", type=click.Path(file_okay=not folder, dir_okay=folder, path_type=Path),
                         default=default, required=required, show_default=default is not None, help=help)
 

@@ -43,12 +43,13 @@ SCHEMES: dict[str, dict] = {
 def main(fp32: Path, calib: str, calib_size: int, heldout: Path, schemes: str, method: str, emulate: str,
          sysroot: Path | None, output: Path) -> None:
     from digitloc.annotations.dataset.data import load_heldout
+    from digitloc.annotations.dataset.images import load_images
+    from digitloc.annotations.metrics import agreement as compare
+    from digitloc.annotations.metrics import evaluate_predictions
     from digitloc.benchmarks.emulate import DEFAULT_SYSROOT, TARGETS, run_emulated
-    from digitloc.export.cli import load_images
-    from digitloc.export.parity import compare, onnx_predict
+    from digitloc.export.parity import onnx_predict
     from digitloc.export.quantize import Int8StaticConfig, quantize
     from digitloc.runtime.cpuinfo import cpu_report
-    from digitloc.train.evaluate import evaluate_predictions
 
     output.mkdir(parents=True, exist_ok=True)
     data = load_heldout(heldout)

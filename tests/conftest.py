@@ -48,7 +48,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         DataSet(images, boxes, labels.astype(np.uint8), np.array(["crop"] * n),
                 np.array([f"toy/{i}" for i in range(n)])).save(data / f"{split}.npz")
     keras.utils.set_random_seed(0)
-    cfg = ModelConfig(input_size=32, width=0.125, batchnorm=True, box_units=(16,), class_units=(32,), dropout=0.1)
+    cfg = ModelConfig(input_size=(32, 32), width=0.125, batchnorm=True, box_units=(16,), class_units=(32,), dropout=0.1)
     model = build_model(cfg)
     compile_model(model, TrainConfig(data=str(data), model=cfg), 3e-3)
     images, boxes, labels = toy_data(256, seed=5)

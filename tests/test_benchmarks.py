@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from digitloc.annotations.metrics import agreement
 from digitloc.benchmarks.cli import main
 from digitloc.benchmarks.latency import summarize, time_calls
-from digitloc.export.parity import compare
 
 
 def test_statistics_on_known_timings() -> None:
@@ -51,7 +51,7 @@ def test_drift_figures_on_a_hand_made_case() -> None:
     ref_probs = np.array([[0.9, 0.1] + [0] * 8, [0.2, 0.8] + [0] * 8], np.float32)
     boxes = np.array([[0, 0, 1, 0.5], [0, 0, 0.5, 0.5]], np.float32)
     probs = np.array([[0.4, 0.6] + [0] * 8, [0.2, 0.8] + [0] * 8], np.float32)
-    r = compare((ref_boxes, ref_probs), (boxes, probs))
+    r = agreement((ref_boxes, ref_probs), (boxes, probs))
     assert r["class_agreement"] == 0.5
     assert r["bbox_max_abs_diff"] == pytest.approx(0.5) and r["bbox_mean_abs_diff"] == pytest.approx(0.5 / 8)
     assert r["digit_max_abs_diff"] == pytest.approx(0.5)
@@ -71,7 +71,7 @@ def test_latency_times_each_model_at_its_own_input_size(tiny_onnx: Path, tmp_pat
     # An untrained model without a run folder: no photos to check it on.
     export_model(wide, ExportConfig(output=wide_onnx, quant=Fp32Config(), parity_random=True))
     out = tmp_path / "bench"
-    result = CliRunner().invoke(main, ["latency", str(tiny_onnx), str(wide_onnx), "--batch", "2", "--runs", "2",
+    result = CliRunner().invoke(main, ["latency", str(tiny_onnx), str(wide_onnx), "--batches", "2", "--runs", "2",
                                        "--warmup", "1", "--spin", "-o", str(out)])
     assert result.exit_code == 0, result.output
     payload = json.loads((out / "latency.json").read_text())
@@ -84,7 +84,7 @@ def test_latency_times_each_model_at_its_own_input_size(tiny_onnx: Path, tmp_pat
 def test_latency_and_drift_commands_end_to_end(tiny_run: Path, tiny_onnx: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench"
     result = CliRunner().invoke(main, ["latency", str(tiny_onnx), "--keras", str(tiny_run / "model.keras"),
-                                       "--batch", "1,4", "--runs", "3", "--warmup", "1", "-o", str(out)])
+                                       "--batches", "1,4", "--runs", "3", "--warmup", "1", "-o", str(out)])
     assert result.exit_code == 0, result.output
     payload = json.loads((out / "latency.json").read_text())
     assert {(r["provider"], r["batch"]) for r in payload["rows"]} == {("cpu", 1), ("cpu", 4), ("keras-tf-cpu", 1),
@@ -145,9 +145,9 @@ def test_latency_on_a_provider_this_machine_lacks_is_errors_not_a_traceback(tiny
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine has CUDA")
     out = tmp_path / "bench"
-    result = CliRunner().invoke(main, ["latency", str(tiny_onnx), "--providers", "cuda", "--batch", "1,2",
+    result = CliRunner().invoke(main, ["latency", str(tiny_onnx), "--providers", "cuda", "--batches", "1,2",
                                        "--runs", "2", "--warmup", "1", "-o", str(out)])
-    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # sys.exit(1), not an uncaught error
     assert result.output.count(f"error: {tiny_onnx.name} on cuda:") == 2
     assert "no chart: no configuration could be timed" in result.output and "Traceback" not in result.output
     assert json.loads((out / "latency.json").read_text())["rows"] == [] and not (out / "latency.png").exists()
@@ -269,7 +269,7 @@ def test_compare_runs_the_peers_on_the_tiny_model(tmp_path: Path, tiny_run: Path
     out = tmp_path / "c"
     result = CliRunner().invoke(main, ["compare", str(tiny_run / "model.keras"), "--int8", str(tiny_onnx), "--fp32",
                                        str(tiny_onnx), "--data", str(data), "--kind", "all", "--runtimes",
-                                       "onnxruntime,openvino", "--batch", "1,4", "--repeats", "2", "--calls", "1",
+                                       "onnxruntime,openvino", "--batches", "1,4", "--repeats", "2", "--calls", "1",
                                        "--warmup", "1", "-o", str(out)])
     assert result.exit_code == 0, result.output
     payload = json.loads((out / "compare.json").read_text())

@@ -154,8 +154,7 @@ def tiny_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_keras_detector_finds_toy_blocks(tiny_detector: Path) -> None:
-    from digitloc.train.detfit import predict_detections
-    from digitloc.train.model import load_model
+    from digitloc.train.model import load_model, predict_detections
 
     model = load_model(tiny_detector / "model.keras")
     images, boxes, labels = toy_detection(64, seed=9)

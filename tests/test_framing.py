@@ -92,7 +92,7 @@ def test_spatial_head_keeps_the_contract_learns_and_exports(tmp_path: Path) -> N
     from digitloc.train.model import ModelConfig, build_model, centre_grid, load_model
 
     keras.utils.set_random_seed(0)
-    cfg = ModelConfig(input_size=32, width=0.125, batchnorm=True, head="spatial", dropout=0.1)
+    cfg = ModelConfig(input_size=(32, 32), width=0.125, batchnorm=True, head="spatial", dropout=0.1)
     model = build_model(cfg)
     assert set(model.output) == {"bbox", "digit", "centre"} and centre_grid(model) == (2, 2)
     compile_model(model, TrainConfig(data="-", model=cfg), 3e-3)
@@ -172,7 +172,7 @@ def test_latency_times_refine_against_one_pass(tiny_onnx: Path, tmp_path: Path) 
     for i, im in enumerate(toy_data(3, seed=4, size=64)[0]):
         cv2.imwrite(str(photos / f"{i}.png"), im)
     out = tmp_path / "bench"
-    result = CliRunner().invoke(main, ["latency", str(tiny_onnx), "--batch", "2", "--runs", "3", "--warmup", "1",
+    result = CliRunner().invoke(main, ["latency", str(tiny_onnx), "--batches", "2", "--runs", "3", "--warmup", "1",
                                        "--refine-photos", str(photos), "-o", str(out)])
     assert result.exit_code == 0, result.output
     payload = json.loads((out / "latency.json").read_text())

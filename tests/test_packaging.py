@@ -77,18 +77,3 @@ def test_a_missing_module_of_no_extra_still_raises() -> None:
     assert result.output == "error: digitloc-x needs the peers extra: pip install 'digitloc[peers]'\n"
     with pytest.raises(ModuleNotFoundError):
         CliRunner().invoke(cmd, ["not_an_extra"], catch_exceptions=False)
-
-
-def test_arrows_point_down() -> None:
-    # annotations (readers) <- dataset building (annotations.dataset, digitloc-data) <- train (model, fit, evaluate):
-    # the annotations never load dataset building, and dataset building never loads the model or training.
-    code = ("import sys, importlib\n"
-            "for m in ('digitloc.annotations', 'digitloc.annotations.check', 'digitloc.annotations.digitstruct'):\n"
-            "    importlib.import_module(m)\n"
-            "print(sorted(m for m in sys.modules if m.startswith(('digitloc.train', 'digitloc.annotations.dataset'))))\n"
-            "for m in ('cli', 'data', 'augment', 'preview', 'stats', 'synth'):\n"
-            "    importlib.import_module('digitloc.annotations.dataset.' + m)\n"
-            "print(sorted(m for m in sys.modules if m.startswith('digitloc.') and not m.startswith(\n"
-            "    ('digitloc.runtime', 'digitloc.annotations'))))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
-    assert out == ["[]", "[]"]

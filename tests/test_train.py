@@ -12,17 +12,17 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from digitloc.annotations.dataset.data import DataSet
+from digitloc.annotations.metrics import constant_box_baseline, evaluate_predictions, failure_index
 from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME
 from digitloc.train.cli import main as train_cli
-from digitloc.train.evaluate import constant_box_baseline, evaluate_predictions, failure_index, keras_predict
 from digitloc.train.fit import TrainConfig, compile_model, train
 from digitloc.train.losses import giou_loss, mse_giou_loss
-from digitloc.train.model import ModelConfig, ModelError, build_model, load_model
+from digitloc.train.model import ModelConfig, ModelError, build_model, keras_predict, load_model
 from digitloc.train.record import RunRecord
 
 from helpers import toy_data as _toy_data
 
-TINY = ModelConfig(input_size=32, width=0.125, batchnorm=True, box_units=(16,), class_units=(16,))
+TINY = ModelConfig(input_size=(32, 32), width=0.125, batchnorm=True, box_units=(16,), class_units=(16,))
 
 
 def test_model_contract() -> None:
@@ -40,7 +40,7 @@ def test_bad_model_options_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="weights file not found"):
         build_model(ModelConfig(weights=str(tmp_path / "vgg19_notop.h5")))
     with pytest.raises(ModelError, match="minimum of 32"):
-        build_model(ModelConfig(input_size=16))
+        build_model(ModelConfig(input_size=(16, 16)))
 
 
 def test_a_few_steps_lower_the_loss() -> None:
@@ -143,7 +143,7 @@ def test_train_writes_a_complete_run_folder(tmp_path: Path) -> None:
     assert record.config()["data"] == str(data) and record.data_folder() == data and record.epochs() == 1
     assert record.evaluation() == evaluation and len(record.history()) == 1
     kept = tmp_path / "kept"
-    result = CliRunner().invoke(train_cli, ["keep-run", str(run), str(kept), "--weights"])
+    result = CliRunner().invoke(train_cli, ["keep-run", str(run), str(kept), "--keep-weights"])
     assert result.exit_code == 0, result.output
     assert {p.name for p in kept.iterdir()} >= {"config.json", "history.csv", "history.json", "evaluation.json",
                                                 "curves.png", "confusion.png", "val-predictions.png", "model.keras"}
@@ -160,7 +160,7 @@ def test_init_copies_weights_and_refuses_another_architecture() -> None:
     source, target = build_model(TINY), build_model(TINY)
     copy_weights(source, target, "source.keras")
     np.testing.assert_array_equal(np.asarray(source(images)[DIGIT_OUTPUT]), np.asarray(target(images)[DIGIT_OUTPUT]))
-    wider = build_model(ModelConfig(input_size=32, width=0.25, batchnorm=True, box_units=(16,), class_units=(16,)))
+    wider = build_model(ModelConfig(input_size=(32, 32), width=0.25, batchnorm=True, box_units=(16,), class_units=(16,)))
     with pytest.raises(ModelError, match="source.keras: its weights do not fit"):
         copy_weights(source, wider, "source.keras")
 
@@ -182,7 +182,7 @@ def test_non_square_input_and_backbone_init_from_another_size() -> None:
         if layer.name.startswith("block") and layer.get_weights():
             for a, b in zip(layer.get_weights(), model.get_layer(layer.name).get_weights(), strict=True):
                 np.testing.assert_array_equal(a, b)
-    wider = build_model(ModelConfig(input_size=32, width=0.25, batchnorm=True, box_units=(16,), class_units=(16,)))
+    wider = build_model(ModelConfig(input_size=(32, 32), width=0.25, batchnorm=True, box_units=(16,), class_units=(16,)))
     with pytest.raises(ModelError, match="conv blocks do not fit"):
         copy_weights(wider, model, "wider.keras", backbone_only=True)
 

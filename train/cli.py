@@ -7,8 +7,16 @@ from pathlib import Path
 
 import click
 
+from digitloc.annotations.dataset.options import Decorator, data_option, framing_option, kind_option, seed_option
 from digitloc.runtime.fileio import OutputExistsError, atomic_write_text
-from digitloc.runtime.options import SIZE, fail, force_option, needs_extras
+from digitloc.runtime.options import (
+    detector_size_option,
+    fail,
+    force_option,
+    needs_extras,
+    output_option,
+    size_option,
+)
 from digitloc.train.model import HEADS
 
 
@@ -18,42 +26,71 @@ def main() -> None:
     """Train and evaluate digitloc models (TensorFlow/Keras)."""
 
 
+# Options fit and detector share: one declaration each (the two models default differently).
+def width_option(default: float) -> Decorator:
+    return click.option("--width", default=default, show_default=True, help="Width multiplier of VGG19's conv blocks.")
+
+
+def batchnorm_option(default: bool) -> Decorator:
+    return click.option("--batchnorm/--no-batchnorm", default=default, show_default=True,
+                        help="BatchNorm after each conv.")
+
+
+def epochs_option(default: int) -> Decorator:
+    return click.option("--epochs", default=default, show_default=True,
+                        help="Epochs: passes over the train split (or of --steps-per-epoch batches).")
+
+
+def batch_size_option(default: int) -> Decorator:
+    return click.option("--batch-size", default=default, show_default=True, help="Samples per training step.")
+
+
+lr_option = click.option("--lr", "learning_rate", default=1e-3, show_default=True, help="(Peak) learning rate.")
+max_minutes_option = click.option("--max-minutes", type=float, default=None,
+                                  help="Stop after this many minutes (the best checkpoint stays).")
+steps_per_epoch_option = click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
+                                      help="Batches per epoch (default: the whole train split once).")
+init_option = click.option("--init", type=click.Path(dir_okay=False, exists=True), default=None,
+                           help="Start from this saved model's weights (the same architecture and size): fine-tuning.")
+
+
 @main.command()
-@click.option("--data", type=click.Path(file_okay=False), required=True,
-              help="Detection dataset folder from digitloc-data detection.")
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder.")
-@click.option("--size", type=SIZE, default="192x96", show_default=True,
-              help="Input size WIDTHxHEIGHT (multiples of 16); must match the data.")
-@click.option("--width", default=0.25, show_default=True, help="Width multiplier of VGG19's conv blocks.")
-@click.option("--batchnorm/--no-batchnorm", default=True, show_default=True, help="BatchNorm after each conv.")
+@data_option
+@output_option(help="Run folder to write (model, config, history, evaluation, plots).", required=True)
+@detector_size_option
+@width_option(0.25)
+@batchnorm_option(True)
 @click.option("--top-k", default=16, show_default=True, help="Digits the exported graph returns per photo (K).")
-@click.option("--epochs", default=10, show_default=True)
-@click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
-              help="Batches per epoch (default: the whole train split once).")
-@click.option("--batch-size", default=32, show_default=True)
-@click.option("--lr", "learning_rate", default=1e-3, show_default=True, help="Peak learning rate (cosine decay).")
-@click.option("--max-minutes", type=float, default=None, help="Stop after this many minutes.")
-@click.option("--init", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Continue from this saved detector (its last.keras or model.keras).")
+@epochs_option(10)
+@steps_per_epoch_option
+@batch_size_option(32)
+@lr_option
+@max_minutes_option
+@init_option
 @click.option("--init-backbone", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Start the conv blocks from this saved digitloc model (e.g. a one-digit model of the same width).")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--freeze-blocks", type=click.IntRange(0, 5), default=0, show_default=True,
+              help="Keep conv blocks 1..N as they start (a trained backbone): no backward pass through them, faster.")
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=300, show_default=True,
+              help="Steps of linear learning-rate warm-up before the cosine decay.")
+@seed_option
 @force_option
-def detector(data: str, output: Path, size: int | tuple[int, int], width: float, batchnorm: bool, top_k: int,
+def detector(data: Path, output: Path, size: tuple[int, int], width: float, batchnorm: bool, top_k: int,
              epochs: int, steps_per_epoch: int | None, batch_size: int, learning_rate: float, max_minutes: float | None,
-             init: str | None, init_backbone: str | None, seed: int, force: bool) -> None:
+             init: str | None, init_backbone: str | None, freeze_blocks: int, warmup_steps: int, seed: int,
+             force: bool) -> None:
     """Train the digit detector (every digit: centre heatmap and box heads, stride 4); writes OUTPUT."""
     from digitloc.annotations.dataset.data import DatasetError
-    from digitloc.runtime.contract import size_hw
     from digitloc.train.detector import DetectorConfig
     from digitloc.train.detfit import DetectorTrainConfig, fit_detector
     from digitloc.train.model import ModelError
 
-    cfg = DetectorTrainConfig(data=data, model=DetectorConfig(input_size=size_hw(size), width=width,
+    cfg = DetectorTrainConfig(data=str(data), model=DetectorConfig(input_size=size, width=width,
                                                               batchnorm=batchnorm, top_k=top_k),
                               epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                               steps_per_epoch=steps_per_epoch, max_minutes=max_minutes, init=init,
-                              init_backbone=init_backbone, seed=seed)
+                              init_backbone=init_backbone, freeze_blocks=freeze_blocks, warmup_steps=warmup_steps,
+                              seed=seed)
     try:
         evaluation = fit_detector(cfg, output, force=force)
     except (DatasetError, ModelError, OutputExistsError) as exc:
@@ -66,30 +103,27 @@ def detector(data: str, output: Path, size: int | tuple[int, int], width: float,
 
 
 @main.command()
-@click.option("--data", type=click.Path(file_okay=False), required=True, help="Dataset folder from digitloc-data build.")
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder.")
-@click.option("--size", type=SIZE, default="64", show_default=True,
-              help="Input size, 64 (square) or WIDTHxHEIGHT such as 128x64; must match the data.")
-@click.option("--width", default=1.0, show_default=True, help="Width multiplier of VGG19's conv blocks.")
-@click.option("--batchnorm/--no-batchnorm", default=False, show_default=True, help="BatchNorm after each conv.")
+@data_option
+@output_option(help="Run folder to write (model, config, history, evaluation, plots).", required=True)
+@size_option
+@width_option(1.0)
+@batchnorm_option(False)
 @click.option("--weights", default=None, help="'imagenet' or a VGG19 notop weights file (width 1.0 only).")
-@click.option("--epochs", default=30, show_default=True)
-@click.option("--batch-size", default=64, show_default=True)
-@click.option("--lr", "learning_rate", default=1e-3, show_default=True)
+@epochs_option(30)
+@batch_size_option(64)
+@lr_option
 @click.option("--finetune-lr", "finetune_learning_rate", default=1e-4, show_default=True)
 @click.option("--frozen-epochs", default=5, show_default=True, help="Phase 1 epochs when pretrained.")
 @click.option("--box-loss", type=click.Choice(["mse", "giou", "mse+giou"]), default="mse+giou", show_default=True)
 @click.option("--patience", default=6, show_default=True, help="Early stopping patience (epochs).")
 @click.option("--no-augment", is_flag=True, help="Train without augmentation.")
-@click.option("--max-minutes", type=float, default=None, help="Stop after this many minutes.")
+@max_minutes_option
 @click.option("--strategy", type=click.Choice(["default", "mirrored"]), default="default", show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--init", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Start from this saved model's weights (same width, size and BatchNorm): fine-tuning.")
+@seed_option
+@init_option
 @click.option("--init-backbone-only", is_flag=True,
               help="Take only the conv blocks from --init (a model of another input size); the heads start new.")
-@click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
-              help="Batches per epoch (default: the whole train split once).")
+@steps_per_epoch_option
 @click.option("--head", type=click.Choice(HEADS), default="dense", show_default=True,
               help="dense: flatten + dense box and class heads (the reference's); spatial: centre, box and class "
                    "per stride-16 cell, reduced to one box and class inside the graph.")
@@ -97,7 +131,7 @@ def detector(data: str, output: Path, size: int | tuple[int, int], width: float,
               help="Largest zoom-out of the augmentation (1: none): teaches digits smaller than the data shows.")
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT from last.keras.")
 @force_option
-def fit(data: str, output: Path, size: int | tuple[int, int], width: float, batchnorm: bool, weights: str | None,
+def fit(data: Path, output: Path, size: tuple[int, int], width: float, batchnorm: bool, weights: str | None,
         epochs: int, batch_size: int, learning_rate: float, finetune_learning_rate: float, frozen_epochs: int, box_loss: str,
         patience: int, no_augment: bool, max_minutes: float | None, strategy: str, seed: int,
         init: str | None, init_backbone_only: bool, steps_per_epoch: int | None, head: str, expand: float, resume: bool,
@@ -111,7 +145,7 @@ def fit(data: str, output: Path, size: int | tuple[int, int], width: float, batc
     from digitloc.train.model import ModelConfig, ModelError
     from digitloc.train.record import RunError
 
-    cfg = TrainConfig(data=data, model=ModelConfig(input_size=size, width=width, batchnorm=batchnorm, weights=weights,
+    cfg = TrainConfig(data=str(data), model=ModelConfig(input_size=size, width=width, batchnorm=batchnorm, weights=weights,
                                                    head=head),
                       augmentation=asdict(AugmentConfig(expand=expand)),
                       epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
@@ -129,22 +163,19 @@ def fit(data: str, output: Path, size: int | tuple[int, int], width: float, batc
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("data", type=click.Path(), required=False)
-@click.option("--kind", type=click.Choice(["real", "crop", "synth", "all"]), default="real", show_default=True,
-              help="Which samples of the split to score.")
-@click.option("--framing", "framing_dirs", multiple=True, type=click.Path(file_okay=False),
-              help="SVHN folder: also score its held-out one-digit photos re-framed at digit height shares "
-                   "0.2-0.9 (centre moved by up to 0.15; beyond the photo a blurred fill).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the figures as JSON here (and the framing chart beside it as PNG).")
+@kind_option()
+@framing_option
+@output_option(help="Write the figures as JSON here (and the framing chart beside it as PNG).", folder=False)
 @force_option
 def evaluate(model: str, data: str | None, kind: str, framing_dirs: tuple[str, ...], output: Path | None,
              force: bool) -> None:
     """Score a saved model on DATA (a split .npz, or a dataset folder: its val and test) and/or on
     the framing evaluation (--framing)."""
+    from digitloc.annotations.charts import framing_chart
     from digitloc.annotations.dataset.data import DatasetError, framing_dataset, framing_photos, load_heldout
+    from digitloc.annotations.metrics import evaluate_predictions, framing_figures
     from digitloc.runtime.fileio import check_writable
-    from digitloc.train.evaluate import evaluate_predictions, framing_chart, framing_figures, keras_predict
-    from digitloc.train.model import ModelError, load_model
+    from digitloc.train.model import ModelError, keras_predict, load_model
 
     if data is None and not framing_dirs:
         fail("give DATA and/or --framing SVHN_FOLDER")
@@ -202,7 +233,7 @@ def _print_summary(evaluation: dict) -> None:
 @main.command("keep-run")
 @click.argument("source", metavar="FROM", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.argument("to", metavar="TO", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--weights", is_flag=True, help="Also keep model.keras, without optimizer state.")
+@click.option("--keep-weights", "weights", is_flag=True, help="Also keep model.keras, without optimizer state.")
 def keep_run(source: Path, to: Path, weights: bool) -> None:
     """Copy run FROM's record into TO: config, history, evaluation, plots and export parity reports."""
     from digitloc.train.model import ModelError

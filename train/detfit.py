@@ -22,7 +22,6 @@ import numpy as np
 from digitloc.annotations.dataset.data import DatasetError
 from digitloc.annotations.dataset.detection import load_detection
 from digitloc.annotations.detmetrics import choose_threshold, detection_figures, photo_results
-from digitloc.runtime.contract import BOXES_OUTPUT, CLASSES_OUTPUT, INPUT_NAME, SCORES_OUTPUT
 from digitloc.runtime.fileio import OutputExistsError, atomic_write_text
 from digitloc.runtime.progress import progress
 from digitloc.train.detector import (
@@ -34,6 +33,7 @@ from digitloc.train.detector import (
     inference_detector,
     transfer_backbone,
 )
+from digitloc.train.model import predict_detections
 
 
 @dataclass
@@ -50,6 +50,7 @@ class DetectorTrainConfig:
     max_minutes: float | None = None
     init: str | None = None  # a saved detector (training or inference form) to continue from
     init_backbone: str | None = None  # a saved digitloc model whose conv blocks start the backbone
+    freeze_blocks: int = 0  # conv blocks 1..N kept as they start (BatchNorm in inference mode): no backward pass there
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,16 +89,6 @@ def _sequence(data: dict[str, np.ndarray], batch_size: int, size: tuple[int, int
     return Batches()
 
 
-def predict_detections(model: Any, images: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
-    """Run a Keras detector (inference form) over images: boxes, scores, classes."""
-    outs: dict[str, list] = {BOXES_OUTPUT: [], SCORES_OUTPUT: [], CLASSES_OUTPUT: []}
-    for start in range(0, len(images), batch_size):
-        res = model({INPUT_NAME: images[start: start + batch_size]}, training=False)
-        for k in outs:
-            outs[k].append(np.asarray(res[k]))
-    return {k: np.concatenate(v) for k, v in outs.items()}
-
-
 def fit_detector(cfg: DetectorTrainConfig, out_dir: str | os.PathLike[str], force: bool = False) -> dict[str, Any]:
     """Train, keep the best checkpoint by validation loss, choose the threshold, write the run."""
     import keras
@@ -123,6 +114,9 @@ def fit_detector(cfg: DetectorTrainConfig, out_dir: str | os.PathLike[str], forc
         model = build_detector(cfg.model)
         if cfg.init_backbone:
             transfer_backbone(model, cfg.init_backbone)
+    for layer in model.layers:
+        if any(layer.name.startswith(f"block{b}_") for b in range(1, cfg.freeze_blocks + 1)):
+            layer.trainable = False
     steps = cfg.steps_per_epoch or math.ceil(len(train["images"]) / cfg.batch_size)
     total = steps * cfg.epochs
     schedule = keras.optimizers.schedules.CosineDecay(0.0, max(total - cfg.warmup_steps, 1), alpha=0.02,
@@ -174,14 +168,9 @@ def fit_detector(cfg: DetectorTrainConfig, out_dir: str | os.PathLike[str], forc
 
 def _curves(history: dict[str, list[float]], path: Path) -> None:
     """Training and validation loss per epoch, as a PNG."""
-    import matplotlib
+    from digitloc.annotations.charts import pyplot, save_figure
 
-    from digitloc.train.plots import save_figure
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = pyplot().subplots(figsize=(6, 3.5))
     for key in ("loss", "val_loss"):
         if key in history:
             ax.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=key)

@@ -143,7 +143,8 @@ def _callbacks(run_dir: Path, cfg: TrainConfig, val_real: DataSet | None, starte
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             if logs is None or val_real is None or len(val_real) == 0:
                 return
-            from digitloc.train.evaluate import evaluate_predictions, keras_predict
+            from digitloc.annotations.metrics import evaluate_predictions
+            from digitloc.train.model import keras_predict
 
             boxes, probs = keras_predict(self.model, val_real.images)
             figures = evaluate_predictions(val_real.boxes, val_real.labels, boxes, probs)
@@ -288,7 +289,8 @@ def copy_weights(source: Any, target: Any, origin: str, backbone_only: bool = Fa
 def evaluate_run(model: Any, train_set: DataSet, val_set: DataSet, test_set: DataSet | None) -> dict:
     """Figures per held-out group: real one-digit photos (val, test, both) and crops, with the
     constant-box baseline beside them."""
-    from digitloc.train.evaluate import constant_box_baseline, evaluate_predictions, keras_predict
+    from digitloc.annotations.metrics import constant_box_baseline, evaluate_predictions
+    from digitloc.train.model import keras_predict
 
     groups = {"val_real": val_set.select(val_set.kinds == KIND_REAL),
               "val_crop": val_set.select(val_set.kinds == KIND_CROP)}

@@ -13,7 +13,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from digitloc.runtime.contract import BBOX_OUTPUT, BOXES_OUTPUT, DIGIT_OUTPUT, INPUT_NAME, NUM_CLASSES, size_hw
+import numpy as np
+
+from digitloc.runtime.contract import (
+    BBOX_OUTPUT,
+    BOXES_OUTPUT,
+    CLASSES_OUTPUT,
+    DIGIT_OUTPUT,
+    INPUT_NAME,
+    NUM_CLASSES,
+    SCORES_OUTPUT,
+    size_hw,
+)
 
 VGG19_BLOCKS = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))  # (filters, convs) per block
 # Keras' VGG19 ImageNet weights expect "caffe" input: BGR, mean-subtracted, 0..255.
@@ -32,7 +43,7 @@ class ModelError(ValueError):
 class ModelConfig:
     """Options a device user chooses; saved with the model and into its ONNX metadata."""
 
-    input_size: int | tuple[int, int] = 64  # one side (square) or (height, width)
+    input_size: tuple[int, int] = (64, 64)  # (height, width)
     width: float = 1.0  # width multiplier of the conv blocks (1.0 = VGG19 itself)
     batchnorm: bool = False  # BatchNorm after each conv: for training from scratch
     weights: str | None = None  # None, "imagenet", or a path to a VGG19 notop weights file
@@ -42,7 +53,7 @@ class ModelConfig:
     dropout: float = 0.5
 
     def check(self) -> None:
-        if min(size_hw(self.input_size)) < 32:
+        if min(self.input_size) < 32:
             raise ModelError(f"input size {self.input_size} is below VGG19's minimum of 32")
         if self.head not in HEADS:
             raise ModelError(f"unknown head {self.head!r}: choose one of {', '.join(HEADS)}")
@@ -64,8 +75,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         data = dict(data)
-        if isinstance(data.get("input_size"), list):
-            data["input_size"] = tuple(data["input_size"])
+        if "input_size" in data:  # older runs saved one side for a square
+            data["input_size"] = size_hw(data["input_size"])
         for key in ("box_units", "class_units"):
             if key in data:
                 data[key] = tuple(data[key])
@@ -115,7 +126,7 @@ def build_model(cfg: ModelConfig) -> Any:
     import keras
     from keras import layers
 
-    height, width = size_hw(cfg.input_size)
+    height, width = cfg.input_size
     image = keras.Input((height, width, 3), dtype="uint8", name=INPUT_NAME)
     if cfg.pretrained:
         # caffe preprocessing inside the graph: subtract the ImageNet mean (RGB order here) ...
@@ -199,3 +210,23 @@ def load_model(path: str | os.PathLike[str], training: bool = False) -> Any:
     except Exception as exc:  # Keras raises many types for a foreign or broken archive
         raise ModelError(f"{path}: not a Keras model ({type(exc).__name__}: {exc})") from None
     return model if training else inference_model(model)
+
+
+def keras_predict(model: Any, images: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes and class probabilities of a Keras two-head model (direct calls, no fit machinery)."""
+    boxes, probs = [], []
+    for start in range(0, len(images), batch_size):
+        out = model({INPUT_NAME: images[start:start + batch_size]}, training=False)
+        boxes.append(np.asarray(out[BBOX_OUTPUT]))
+        probs.append(np.asarray(out[DIGIT_OUTPUT]))
+    return np.concatenate(boxes), np.concatenate(probs)
+
+
+def predict_detections(model: Any, images: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Run a Keras detector (inference form) over images: boxes, scores, classes."""
+    outs: dict[str, list] = {BOXES_OUTPUT: [], SCORES_OUTPUT: [], CLASSES_OUTPUT: []}
+    for start in range(0, len(images), batch_size):
+        res = model({INPUT_NAME: images[start: start + batch_size]}, training=False)
+        for k in outs:
+            outs[k].append(np.asarray(res[k]))
+    return {k: np.concatenate(v) for k, v in outs.items()}

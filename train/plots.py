@@ -1,4 +1,5 @@
-"""Charts of a run: loss and accuracy per head, confusion matrix, validation predictions."""
+"""Charts of a run that need its Keras model: loss and accuracy per head, confusion matrix, validation
+predictions and failures (the charts without Keras live in ``digitloc.annotations.charts``)."""
 
 from __future__ import annotations
 
@@ -7,26 +8,22 @@ from typing import Any
 
 import numpy as np
 
+from digitloc.annotations.charts import plot_confusion, pyplot, save_figure
 from digitloc.annotations.dataset.data import KIND_REAL, DataSet
-from digitloc.runtime.fileio import atomic_path
+from digitloc.annotations.metrics import failure_index
+from digitloc.train.model import keras_predict
 from digitloc.train.record import RunRecord
 
 
 def plot_run(run_dir: Path, model: Any, val_set: DataSet) -> list[Path]:
     """Write curves.png, confusion.png, val-predictions.png and failures.png (every real
     validation photo with a wrong digit or a missed box) into ``run_dir``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from digitloc.annotations.dataset.preview import write_grid
-    from digitloc.train.evaluate import failure_index, keras_predict
 
     run = RunRecord(run_dir)
     history = run.history()
     epochs = [int(h["epoch"]) + 1 for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = pyplot().subplots(1, 3, figsize=(15, 4))
     for ax, (title, keys) in zip(axes, [
         ("loss", ["loss", "val_loss", "bbox_loss", "val_bbox_loss", "digit_loss", "val_digit_loss"]),
         ("class accuracy", ["digit_accuracy", "val_digit_accuracy", "val_real_accuracy"]),
@@ -60,32 +57,3 @@ def plot_run(run_dir: Path, model: Any, val_set: DataSet) -> list[Path]:
                        pred_labels=probs[failures].argmax(1))
             written.append(path)
     return written
-
-
-def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 5))
-    im = ax.imshow(matrix, cmap="Blues")
-    for (i, j), v in np.ndenumerate(matrix):
-        ax.text(j, i, str(v), ha="center", va="center", fontsize=8, color="white" if v > matrix.max() / 2 else "black")
-    ax.set_xticks(range(10))
-    ax.set_yticks(range(10))
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.colorbar(im)
-    return save_figure(fig, path)
-
-
-def save_figure(fig: Any, path: Path, dpi: int = 100) -> Path:
-    """Write a matplotlib figure as PNG atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return path

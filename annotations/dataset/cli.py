@@ -9,10 +9,14 @@ from pathlib import Path
 import click
 
 from digitloc.annotations.check import check_folder
+from digitloc.annotations.dataset.data import KIND_ALL
+from digitloc.annotations.dataset.options import kind_option, seed_option, svhn_option
 from digitloc.annotations.dataset.synth import SynthConfig
 from digitloc.annotations.digitstruct import AnnotationError, read_annotations, write_json
 from digitloc.runtime.fileio import OutputDirError, OutputExistsError, check_writable, prepare_output_dir
-from digitloc.runtime.options import SIZE, fail, force_option, needs_extras
+from digitloc.runtime.options import detector_size_option, fail, force_option, needs_extras, output_option, size_option
+
+WORKERS = click.option("--workers", default=2, show_default=True, help="Worker processes.")  # build and detection
 
 
 @needs_extras("digitloc-data", "train")
@@ -23,8 +27,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="JSON file to write.")
+@output_option(help="JSON file to write.", required=True, folder=False)
 @force_option
 def convert(source: Path, output: Path, force: bool) -> None:
     """Convert SVHN's digitStruct.mat (MATLAB v7.3) to the JSON form."""
@@ -84,14 +87,12 @@ def _split_shares(value: str) -> tuple[float, float, float]:
 
 
 @main.command()
-@click.option("--svhn", "svhn", multiple=True, type=click.Path(file_okay=False),
-              help="SVHN folder with images and digitStruct.json/.mat (repeatable).")
+@svhn_option()
 @click.option("--synthetic", default=0, show_default=True, help="How many synthetic photos to add to train.")
 @click.option("--crops-per-digit", default=4, show_default=True,
               help="Windows cut around each digit of training photos (0: none).")
-@click.option("--size", type=SIZE, default="64", show_default=True,
-              help="Input size of the model: 64 (square) or WIDTHxHEIGHT such as 128x64.")
-@click.option("--seed", default=0, show_default=True)
+@size_option
+@seed_option
 @click.option("--one-digit-split", default="0:0.5:0.5", show_default=True,
               help="TRAIN:VAL:TEST shares of one-digit photos (kept for evaluation by default).")
 @click.option("--multi-digit-split", default="0.9:0.1:0", show_default=True,
@@ -103,7 +104,7 @@ def _split_shares(value: str) -> tuple[float, float, float]:
 @click.option("--box-margin", type=click.FloatRange(min=0.0, max=0.5), default=SynthConfig.box_margin,
               show_default=True,
               help="Side margin of synthetic boxes, as a share of the digit height.")
-@click.option("--framing", type=click.Choice(["sample", "wide"]), default="sample", show_default=True,
+@click.option("--framing-style", "framing", type=click.Choice(["sample", "wide"]), default="sample", show_default=True,
               help="Windows and synthetic photos framed like the sample's tight one-digit photos, or wide: digit "
                    "height 0.15-0.95 of the photo, centre anywhere in the middle 60 %, aspect 1-3.5 (as real photos).")
 @click.option("--context", type=click.FloatRange(min=0.0, max=1.0), default=0.0, show_default=True,
@@ -111,10 +112,10 @@ def _split_shares(value: str) -> tuple[float, float, float]:
                    "the others show at most part of a neighbour. The target stays the digit the window frames.")
 @click.option("--context-side", type=click.Choice(["both", "right"]), default="both", show_default=True,
               help="Which neighbours --context windows show whole: on both sides, or only to the right of the digit.")
-@click.option("--workers", default=2, show_default=True, help="Worker processes.")
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True)
+@WORKERS
+@output_option(help="Dataset folder to write: train/val/test .npz and manifest.json.", required=True)
 @force_option
-def build(svhn: tuple[str, ...], synthetic: int, crops_per_digit: int, size: int | tuple[int, int], seed: int,
+def build(svhn: tuple[str, ...], synthetic: int, crops_per_digit: int, size: tuple[int, int], seed: int,
           one_digit_split: str, multi_digit_split: str, font_dirs: tuple[str, ...], glyph_width: float,
           box_margin: float, framing: str, context: float, context_side: str, workers: int, output: Path,
           force: bool) -> None:
@@ -144,26 +145,24 @@ def build(svhn: tuple[str, ...], synthetic: int, crops_per_digit: int, size: int
 
 
 @main.command()
-@click.option("--svhn", "svhn", multiple=True, type=click.Path(file_okay=False), required=True,
-              help="SVHN folder (photos + digitStruct); repeat for several. Their held-out one-digit photos are skipped.")
-@click.option("--size", type=SIZE, default="192x96", show_default=True, help="Input size WIDTHxHEIGHT.")
-@click.option("--count", default=40000, show_default=True, help="Composed training samples.")
+@svhn_option(required=True)
+@detector_size_option
+@click.option("--samples", "count", default=40000, show_default=True, help="Composed training samples.")
 @click.option("--val-share", type=click.FloatRange(min=0.01, max=0.5), default=0.1, show_default=True,
               help="Share of photos kept whole for validation and the threshold choice.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--workers", default=2, show_default=True, help="Worker processes.")
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True)
+@seed_option
+@WORKERS
+@output_option(help="Folder to write the detection set to.", required=True)
 @force_option
-def detection(svhn: tuple[str, ...], size: int | tuple[int, int], count: int, val_share: float, seed: int,
+def detection(svhn: tuple[str, ...], size: tuple[int, int], count: int, val_share: float, seed: int,
               workers: int, output: Path, force: bool) -> None:
     """Build a detection set into OUTPUT: train.npz (composed samples: whole photos letterboxed, zoom-out,
     mosaics, crops, synthetic numbers, empty windows; every digit boxed), val.npz (whole photos
-    letterboxed), manifest.json and preview.png."""
+    letterboxed), manifest.json and preview.png. The held-out one-digit photos of the folders are skipped."""
     from digitloc.annotations.dataset.data import DatasetError
     from digitloc.annotations.dataset.detection import DetectionConfig, build_detection
-    from digitloc.runtime.contract import size_hw
 
-    cfg = DetectionConfig(svhn=tuple(svhn), size=size_hw(size), count=count, val_share=val_share, seed=seed,
+    cfg = DetectionConfig(svhn=tuple(svhn), size=size, count=count, val_share=val_share, seed=seed,
                           workers=workers)
     try:
         prepare_output_dir(output)
@@ -178,14 +177,12 @@ def detection(svhn: tuple[str, ...], size: int | tuple[int, int], count: int, va
 
 @main.command()
 @click.argument("split", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="PNG file to write.")
+@output_option(help="PNG file to write.", required=True, folder=False)
 @click.option("--count", default=64, show_default=True, help="How many samples to show.")
-@click.option("--kind", type=click.Choice(["real", "crop", "synth"]), default=None,
-              help="Show only samples of this kind.")
-@click.option("--seed", default=0, show_default=True)
+@kind_option(default=KIND_ALL)
+@seed_option
 @force_option
-def preview(split: Path, output: Path, count: int, kind: str | None, seed: int, force: bool) -> None:
+def preview(split: Path, output: Path, count: int, kind: str, seed: int, force: bool) -> None:
     """Draw a grid of samples of SPLIT (.npz) with their boxes and labels."""
     from digitloc.annotations.dataset.data import DataSet, DatasetError
     from digitloc.annotations.dataset.preview import write_grid
@@ -193,7 +190,7 @@ def preview(split: Path, output: Path, count: int, kind: str | None, seed: int, 
     try:
         check_writable(output, force)
         data = DataSet.load(split)
-        shown = write_grid(data, output, count=count, kind=kind, seed=seed)
+        shown = write_grid(data, output, count=count, kind=None if kind == KIND_ALL else kind, seed=seed)
     except (DatasetError, OutputExistsError, ValueError) as exc:
         fail(str(exc))
     click.echo(f"wrote {output} ({shown} samples)")

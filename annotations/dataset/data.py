@@ -23,7 +23,7 @@ from digitloc.annotations.check import ClippedBox, clip_to_image, find_annotatio
 from digitloc.annotations.dataset.stats import BoxStats, Framing
 from digitloc.annotations.dataset.synth import SynthConfig, find_fonts, synth_batch
 from digitloc.annotations.digitstruct import AnnotationError, Problem, Record, read_annotations
-from digitloc.runtime.contract import pixels_to_relative, size_hw
+from digitloc.runtime.contract import pixels_to_relative
 from digitloc.runtime.fileio import OutputExistsError, atomic_path, atomic_write_text
 from digitloc.runtime.preprocess import preprocess
 from digitloc.runtime.progress import progress
@@ -32,6 +32,8 @@ SPLITS = ("train", "val", "test")
 KIND_REAL = "real"  # a whole SVHN photo that holds exactly one digit
 KIND_CROP = "crop"  # a window cut around one digit of an SVHN photo
 KIND_SYNTH = "synth"  # a generated photo
+KINDS = (KIND_REAL, KIND_CROP, KIND_SYNTH)
+KIND_ALL = "all"  # every kind at once, where a command reads a kind
 # Digit height shares of the framing evaluation: real photos hold digits from about 0.2 to 0.9.
 FRAMING_SHARES = (0.2, 0.3, 0.45, 0.6, 0.75, 0.9)
 
@@ -45,7 +47,7 @@ class BuildConfig:
     """Everything that decides what a build makes; saved in its manifest."""
 
     svhn: list[str] = field(default_factory=list)
-    size: int | tuple[int, int] = 64  # one side (square) or (height, width)
+    size: tuple[int, int] = (64, 64)  # (height, width)
     seed: int = 0
     crops_per_digit: int = 4
     synthetic: int = 0
@@ -100,9 +102,9 @@ class DataSet:
             raise DatasetError(f"{path}: not a digitloc dataset split ({exc})") from None
 
     @classmethod
-    def concat(cls, parts: list[DataSet], size: int | tuple[int, int]) -> DataSet:
+    def concat(cls, parts: list[DataSet], size: tuple[int, int]) -> DataSet:
         if not parts:
-            return cls(np.zeros((0, *size_hw(size), 3), np.uint8), np.zeros((0, 4), np.float32),
+            return cls(np.zeros((0, *size, 3), np.uint8), np.zeros((0, 4), np.float32),
                        np.zeros(0, np.uint8), np.zeros(0, "<U5"), np.zeros(0, "<U64"))
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
                      ("images", "boxes", "labels", "kinds", "origins")))
@@ -301,10 +303,10 @@ def cut(image: np.ndarray, window: tuple[int, int, int, int], keep: tuple[int, i
 
 
 def _sample(photo_bgr: np.ndarray, box_px: np.ndarray, digit: int, kind: str, origin: str,
-            size: int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray, int, str, str]:
+            size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, int, str, str]:
     h, w = photo_bgr.shape[:2]
     rel = np.clip(pixels_to_relative(box_px, w, h), 0.0, 1.0)
-    return preprocess(photo_bgr, size_hw(size)), rel, digit, kind, origin
+    return preprocess(photo_bgr, size), rel, digit, kind, origin
 
 
 def _photo_samples(job: tuple[Photo, bool, int, BoxStats, int, int, Framing, float, str]) -> list:
@@ -333,7 +335,7 @@ def _synth_samples(job: tuple[int, int, BoxStats, SynthConfig, int, int]) -> lis
             for i, (digit, photo, box) in enumerate(synth_batch(count, seed, stats, cfg))]
 
 
-def _to_dataset(samples: list, size: int | tuple[int, int]) -> DataSet:
+def _to_dataset(samples: list, size: tuple[int, int]) -> DataSet:
     if not samples:
         return DataSet.concat([], size)
     images, boxes, labels, kinds, origins = zip(*samples, strict=True)
@@ -509,7 +511,7 @@ def framing_photos(folders: list[str], shares: tuple[float, ...] = FRAMING_SHARE
     return reframe_photos(held_out_photos(folders, split), shares, seed, as_is)
 
 
-def framing_dataset(framed: list[FramedPhoto], size: int | tuple[int, int]) -> tuple[DataSet, np.ndarray]:
+def framing_dataset(framed: list[FramedPhoto], size: tuple[int, int]) -> tuple[DataSet, np.ndarray]:
     """The framing evaluation as model inputs (stretched to ``size``) and each sample's share."""
     samples = [_sample(f.image, f.box, f.digit, KIND_REAL, f.origin, size) for f in framed]
     return _to_dataset(samples, size), np.array([f.share for f in framed], np.float32)

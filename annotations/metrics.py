@@ -1,14 +1,17 @@
-"""Evaluation figures for any model's predictions: class accuracy, IoU, confusion matrix.
+"""Evaluation figures for any model's predictions: class accuracy, IoU, agreement between two models,
+the framing figures and the constant-box floor.
 
-Plain numpy on predictions, so the same figures serve Keras models, ONNX variants and
-hand-made cases alike.
+Plain numpy on predictions, so the same figures serve Keras models, ONNX variants, the runtime and
+hand-made cases alike; train, export and benchmarks all score through here.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from digitloc.runtime.contract import NUM_CLASSES, box_iou
+from digitloc.runtime.contract import NUM_CLASSES, box_iou, order_box
 
 MISS_SHIFT = 0.6  # a missed box whose centre is this many true widths off lies beside the digit
 CONFIDENCE_BINS = (0.0, 0.5, 0.7, 0.9, 1.01)
@@ -92,18 +95,6 @@ def constant_box_baseline(train_boxes: np.ndarray, true_boxes: np.ndarray, iou_t
             "iou_hit_rate": float((ious >= iou_threshold).mean())}
 
 
-def keras_predict(model: object, images: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes and class probabilities of a Keras two-head model (direct calls, no fit machinery)."""
-    from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME
-
-    boxes, probs = [], []
-    for start in range(0, len(images), batch_size):
-        out = model({INPUT_NAME: images[start:start + batch_size]}, training=False)
-        boxes.append(np.asarray(out[BBOX_OUTPUT]))
-        probs.append(np.asarray(out[DIGIT_OUTPUT]))
-    return np.concatenate(boxes), np.concatenate(probs)
-
-
 def framing_figures(shares: np.ndarray, true_boxes: np.ndarray, labels: np.ndarray, pred_boxes: np.ndarray,
                     probs: np.ndarray) -> dict:
     """The framing evaluation's figures per digit height share: class accuracy, mean IoU, the
@@ -133,39 +124,26 @@ def _gap(rows: list[dict]) -> float | None:
     return float(np.mean(mid) - np.mean(small)) if small and mid else None
 
 
-def framing_chart(results: dict[str, dict], path: object) -> object:
-    """Accuracy and mean IoU per digit height share, one line per model, the constant box dashed."""
-    series = {name: [(r["share"], r["class_accuracy"], r["mean_iou"]) for r in res["per_share"]]
-              for name, res in results.items()}
-    first = next(iter(results.values()))["per_share"]
-    return accuracy_iou_chart(series, path, "digit height / photo height",
-                              "by framing (held-out one-digit photos, re-framed)",
-                              constant=[(r["share"], r["constant_box_iou"]) for r in first])
+def class_accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Share of samples whose most likely digit is the true one."""
+    return float((np.asarray(probs).argmax(1) == np.asarray(labels).astype(int)).mean())
 
 
-def accuracy_iou_chart(series: dict[str, list[tuple[float, float, float]]], path: object, xlabel: str, title: str,
-                       constant: list[tuple[float, float]] | None = None) -> object:
-    """Two panels, class accuracy and mean IoU against x, one line per name of ``series`` (its
-    points are x, accuracy, IoU); ``constant`` (x, IoU), the constant-box baseline, dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from digitloc.train.plots import save_figure
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for name, points in series.items():
-        axes[0].plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
-        axes[1].plot([p[0] for p in points], [p[2] for p in points], marker="o", label=name)
-    if constant:
-        axes[1].plot([c[0] for c in constant], [c[1] for c in constant], "k--", label="constant box")
-    for ax, panel in zip(axes, ("class accuracy", "mean IoU"), strict=True):
-        ax.set_xlabel(xlabel)
-        ax.set_title(f"{panel} {title}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0].set_ylim(0, 1)
-    axes[1].set_ylim(0, 1)
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=110)
+def agreement(reference: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+    """How closely ``candidate`` (boxes, probabilities) follows ``reference`` on the same inputs: per output
+    max and mean abs diff, class agreement, and IoU between the two models' boxes."""
+    (ref_boxes, ref_probs), (boxes, probs) = reference, candidate
+    box_diff = np.abs(ref_boxes.astype(np.float64) - boxes)
+    prob_diff = np.abs(ref_probs.astype(np.float64) - probs)
+    ious = box_iou(order_box(ref_boxes), order_box(boxes))
+    return {
+        "samples": int(len(ref_boxes)),
+        "bbox_max_abs_diff": float(box_diff.max()),
+        "bbox_mean_abs_diff": float(box_diff.mean()),
+        "digit_max_abs_diff": float(prob_diff.max()),
+        "digit_mean_abs_diff": float(prob_diff.mean()),
+        "max_abs_diff": float(max(box_diff.max(), prob_diff.max())),
+        "class_agreement": float((ref_probs.argmax(1) == probs.argmax(1)).mean()),
+        "box_iou_mean": float(ious.mean()),
+        "box_iou_min": float(ious.min()),
+    }
