@@ -17,7 +17,7 @@ SESSION_RUN ?= runs/w025-128x64-1s
 BUILD_128X64 = $(BIN)/digitloc-data build --svhn $(SAMPLE) --crops-per-digit 8 --synthetic 60000 --size 128x64 \
 	-o $(DATA) --force
 
-.PHONY: venv demo test lint default-model default-exports exports-64 wide-stage session-model full-width keep-run bench drift-cpus compare clean
+.PHONY: venv demo test lint default-model default-exports exports-64 wide-stage session-model full-width keep-run bench drift-cpus compare detector-model detector-bench clean
 
 venv: $(VENV)/.installed
 
@@ -123,6 +123,28 @@ compare: venv
 		-o benchmarks/results/compare --force
 	$(BIN)/digitloc-bench ceiling benchmarks/results/compare/compare.json --model models/digitloc-default-int8.onnx \
 		-o benchmarks/results/ceiling --force
+
+# The digit detector (every digit, the house number): recipes/detector.toml (detection set, two training stages
+# of at most 2 hours on 2 CPU cores, exports, run record). BACKBONE: the one-digit stage-4 model its conv blocks
+# start from (after `make default-model`: BACKBONE=runs/w025-128x64/model.keras).
+BACKBONE ?= models/w025-128x64-run/model.keras
+TEST_SAMPLE := $(SHARED)/data/svhn-test-sample
+DETECTORS := models/digitloc-detector-fp32.onnx models/digitloc-detector-int8.onnx
+detector-model: venv
+	$(BIN)/digitloc-train recipe recipes/detector.toml --set sample=$(SAMPLE) --set fit=$(TEST_SAMPLE)/fit \
+		--set backbone=$(BACKBONE)
+
+# The detector's figures: house numbers on svhn-test-sample/eval (measured only, never trained on), the held-out
+# one-digit photos of the train sample, int8 against fp32 on this CPU, latency (model + decoding) per batch.
+detector-bench: venv
+	$(BIN)/digitloc-bench photos $(DETECTORS) models/digitloc-default-int8.onnx --svhn $(TEST_SAMPLE)/eval \
+		-o benchmarks/results/detector/eval --force
+	$(BIN)/digitloc-bench photos $(DETECTORS) models/digitloc-default-int8.onnx --svhn $(SAMPLE) --held-out-only \
+		-o benchmarks/results/detector/one-digit --force
+	$(BIN)/digitloc-bench drift models/det192x96-run/model.keras $(DETECTORS) --data $(TEST_SAMPLE)/eval \
+		-o benchmarks/results/detector/drift --force
+	$(BIN)/digitloc-bench latency $(DETECTORS) --batches 1,32 --runs 30 --warmup 3 --refine-photos samples \
+		-o benchmarks/results/detector/latency --force
 
 clean:
 	rm -rf $(VENV) $(DEMO_VENV) $(DEMO_OUT) .pytest_cache .ruff_cache build

@@ -276,6 +276,11 @@ def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: st
 
     if emulate and outputs_file:
         fail("--emulate and --outputs each say where the models ran: give one")
+    if _is_detector_run(keras_model):
+        if emulate or outputs_file or framing_dirs or latency_json:
+            fail("for a detector, drift runs here on --data alone (no --emulate, --outputs, --framing or --latency)")
+        _detector_drift(keras_model, onnx_models, data, output, force)
+        return
     device = None
     try:
         latency_rows = _latency_rows(latency_json, onnx_models) if latency_json else None
@@ -308,6 +313,41 @@ def drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, kind: st
     click.echo(md)
     if framing_dirs:
         paths += _framing(keras_model, onnx_models, framing_dirs, tuple(split.images.shape[1:3]), output, force)
+    click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _is_detector_run(keras_model: Path) -> bool:
+    """Whether a Keras model's run folder says it is a detector (config.json's model kind), without loading it."""
+    try:
+        return json.loads((keras_model.parent / "config.json").read_text())["model"].get("kind") == "detector"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _detector_drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path, output: Path, force: bool) -> None:
+    """Drift of a detector's variants on real photos letterboxed: a detection set's val.npz, or every
+    photo of an SVHN-format folder (--data)."""
+    from digitloc.annotations.dataset.data import DatasetError
+    from digitloc.annotations.dataset.detection import load_detection, load_photos, photo_set
+    from digitloc.benchmarks.drift import detector_drift_markdown, detector_drift_table
+    from digitloc.benchmarks.report import cpu_lines, environment
+    from digitloc.runtime.contract import parse_metadata
+    from digitloc.runtime.detector import open_session
+
+    try:
+        size = parse_metadata(open_session(onnx_models[0]).get_modelmeta().custom_metadata_map,
+                              str(onnx_models[0])).input_size
+        if (data / "val.npz").is_file():
+            split, source = load_detection(data / "val.npz"), f"{data / 'val.npz'}"
+        else:
+            split, source = photo_set(load_photos([str(data)], skip_held_out=False), size), f"every photo of {data}"
+        result = detector_drift_table(keras_model, list(onnx_models), split["images"], split["boxes"], split["labels"])
+    except (DatasetError, ValueError) as exc:
+        fail(str(exc))
+    result.update(command=_command("drift"), environment=environment(), photos=source)
+    md = cpu_lines(result) + f"Photos: {source}.\n\n" + detector_drift_markdown(result)
+    paths = _write(output, "drift", result, md, force)
+    click.echo(md)
     click.echo("wrote " + ", ".join(str(p) for p in paths))
 
 

@@ -27,8 +27,9 @@ def labelled_photos(folders: list[str], skip_held_out: bool = False) -> list[Any
 
 
 def read_photos(path: Path, photos: list[Any], batch_size: int = 32, min_score: float | None = None,
-                refine: bool = False) -> tuple[list[PhotoResult], list[Any]]:
-    """Each photo through the runtime's ``Detector``: the PhotoResults (pixel boxes) and the Detections."""
+                refine: bool = True) -> tuple[list[PhotoResult], list[Any]]:
+    """Each photo through the runtime's ``Detector`` as shipped (a one-digit model with its refine pass):
+    the PhotoResults (pixel boxes) and the Detections."""
     from digitloc.runtime.detector import Detector
 
     detector = Detector(path, provider="cpu", min_score=min_score, refine=refine)

@@ -75,7 +75,7 @@ def _command(words: tuple[str, ...]) -> click.Command:
     return groups[words[0]].commands[words[1]]
 
 
-@pytest.mark.parametrize("name", ["default.toml", "wide-stage.toml"])
+@pytest.mark.parametrize("name", ["default.toml", "wide-stage.toml", "detector.toml"])
 def test_shipped_recipes_name_real_options(name: str) -> None:
     for stage in load_recipe(REPO / "recipes" / name):
         command = _command(stage.argv)

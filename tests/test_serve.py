@@ -163,8 +163,11 @@ def test_a_person_uploads_a_photo_in_a_real_browser(server: str, tmp_path: Path)
     try:
         driver.get(f"{server}/")
         driver.find_element(By.ID, "file").send_keys(str(photo))
-        digit = WebDriverWait(driver, 20).until(expected_conditions.presence_of_element_located((By.ID, "digit")))
-        assert digit.text == str(expected["digit"])
+        number = WebDriverWait(driver, 20).until(expected_conditions.presence_of_element_located((By.ID, "number")))
+        assert number.text == (expected["number"] or "none found")
+        assert driver.find_element(By.ID, "digit").text == str(expected["digit"])
+        boxes = driver.execute_script("return document.getElementById('view').dataset.boxes")
+        assert boxes == str(len(expected["digits"])) and expected["digits"]  # every digit read is drawn
         shots = Path(os.environ.get("DIGITLOC_ARTIFACTS", REPO / "build" / "test-artifacts"))
         shots.mkdir(parents=True, exist_ok=True)
         assert driver.save_screenshot(str(shots / "serve-page.png"))
