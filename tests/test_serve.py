@@ -90,25 +90,44 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_onnx: Path) -> str:
+@contextlib.contextmanager
+def _running(model: Path, *args: str, nofile: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """digitloc-serve on a free loopback port (optionally under ``ulimit -n nofile``), its stderr in a pipe."""
+    import resource
+
+    def limit() -> None:
+        if nofile:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "digitloc.serve", "--model", str(tiny_onnx), "--provider", "cpu",
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "digitloc.serve", "--model", str(model), "--provider", "cpu",
+                             "--port", str(port), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=limit)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            pytest.fail(f"server did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
+        yield url, proc
+    finally:
+        proc.terminate()
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail(f"server did not start: {proc.stdout.read().decode() if proc.stdout else ''}")
-    yield url
-    proc.terminate()
-    proc.wait(10)
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_onnx: Path) -> Iterator[str]:
+    with _running(tiny_onnx) as (url, _):
+        yield url
 
 
 def test_load_from_a_second_process(server: str) -> None:
@@ -355,40 +374,6 @@ def test_bodies_held_at_once_are_bounded(tiny_onnx: Path) -> None:
     small, waited, statuses = asyncio.run(scenario())
     assert small == 400 and waited  # 400: the bytes are no multipart form, but they were read and parsed
     assert statuses == [413, 413, 400]
-
-
-@contextlib.contextmanager
-def _running(model: Path, *args: str, nofile: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
-    """digitloc-serve on a free loopback port (optionally under ``ulimit -n nofile``), its stderr in a pipe."""
-    import resource
-
-    def limit() -> None:
-        if nofile:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "digitloc.serve", "--model", str(model), "--provider", "cpu",
-                             "--port", str(port), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            preexec_fn=limit)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 30
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            pytest.fail(f"server did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
-        yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def _slow_upload(url: str, path: str = "/predict/batch") -> socket.socket:
