@@ -6,6 +6,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -445,7 +446,8 @@ def test_a_client_gone_mid_body_is_one_log_line(tiny_onnx: Path) -> None:
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err, err[-3000:]
     gone = [line for line in lines if "disconnected" in line]
-    assert len(gone) == 2 and all("after 1,000 bytes" in line for line in gone), lines
+    # The count is what the app had read when the disconnect reached it (1,000, or less under a busy CPU).
+    assert len(gone) == 2 and all(re.search(r"disconnected after [0-9,]+ bytes of its body$", g) for g in gone), lines
 
 
 @pytest.mark.parametrize(("args", "message"), [
