@@ -30,6 +30,11 @@ def prepare_output_dir(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputDirError(f"{path}: not a folder (a file is in the way)") from None
+    except OSError as exc:
+        raise OutputDirError(f"{path}: cannot write there ({exc.strerror or exc})") from None
+    try:
         fd, probe = tempfile.mkstemp(dir=path, prefix=".digitloc-probe-")
         os.close(fd)
         os.unlink(probe)

@@ -645,3 +645,25 @@ def test_rough_edges_are_each_one_line(tiny_onnx: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     header, row = result.stdout.splitlines()
     assert row.startswith("two\\nlines.png ")
+
+
+def test_a_prediction_that_fails_is_one_line_and_the_batch_goes_on(tiny_onnx: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 10: the model fails on one photo of a batch (onnxruntime's own exception type): that photo is one
+    error line, the batch is retried photo by photo, the others are predicted and their JSON is written."""
+    real = Detector.run
+
+    def run(self: Detector, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if any((im == 77).all() for im in batch):
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : boom\nsecond line")
+        return real(self, batch)
+
+    monkeypatch.setattr(Detector, "run", run)
+    photos = [_photo(tmp_path / f"{k}.png") for k in ("a", "b")]
+    cv2.imwrite(str(tmp_path / "poison.png"), np.full((60, 90, 3), 77, np.uint8))
+    jsonl = tmp_path / "p.jsonl"
+    result = _run(str(tmp_path), "--model", str(tiny_onnx), "--provider", "cpu", "--no-refine", "--json-out", str(jsonl))
+    assert result.exit_code == 1 and (result.exception is None or isinstance(result.exception, SystemExit))
+    assert (f"error: {tmp_path / 'poison.png'}: prediction failed (RuntimeError: [ONNXRuntimeError] : 6 : "
+            "RUNTIME_EXCEPTION : boom)") in result.stderr
+    assert sorted(json.loads(line)["source"] for line in jsonl.read_text().splitlines()) == [str(p) for p in photos]

@@ -6,6 +6,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -90,25 +91,44 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_onnx: Path) -> str:
+@contextlib.contextmanager
+def _running(model: Path, *args: str, nofile: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """digitloc-serve on a free loopback port (optionally under ``ulimit -n nofile``), its stderr in a pipe."""
+    import resource
+
+    def limit() -> None:
+        if nofile:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "digitloc.serve", "--model", str(tiny_onnx), "--provider", "cpu",
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "digitloc.serve", "--model", str(model), "--provider", "cpu",
+                             "--port", str(port), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=limit)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            pytest.fail(f"server did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
+        yield url, proc
+    finally:
+        proc.terminate()
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail(f"server did not start: {proc.stdout.read().decode() if proc.stdout else ''}")
-    yield url
-    proc.terminate()
-    proc.wait(10)
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_onnx: Path) -> Iterator[str]:
+    with _running(tiny_onnx) as (url, _):
+        yield url
 
 
 def test_load_from_a_second_process(server: str) -> None:
@@ -360,40 +380,6 @@ def test_bodies_held_at_once_are_bounded(tiny_onnx: Path) -> None:
     assert statuses == [413, 413, 400]
 
 
-@contextlib.contextmanager
-def _running(model: Path, *args: str, nofile: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
-    """digitloc-serve on a free loopback port (optionally under ``ulimit -n nofile``), its stderr in a pipe."""
-    import resource
-
-    def limit() -> None:
-        if nofile:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "digitloc.serve", "--model", str(model), "--provider", "cpu",
-                             "--port", str(port), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            preexec_fn=limit)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 30
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            pytest.fail(f"server did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
-        yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
 def _slow_upload(url: str, path: str = "/predict/batch") -> socket.socket:
     """A chunked multipart POST that sends its headers and one chunk, then nothing more."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
@@ -415,9 +401,10 @@ def test_two_slow_uploads_stop_no_prediction_and_end_at_the_body_deadline(tiny_o
         assert resp.status_code == 200 and "digit" in resp.json()
         for sock in slow:
             sock.settimeout(10)
-            answer = sock.recv(4096)
-            assert answer.startswith(b"HTTP/1.1 408") and b"not received within 3 s" in answer, answer[:200]
-            assert sock.recv(4096) == b""  # closed after the answer
+            answer = b""
+            while chunk := sock.recv(4096):  # to the end: the server closes the connection after its answer
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408") and b"not received within 3 s" in answer, answer[:300]
             sock.close()
 
 
@@ -462,7 +449,8 @@ def test_a_client_gone_mid_body_is_one_log_line(tiny_onnx: Path) -> None:
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err, err[-3000:]
     gone = [line for line in lines if "disconnected" in line]
-    assert len(gone) == 2 and all("after 1,000 bytes" in line for line in gone), lines
+    # The count is what the app had read when the disconnect reached it (1,000, or less under a busy CPU).
+    assert len(gone) == 2 and all(re.search(r"disconnected after [0-9,]+ bytes of its body$", g) for g in gone), lines
 
 
 @pytest.mark.parametrize(("args", "message"), [
