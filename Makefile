@@ -37,7 +37,10 @@ $(DEMO_VENV)/.installed: pyproject.toml $(wildcard runtime/*.py models/*.onnx)
 
 demo: $(DEMO_VENV)/.installed
 	$(DEMO_VENV)/bin/digitloc-run samples/ --summary --json-out $(DEMO_OUT)/predictions.jsonl --output $(DEMO_OUT) --force
-	@echo "annotated photos and video in $(DEMO_OUT)/, one JSON line per photo and frame in $(DEMO_OUT)/predictions.jsonl"
+	$(DEMO_VENV)/bin/digitloc-run samples/*.png --model models/digitloc-detector-int8.onnx --summary \
+		--json-out $(DEMO_OUT)/numbers.jsonl --output $(DEMO_OUT)/numbers --force
+	@echo "annotated photos and video in $(DEMO_OUT)/, one JSON line per photo and frame in $(DEMO_OUT)/predictions.jsonl;"
+	@echo "the detector's house numbers (every digit boxed) in $(DEMO_OUT)/numbers/ and $(DEMO_OUT)/numbers.jsonl"
 
 lint: venv
 	$(BIN)/ruff check .

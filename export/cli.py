@@ -19,8 +19,9 @@ from digitloc.runtime.options import fail, force_option, needs_extras, output_op
               show_default=True)
 @click.option("--calib", default=None, help="Dataset folder (train split) or image folder for int8-static calibration.")
 @click.option("--calib-size", default=512, show_default=True, help="Calibration images.")
-@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
-              show_default=True)
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
+              help="int8-static calibration (default: minmax for one-digit models, percentile for detectors, each "
+                   "chosen by measured agreement with fp32).")
 @click.option("--activations", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True,
               help="int8-static activation type: uint8 (U8S8) runs faster on x86 VNNI than int8 (S8S8).")
 @click.option("--reduce-range/--full-range", default=None,
@@ -41,7 +42,7 @@ from digitloc.runtime.options import fail, force_option, needs_extras, output_op
 @click.option("--triton-repo", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write a Triton model repository here.")
 @force_option
-def main(model: Path, output: Path, opset: int, precision: str, calib: str | None, calib_size: int, calib_method: str,
+def main(model: Path, output: Path, opset: int, precision: str, calib: str | None, calib_size: int, calib_method: str | None,
          activations: str, reduce_range: bool | None, first_conv_float: bool | None, parity_data: str | None,
          parity_random: bool, parity_size: int, min_agreement: float | None, min_box_iou: float | None,
          max_accuracy_drop: float | None, max_abs_diff: float | None, simplify: bool, triton_repo: Path | None,
@@ -73,7 +74,8 @@ def main(model: Path, output: Path, opset: int, precision: str, calib: str | Non
                 if not calib:
                     raise ExportError("int8-static needs --calib: real images to calibrate on (never random noise)")
                 choices = {"reduce_range": reduce_range, "first_conv_float": first_conv_float}
-                quant = Int8StaticConfig(calibration=load_images(calib, size, "train", calib_size), method=calib_method,
+                quant = Int8StaticConfig(calibration=load_images(calib, size, "train", calib_size),
+                                         method=calib_method or "minmax",
                                          activations=activations, **{k: v for k, v in choices.items() if v is not None})
             else:
                 quant = CONFIGS[precision]()
@@ -108,15 +110,15 @@ def main(model: Path, output: Path, opset: int, precision: str, calib: str | Non
 
 
 def _export_detector(model: Path, keras_model: object, size: tuple[int, int], output: Path, precision: str,
-                     calib: str | None, calib_size: int, calib_method: str, parity_data: str | None, parity_size: int,
+                     calib: str | None, calib_size: int, calib_method: str | None, parity_data: str | None, parity_size: int,
                      opset: int, force: bool) -> dict:
     """A detector's export: calibration on the detection dataset's composed samples, the gate on its
     validation photos (both letterboxed, as the runtime feeds them)."""
-    from digitloc.export.detector import export_detector, parity_photos
+    from digitloc.export.detector import DETECTOR_CALIBRATION, export_detector, parity_photos
 
     if precision == Int8StaticConfig.name:
         images = parity_photos(calib, model, size, calib_size, split="train")[0]
-        quant = Int8StaticConfig(calibration=images, method=calib_method)
+        quant = Int8StaticConfig(calibration=images, method=calib_method or DETECTOR_CALIBRATION)
     else:
         quant = CONFIGS[precision]()
     parity, source = parity_photos(parity_data or calib, model, size, parity_size)

@@ -21,19 +21,14 @@ from typing import Any
 import numpy as np
 
 from digitloc.runtime.contract import (
-    BBOX_OUTPUT,
     BOXES_OUTPUT,
-    CLASSES_OUTPUT,
-    DIGIT_OUTPUT,
     INPUT_NAME,
     NUM_CLASSES,
-    SCORES_OUTPUT,
 )
+from digitloc.train.layers import SIDE_SCALE, STRIDE
 from digitloc.train.model import VGG19_BLOCKS, ModelError
 
-STRIDE = 4
 MAPS_OUTPUT = "maps"
-SIDE_SCALE = 2.0 * STRIDE  # a box side is exp(logit) * SIDE_SCALE pixels from the cell centre
 GAUSS_ALPHA = 0.54  # TTFNet: Gaussian sigma = alpha * side / 6
 REG_CORE = 0.3  # box sides are regressed where the Gaussian is above this
 BOX_WEIGHT = 5.0
@@ -113,51 +108,13 @@ def build_detector(cfg: DetectorConfig) -> Any:
     return keras.Model(image, {MAPS_OUTPUT: maps}, name=name)
 
 
-def _decode_layer_class() -> type:
-    import keras
-    import tensorflow as tf
-
-    @keras.saving.register_keras_serializable(package="digitloc")
-    class DecodeDetections(keras.layers.Layer):
-        """Heatmap peaks to the top-K digits: boxes, scores, classes; bbox and digit of the best."""
-
-        def __init__(self, input_size: tuple[int, int], top_k: int, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.input_size, self.top_k = tuple(input_size), int(top_k)
-
-        def get_config(self) -> dict[str, Any]:
-            return {**super().get_config(), "input_size": list(self.input_size), "top_k": self.top_k}
-
-        def call(self, maps: Any) -> dict[str, Any]:
-            h, w = self.input_size
-            gh, gw = h // STRIDE, w // STRIDE
-            heat = tf.sigmoid(maps[..., :NUM_CLASSES])
-            sides = tf.exp(tf.clip_by_value(maps[..., NUM_CLASSES:], -4.0, 4.0)) * SIDE_SCALE
-            best = tf.reduce_max(heat, axis=-1)
-            pooled = tf.nn.max_pool2d(best[..., None], 3, 1, "SAME")[..., 0]
-            peaks = best * tf.cast(best >= pooled, best.dtype)
-            scores, index = tf.math.top_k(tf.reshape(peaks, (-1, gh * gw)), k=self.top_k)
-            heat_flat = tf.gather(tf.reshape(heat, (-1, gh * gw, NUM_CLASSES)), index, batch_dims=1)
-            sides_k = tf.gather(tf.reshape(sides, (-1, gh * gw, 4)), index, batch_dims=1)
-            cx = (tf.cast(index % gw, tf.float32) + 0.5) * STRIDE
-            cy = (tf.cast(index // gw, tf.float32) + 0.5) * STRIDE
-            boxes = tf.stack([(cx - sides_k[..., 0]) / w, (cy - sides_k[..., 1]) / h,
-                              (cx + sides_k[..., 2]) / w, (cy + sides_k[..., 3]) / h], axis=-1)
-            boxes = tf.clip_by_value(boxes, 0.0, 1.0)
-            classes = tf.cast(tf.argmax(heat_flat, axis=-1), tf.int32)
-            first = heat_flat[:, 0, :]
-            digit = first / (tf.reduce_sum(first, axis=-1, keepdims=True) + 1e-6)
-            return {BOXES_OUTPUT: boxes, SCORES_OUTPUT: scores, CLASSES_OUTPUT: classes,
-                    BBOX_OUTPUT: boxes[:, 0, :], DIGIT_OUTPUT: digit}
-
-    return DecodeDetections
-
-
 def inference_detector(model: Any, cfg: DetectorConfig) -> Any:
     """The exported form: the training model's maps decoded to the contract's outputs."""
     import keras
 
-    decode = _decode_layer_class()(cfg.input_size, cfg.top_k, name="decode")
+    from digitloc.train.layers import DecodeDetections
+
+    decode = DecodeDetections(cfg.input_size, cfg.top_k, name="decode")
     out = decode(model.output[MAPS_OUTPUT] if isinstance(model.output, dict) else model.output)
     # One named layer per output: the ONNX outputs take the contract's names from them.
     return keras.Model(model.inputs, {k: keras.layers.Identity(name=k)(v) for k, v in out.items()}, name=model.name)

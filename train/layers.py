@@ -60,3 +60,54 @@ class CellClasses(keras.layers.Layer):
         height, width, classes = int(logits.shape[1]), int(logits.shape[2]), int(logits.shape[3])
         probs = ops.softmax(ops.reshape(logits, (-1, height * width, classes)), axis=-1)
         return ops.sum(probs * ops.expand_dims(centre, -1), axis=1)
+
+
+STRIDE = 4  # the detector's map: one cell per 4x4 input pixels
+SIDE_SCALE = 2.0 * STRIDE  # a detector box side is exp(logit) * SIDE_SCALE pixels from the cell centre
+
+
+@keras.saving.register_keras_serializable(package="digitloc")
+class DecodeDetections(keras.layers.Layer):
+    """The detector's maps [N, H/4, W/4, 10 + 4] to its top-K digits: boxes, scores, classes, and the
+    most confident digit's bbox and class probabilities. Peaks are picked across classes (a 3x3
+    max-pool of each cell's best class), so one place yields one digit."""
+
+    def __init__(self, input_size: tuple[int, int], top_k: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.input_size, self.top_k = tuple(input_size), int(top_k)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "input_size": list(self.input_size), "top_k": self.top_k}
+
+    def call(self, maps: Any) -> dict[str, Any]:
+        import tensorflow as tf
+
+        from digitloc.runtime.contract import (
+            BBOX_OUTPUT,
+            BOXES_OUTPUT,
+            CLASSES_OUTPUT,
+            DIGIT_OUTPUT,
+            NUM_CLASSES,
+            SCORES_OUTPUT,
+        )
+
+        h, w = self.input_size
+        gh, gw = h // STRIDE, w // STRIDE
+        heat = tf.sigmoid(maps[..., :NUM_CLASSES])
+        sides = tf.exp(tf.clip_by_value(maps[..., NUM_CLASSES:], -4.0, 4.0)) * SIDE_SCALE
+        best = tf.reduce_max(heat, axis=-1)
+        pooled = tf.nn.max_pool2d(best[..., None], 3, 1, "SAME")[..., 0]
+        peaks = best * tf.cast(best >= pooled, best.dtype)
+        scores, index = tf.math.top_k(tf.reshape(peaks, (-1, gh * gw)), k=self.top_k)
+        heat_k = tf.gather(tf.reshape(heat, (-1, gh * gw, NUM_CLASSES)), index, batch_dims=1)
+        sides_k = tf.gather(tf.reshape(sides, (-1, gh * gw, 4)), index, batch_dims=1)
+        cx = (tf.cast(index % gw, tf.float32) + 0.5) * STRIDE
+        cy = (tf.cast(index // gw, tf.float32) + 0.5) * STRIDE
+        boxes = tf.stack([(cx - sides_k[..., 0]) / w, (cy - sides_k[..., 1]) / h,
+                          (cx + sides_k[..., 2]) / w, (cy + sides_k[..., 3]) / h], axis=-1)
+        boxes = tf.clip_by_value(boxes, 0.0, 1.0)
+        classes = tf.cast(tf.argmax(heat_k, axis=-1), tf.int32)
+        first = heat_k[:, 0, :]
+        digit = first / (tf.reduce_sum(first, axis=-1, keepdims=True) + 1e-6)
+        return {BOXES_OUTPUT: boxes, SCORES_OUTPUT: scores, CLASSES_OUTPUT: classes,
+                BBOX_OUTPUT: boxes[:, 0, :], DIGIT_OUTPUT: digit}

@@ -25,8 +25,10 @@ HISTORY_JSON = "history.json"
 PLOTS = ("curves.png", "confusion.png", "val-predictions.png")
 FAILURES_PLOT = "failures.png"  # only when some real validation photo failed
 RUN_FILES = (MODEL, LAST, CONFIG, HISTORY_CSV, HISTORY_JSON, EVALUATION, *PLOTS, FAILURES_PLOT)
-# What keep-run copies (the weights only on request, without optimizer state).
-KEPT = (CONFIG, HISTORY_CSV, HISTORY_JSON, EVALUATION, *PLOTS)
+# What keep-run copies (the weights only on request, without optimizer state); a detector's run has
+# curves but no confusion matrix or prediction grid (its figures are in evaluation.json).
+KEPT = (CONFIG, HISTORY_CSV, HISTORY_JSON, EVALUATION, PLOTS[0])
+OPTIONAL = (*PLOTS[1:], FAILURES_PLOT)
 
 
 class RunError(ValueError):
@@ -111,8 +113,7 @@ class RunRecord:
         to = Path(to)
         to.mkdir(parents=True, exist_ok=True)
         sources = [self.path(name) for name in KEPT]
-        if self.path(FAILURES_PLOT).is_file():
-            sources.append(self.path(FAILURES_PLOT))
+        sources += [self.path(name) for name in OPTIONAL if self.path(name).is_file()]
         sources += sorted((self.folder / "export").glob("*.parity.json"))
         written = [Path(shutil.copy2(src, to / src.name)) for src in sources]
         if weights:
