@@ -41,16 +41,24 @@ def drift_table(keras_path: Path, onnx_paths: list[Path], data: DataSet,
     base = truth(reference)
     if predictions is None:
         predictions = [onnx_predict(path, data.images) for path in onnx_paths]
+    rows = variant_rows(onnx_paths, predictions, reference, truth, agreement)
+    return {"samples": len(data), "keras": {"model": keras_path.name, **base}, "variants": rows}
+
+
+def variant_rows(onnx_paths: list[Path], predictions: list[Any], reference: Any, truth: Any, agree: Any) -> list[dict]:
+    """One row per variant: its truth figures, their change from Keras', and ``agree`` (two models'
+    outputs -> figures) against Keras and against the fp32 variant among them (if any)."""
+    base = truth(reference)
     precisions = [precision_of(path) for path in onnx_paths]
     fp32 = predictions[precisions.index(FP32)] if FP32 in precisions else None
     rows = []
     for path, precision, pred in zip(onnx_paths, precisions, predictions, strict=True):
         figures = truth(pred)
         rows.append({"model": path.name, "precision": precision, "size_mb": path.stat().st_size / 1e6, **figures,
-                     **{f"delta_{k}": figures[k] - base[k] for k in keys},
-                     "vs_keras": agreement(reference, pred),
-                     "vs_fp32": None if fp32 is None or precision == FP32 else agreement(fp32, pred)})
-    return {"samples": len(data), "keras": {"model": keras_path.name, **base}, "variants": rows}
+                     **{f"delta_{k}": figures[k] - base[k] for k in figures},
+                     "vs_keras": agree(reference, pred),
+                     "vs_fp32": None if fp32 is None or precision == FP32 else agree(fp32, pred)})
+    return rows
 
 
 def detector_drift_table(keras_path: Path, onnx_paths: list[Path], images: np.ndarray, boxes: np.ndarray,
@@ -73,15 +81,8 @@ def detector_drift_table(keras_path: Path, onnx_paths: list[Path], images: np.nd
     base = truth(reference)
     if predictions is None:
         predictions = [onnx_detections(path, images) for path in onnx_paths]
-    precisions = [precision_of(path) for path in onnx_paths]
-    fp32 = predictions[precisions.index(FP32)] if FP32 in precisions else None
-    rows = []
-    for path, precision, det in zip(onnx_paths, precisions, predictions, strict=True):
-        figures = truth(det)
-        rows.append({"model": path.name, "precision": precision, "size_mb": path.stat().st_size / 1e6, **figures,
-                     **{f"delta_{k}": figures[k] - base[k] for k in keys},
-                     "vs_keras": compare_detections(reference, det, min_score),
-                     "vs_fp32": None if fp32 is None or precision == FP32 else compare_detections(fp32, det, min_score)})
+    rows = variant_rows(onnx_paths, predictions, reference, truth,
+                        lambda a, b: compare_detections(a, b, min_score))
     return {"samples": len(images), "min_score": min_score, "keras": {"model": keras_path.name, **base},
             "variants": rows}
 

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 
 from digitloc.annotations.metrics import agreement, class_accuracy
-from digitloc.export.convert import digitloc_version
+from digitloc.export.convert import commit_variant, digitloc_version
 from digitloc.export.errors import ExportError
 from digitloc.export.parity import gate, gate_for, onnx_predict
 from digitloc.export.quantize import Fp32Config, QuantConfig
 from digitloc.runtime import contract
 from digitloc.runtime.cpuinfo import cpu_report
-from digitloc.runtime.fileio import atomic_write_text, check_writable
+from digitloc.runtime.fileio import check_writable
 from digitloc.train.record import RunRecord
 
 
@@ -176,12 +176,7 @@ def export_model(keras_path: str | os.PathLike[str], cfg: ExportConfig, model: A
         if source.startswith("RANDOM"):
             report["warning"] = RANDOM_WARNING
         failure = gate(report, cfg.quant.name, limits)
-        report["passed"] = failure is None
-        if failure:
-            raise ExportError(f"parity gate failed for {output.name} on {len(images)} {source}: {failure}; "
-                              "nothing written")
-        os.replace(variant, output)
-    atomic_write_text(report_path, json.dumps(report, indent=1))
+        commit_variant(report, failure, variant, output, len(images), source)
     return report
 
 

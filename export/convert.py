@@ -5,18 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from digitloc.export.errors import ExportError
-from digitloc.runtime.contract import (
-    BBOX_OUTPUT,
-    BOXES_OUTPUT,
-    CLASSES_OUTPUT,
-    DIGIT_OUTPUT,
-    INPUT_NAME,
-    NUM_CLASSES,
-    SCORES_OUTPUT,
-)
+from digitloc.runtime import contract
+from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME, NUM_CLASSES
 
 ONE_DIGIT_OUTPUTS = {BBOX_OUTPUT, DIGIT_OUTPUT}
-DETECTOR_OUTPUTS = {BOXES_OUTPUT, SCORES_OUTPUT, CLASSES_OUTPUT, BBOX_OUTPUT, DIGIT_OUTPUT}
+DETECTOR_OUTPUTS = {contract.BOXES_OUTPUT, contract.SCORES_OUTPUT, contract.CLASSES_OUTPUT, *ONE_DIGIT_OUTPUTS}
 
 BATCH_DIM = "batch"
 
@@ -80,3 +73,18 @@ def digitloc_version() -> str:
         return version("digitloc")
     except PackageNotFoundError:
         return "unknown"
+
+
+def commit_variant(report: dict[str, Any], failure: str | None, variant: Any, output: Any, count: int, source: str) -> None:
+    """The end of every export: the gate's verdict in the report; on failure nothing is written (one
+    error naming why), else the variant moved onto ``output`` and the report written beside it."""
+    import json
+    import os
+
+    from digitloc.runtime.fileio import atomic_write_text
+
+    report["passed"] = failure is None
+    if failure:
+        raise ExportError(f"parity gate failed for {output.name} on {count} {source}: {failure}; nothing written")
+    os.replace(variant, output)
+    atomic_write_text(output.with_suffix(".parity.json"), json.dumps(report, indent=1))

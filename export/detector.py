@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from digitloc.annotations.detmetrics import greedy_match
-from digitloc.export.convert import digitloc_version
+from digitloc.export.convert import commit_variant, digitloc_version
 from digitloc.export.errors import ExportError
 from digitloc.export.quantize import Fp16Config, Fp32Config, Int8DynamicConfig, Int8StaticConfig
 from digitloc.runtime import contract
@@ -163,7 +163,6 @@ def export_detector(keras_path: Path, model: Any, output: Path, quant: Any, pari
     """Convert, quantize and gate a detector; nothing is left at ``output`` unless the gate passed
     (``limits``: the precision's own gate by default). Returns the parity report (also written
     beside the model)."""
-    import os
     import tempfile
 
     import onnx
@@ -171,7 +170,7 @@ def export_detector(keras_path: Path, model: Any, output: Path, quant: Any, pari
     from digitloc.export.convert import check_two_head, keras_to_onnx, set_metadata
     from digitloc.export.quantize import quantize
     from digitloc.runtime.cpuinfo import cpu_report
-    from digitloc.runtime.fileio import atomic_write_text, check_writable
+    from digitloc.runtime.fileio import check_writable
     from digitloc.train.model import predict_detections
 
     report_path = output.with_suffix(".parity.json")
@@ -206,12 +205,7 @@ def export_detector(keras_path: Path, model: Any, output: Path, quant: Any, pari
                        "excluded_nodes": extra.get("excluded_nodes", []), "cpu": cpu_report(),
                        **{k: v for k, v in extra.items() if k != "excluded_nodes"}})
         failure = detector_gate(report, limits)
-        report["passed"] = failure is None
-        if failure:
-            raise ExportError(f"parity gate failed for {output.name} on {len(parity)} {parity_source}: {failure}; "
-                              "nothing written")
-        os.replace(variant, output)
-    atomic_write_text(report_path, json.dumps(report, indent=1))
+        commit_variant(report, failure, variant, output, len(parity), parity_source)
     return report
 
 

@@ -248,14 +248,20 @@ def test_photos_command_scores_every_one_digit_photo_by_height_share(tiny_onnx: 
     result = CliRunner().invoke(main, ["photos", str(tiny_onnx), "--svhn", str(folder), "-o", str(out)])
     assert result.exit_code == 0, result.output
     payload = json.loads((out / "photos.json").read_text())
-    assert payload["photos"] == 7  # the two-digit photo is not a one-digit photo
+    assert payload["photos"] == 8 and payload["one_digit_photos"] == 7  # the two-digit photo is not a one-digit photo
+    (numbers,) = payload["numbers"]  # every photo read as a number, the two-digit one too
+    assert numbers["photos"] == 8 and numbers["digits_true"] == 9 and "one_digit" in numbers
+    assert len(numbers["failures"]) == round(8 * (1 - numbers["number_accuracy"]))
     assert [r["model"] for r in payload["rows"]] == [tiny_onnx.name, f"{tiny_onnx.name} + refine"]
     bins = payload["rows"][0]["by_height_share"]
     assert [b["photos"] for b in bins] == [1, 1, 2, 1, 2]  # 0.25 | 0.35 | 0.5 0.6 | 0.7 | 0.85 0.9
     assert sum(b["share_of_photos"] for b in bins) == pytest.approx(1.0)
     md = (out / "photos.md").read_text()
-    assert md.startswith("Command: `digitloc-bench photos ") and "0.00-0.35 (1)" in md
-    assert (out / "photos.png").stat().st_size > 0
-    empty = make_svhn_folder(tmp_path / "none", entries[-1:])
-    refused = CliRunner().invoke(main, ["photos", str(tiny_onnx), "--svhn", str(empty), "-o", str(tmp_path / "x")])
-    assert refused.exit_code == 1 and "no one-digit photo" in refused.output
+    assert md.startswith("Command: `digitloc-bench photos ") and "0.00-0.35 (1)" in md and "## House numbers" in md
+    assert all((out / f).stat().st_size > 0 for f in ("photos.png", "photos-numbers.png", "photos-failures.png"))
+    multi = make_svhn_folder(tmp_path / "multi", entries[-1:])  # no one-digit photo: the numbers alone
+    alone = CliRunner().invoke(main, ["photos", str(tiny_onnx), "--svhn", str(multi), "-o", str(tmp_path / "x")])
+    assert alone.exit_code == 0, alone.output
+    payload = json.loads((tmp_path / "x" / "photos.json").read_text())
+    assert payload["rows"] == [] and payload["numbers"][0]["photos"] == 1
+    assert payload["numbers"][0]["number_accuracy"] == 0.0  # a one-digit model cannot read "12"

@@ -452,9 +452,10 @@ def test_summary_table_and_json_lines_in_a_file(tiny_onnx: Path, tmp_path: Path)
     assert len(records) == 1 + 6 and not any(line.startswith("{") for line in result.stdout.splitlines())
     photo = next(r for r in records if r["frame"] is None)
     header, row = result.stdout.splitlines()[:2]
-    assert header.split() == ["file", "digit", "confidence", "box", "(x1,", "y1,", "x2,", "y2)"]
-    name, digit, confidence, *box = row.replace(",", "").split()
+    assert header.split() == ["file", "number", "digit", "confidence", "box", "(x1,", "y1,", "x2,", "y2)"]
+    name, number, digit, confidence, *box = row.replace(",", "").split()
     assert (name, int(digit), float(confidence)) == ("a.png", photo["digit"], round(photo["confidence"], 3))
+    assert number == photo["number"] == str(photo["digit"])
     assert [float(v) for v in box] == [round(v) for v in photo["bbox"]]
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 2 and f"error: {jsonl}: already exists" in again.output
