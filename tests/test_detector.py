@@ -188,6 +188,13 @@ def test_detector_export_parity_and_runtime(tiny_detector: Path, tmp_path: Path)
     meta = ort.InferenceSession(str(fp32)).get_modelmeta().custom_metadata_map
     assert meta[contract.META_CONTRACT] == "2" and meta[contract.META_RESIZE_MODE] == "letterbox"
     assert meta[contract.META_MIN_SCORE] == "0.3" and meta[contract.META_TOP_K] == "8"
+    import onnx
+
+    from digitloc.export.triton import config_pbtxt
+
+    triton = config_pbtxt(onnx.load(str(fp32)), "det")  # Triton serves the new outputs
+    assert all(f'name: "{n}"' in triton for n in ("boxes", "scores", "classes", "bbox", "digit"))
+    assert "TYPE_INT32" in triton and "dims: [ 8, 4 ]" in triton
 
     calib = parity_photos(None, keras_path, SIZE, 128, split="train")[0]
     int8 = tmp_path / "det-int8.onnx"

@@ -50,7 +50,8 @@ def test_routes(client: TestClient, tiny_onnx: Path) -> None:
     raw = client.post("/predict", content=_png(), headers={"content-type": "image/png"})
     assert raw.status_code == 200
     body = raw.json()
-    assert set(body) >= {"digit", "confidence", "bbox", "probs", "latency_ms", "width", "height"}
+    assert set(body) >= {"number", "digits", "digit", "confidence", "bbox", "probs", "latency_ms", "width", "height"}
+    assert body["number"] == str(body["digit"]) and body["digits"][0]["bbox"] == body["bbox"]  # a one-digit model
     assert (body["width"], body["height"]) == (70, 40) and 0 <= body["bbox"][0] <= body["bbox"][2] <= 70
     expected = Detector(tiny_onnx, provider="cpu").predict(cv2.imdecode(np.frombuffer(_png(), np.uint8), 1))
     assert body["digit"] == expected.digit
