@@ -41,14 +41,14 @@ def drift_table(keras_path: Path, onnx_paths: list[Path], data: DataSet,
     base = truth(reference)
     if predictions is None:
         predictions = [onnx_predict(path, data.images) for path in onnx_paths]
-    rows = variant_rows(onnx_paths, predictions, reference, truth, agreement)
+    rows = variant_rows(onnx_paths, predictions, reference, base, truth, agreement)
     return {"samples": len(data), "keras": {"model": keras_path.name, **base}, "variants": rows}
 
 
-def variant_rows(onnx_paths: list[Path], predictions: list[Any], reference: Any, truth: Any, agree: Any) -> list[dict]:
-    """One row per variant: its truth figures, their change from Keras', and ``agree`` (two models'
-    outputs -> figures) against Keras and against the fp32 variant among them (if any)."""
-    base = truth(reference)
+def variant_rows(onnx_paths: list[Path], predictions: list[Any], reference: Any, base: dict[str, float], truth: Any,
+                 agree: Any) -> list[dict]:
+    """One row per variant: its truth figures, their change from Keras' (``base``), and ``agree`` (two
+    models' outputs -> figures) against Keras and against the fp32 variant among them (if any)."""
     precisions = [precision_of(path) for path in onnx_paths]
     fp32 = predictions[precisions.index(FP32)] if FP32 in precisions else None
     rows = []
@@ -81,7 +81,7 @@ def detector_drift_table(keras_path: Path, onnx_paths: list[Path], images: np.nd
     base = truth(reference)
     if predictions is None:
         predictions = [onnx_detections(path, images) for path in onnx_paths]
-    rows = variant_rows(onnx_paths, predictions, reference, truth,
+    rows = variant_rows(onnx_paths, predictions, reference, base, truth,
                         lambda a, b: compare_detections(a, b, min_score))
     return {"samples": len(images), "min_score": min_score, "keras": {"model": keras_path.name, **base},
             "variants": rows}

@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from digitloc.annotations.detmetrics import greedy_match
+from digitloc.annotations.detmetrics import greedy_match, read_photo
 from digitloc.export.convert import commit_variant, digitloc_version
 from digitloc.export.errors import ExportError
 from digitloc.export.quantize import Fp16Config, Fp32Config, Int8DynamicConfig, Int8StaticConfig
 from digitloc.runtime import contract
 from digitloc.runtime.contract import BOXES_OUTPUT, CLASSES_OUTPUT, INPUT_NAME, SCORES_OUTPUT, box_iou
-from digitloc.runtime.number import DEFAULT_MIN_SCORE, read_digits
+from digitloc.runtime.number import DEFAULT_MIN_SCORE
 
 # Layer-name parts of the nodes kept in float: the neck and heads (stride 4) and the decoding, and the
 # calibration: both chosen by the same number read against fp32 on the validation photos (238, this
@@ -109,13 +109,12 @@ def compare_detections(reference: dict[str, np.ndarray], candidate: dict[str, np
     same = 0
     ious: list[float] = []
     for n in range(len(reference[SCORES_OUTPUT])):
-        a = read_digits(reference[BOXES_OUTPUT][n], reference[SCORES_OUTPUT][n], reference[CLASSES_OUTPUT][n], min_score)
-        b = read_digits(candidate[BOXES_OUTPUT][n], candidate[SCORES_OUTPUT][n], candidate[CLASSES_OUTPUT][n], min_score)
-        same += int([int(reference[CLASSES_OUTPUT][n][i]) for i in a] == [int(candidate[CLASSES_OUTPUT][n][i]) for i in b])
-        match = greedy_match(candidate[BOXES_OUTPUT][n][b], reference[BOXES_OUTPUT][n][a], 0.0)
-        ious += [float(box_iou(candidate[BOXES_OUTPUT][n][b[i]], reference[BOXES_OUTPUT][n][a[j]])) if j >= 0 else 0.0
-                 for i, j in enumerate(match)]
-        ious += [0.0] * max(0, len(a) - int((match >= 0).sum()))
+        ref_boxes, ref_classes = read_photo(reference, n, min_score)
+        boxes, classes = read_photo(candidate, n, min_score)
+        same += int(ref_classes.tolist() == classes.tolist())
+        match = greedy_match(boxes, ref_boxes, 0.0)
+        ious += [float(box_iou(boxes[i], ref_boxes[j])) if j >= 0 else 0.0 for i, j in enumerate(match)]
+        ious += [0.0] * max(0, len(ref_boxes) - int((match >= 0).sum()))
     photos = len(reference[SCORES_OUTPUT])
     return {"samples": photos, "number_agreement": same / max(photos, 1),
             "box_iou_mean": float(np.mean(ious)) if ious else 1.0,

@@ -316,10 +316,9 @@ class Detector:
         out = []
         for im, b, s, c, p in zip(loaded, boxes, scores, classes, probs, strict=True):
             px = unletterbox_boxes(b, im.shape[:2], self.input_size)
-            order = read_digits(px, s, c, self.min_score, self.max_digits)
+            order = read_digits(px, s, self.min_score, self.max_digits)
             digits = tuple(Digit(int(c[i]), float(s[i]), tuple(float(v) for v in px[i])) for i in order)
-            best = max(range(len(order)), key=lambda k: digits[k].confidence) if len(order) else None
-            top = order[best] if best is not None else 0
+            top = max(order, key=lambda i: s[i]) if len(order) else 0  # none read: the model's best peak
             out.append(Detection(int(c[top]), float(s[top]), tuple(float(v) for v in px[top]),
                                  tuple(float(v) for v in p), digits))
         return out

@@ -47,11 +47,11 @@ def reading_order(boxes: np.ndarray) -> np.ndarray:
     return np.array([i for row in rows for i in sorted(row, key=lambda k: float(cx[k]))], np.int64)
 
 
-def read_digits(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, min_score: float = DEFAULT_MIN_SCORE,
+def read_digits(boxes: np.ndarray, scores: np.ndarray, min_score: float = DEFAULT_MIN_SCORE,
                 max_digits: int = DEFAULT_MAX_DIGITS, nms_iou: float = DEFAULT_NMS_IOU) -> np.ndarray:
     """Indices of the digits of one photo that make its number, in reading order: scores at or
     above ``min_score``, overlapping duplicates suppressed, at most ``max_digits`` (the most
-    confident). ``boxes`` [K, 4], ``scores`` [K], ``classes`` [K]."""
+    confident). ``boxes`` [K, 4], ``scores`` [K]; the classes at these indices are the number."""
     boxes, scores = np.asarray(boxes, np.float32), np.asarray(scores, np.float32)
     candidates = np.flatnonzero(scores >= min_score)
     if len(candidates) == 0 or max_digits < 1:

@@ -45,13 +45,12 @@ def test_reading_order_rows_and_columns() -> None:
 def test_read_digits_threshold_k_and_suppression() -> None:
     boxes = np.array([[0, 0, 10, 20], [20, 0, 30, 20], [40, 0, 50, 20], [1, 0, 11, 20], [60, 0, 70, 20]], np.float32)
     scores = np.array([0.9, 0.5, 0.2, 0.8, 0.4], np.float32)
-    classes = np.array([1, 2, 3, 7, 4])
     # 0.2 is below the threshold; box 3 repeats box 0 (IoU 0.82) and loses to it
-    assert read_digits(boxes, scores, classes, min_score=0.3).tolist() == [0, 1, 4]
-    assert read_digits(boxes, scores, classes, min_score=0.1).tolist() == [0, 1, 2, 4]
+    assert read_digits(boxes, scores, min_score=0.3).tolist() == [0, 1, 4]
+    assert read_digits(boxes, scores, min_score=0.1).tolist() == [0, 1, 2, 4]
     # K: the most confident two, still in reading order
-    assert read_digits(boxes, scores, classes, min_score=0.3, max_digits=2).tolist() == [0, 1]
-    assert read_digits(boxes, scores, classes, min_score=0.95).tolist() == []
+    assert read_digits(boxes, scores, min_score=0.3, max_digits=2).tolist() == [0, 1]
+    assert read_digits(boxes, scores, min_score=0.95).tolist() == []
     assert suppress(boxes, scores, iou=0.9).tolist() == [0, 3, 1, 4, 2]
 
 
@@ -163,7 +162,7 @@ def test_keras_detector_finds_toy_blocks(tiny_detector: Path) -> None:
     assert (np.diff(det["scores"], axis=1) <= 1e-6).all()  # top-K comes sorted
     found = total = 0
     for n in range(64):  # briefly trained: where the blocks are is learned first (any class, IoU >= 0.5)
-        order = read_digits(det["boxes"][n], det["scores"][n], det["classes"][n], min_score=0.05)
+        order = read_digits(det["boxes"][n], det["scores"][n], min_score=0.05)
         truth = boxes[n][labels[n] >= 0]
         found += int((greedy_match(det["boxes"][n][order], truth) >= 0).sum())
         total += len(truth)

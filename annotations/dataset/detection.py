@@ -226,21 +226,21 @@ class Composer:
         cw = max(8, int(pw * rng.uniform(0.45, 0.9)))
         chh = max(8, int(min(ph, cw * h / w * rng.uniform(0.8, 1.3))))
         x, y = int(rng.integers(0, pw - cw + 1)), int(rng.integers(0, ph - chh + 1))
-        window = DetPhoto(photo.image[y: y + chh, x: x + cw], photo.boxes - np.array([x, y, x, y], np.float32),
-                          photo.labels, photo.origin)
+        image = photo.image[y: y + chh, x: x + cw]
+        boxes = photo.boxes - np.array([x, y, x, y], np.float32)
         canvas = np.full((h, w, 3), LETTERBOX_FILL, np.uint8) if rng.random() < 0.5 else self.background(rng, h, w)
         # Boxes past the window's edge are clipped by paste() against the window: cut them first.
-        inside = np.clip(window.boxes, 0, np.array([cw, chh, cw, chh], np.float32))
-        area = np.prod(np.maximum(window.boxes[:, 2:] - window.boxes[:, :2], 1e-6), axis=1)
+        inside = np.clip(boxes, 0, np.array([cw, chh, cw, chh], np.float32))
+        area = np.prod(np.maximum(boxes[:, 2:] - boxes[:, :2], 1e-6), axis=1)
         seen = np.prod(np.maximum(inside[:, 2:] - inside[:, :2], 0), axis=1) / area
         keep = seen >= self.cfg.keep_visible
         drop = (seen > 0) & ~keep  # digits mostly cut away: blur them out so no unlabelled digit remains
-        for bx in inside[drop].astype(int):
-            if bx[2] > bx[0] and bx[3] > bx[1]:
-                patch = window.image[bx[1]: bx[3], bx[0]: bx[2]]
-                window.image = window.image.copy() if window.image.base is not None else window.image
-                window.image[bx[1]: bx[3], bx[0]: bx[2]] = cv2.blur(patch, (max(3, patch.shape[1]), max(3, patch.shape[0])))
-        window = DetPhoto(window.image, inside[keep], window.labels[keep], window.origin)
+        if drop.any():
+            image = image.copy()  # the photo itself stays as it is
+        for x1, y1, x2, y2 in inside[drop].astype(int):
+            if x2 > x1 and y2 > y1:
+                image[y1:y2, x1:x2] = cv2.blur(image[y1:y2, x1:x2], (max(3, x2 - x1), max(3, y2 - y1)))
+        window = DetPhoto(image, inside[keep], photo.labels[keep], photo.origin)
         b, lab = self._fit(rng, canvas, window, (0, 0, w, h), rng.uniform(0.85, 1.0))
         return canvas, b, lab
 
