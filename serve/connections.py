@@ -8,7 +8,8 @@ for ever. Enough of them exhaust the file descriptors, and asyncio's accept loop
 - a connection with no request in flight is closed ``idle_s`` after it opened or after its
   last response, whatever it sends meanwhile;
 - the listening socket counts the connections it has accepted: at the cap, an idle one is
-  closed to make room, one that never sent a request before a client's between two requests
+  closed to make room (never one whose request is waiting unread on its socket), one that never
+  sent a request before a client's between two requests
   (new ones wait in the listen backlog for the loop's
   next turn while closes are pending; when every connection is busy, the new one is refused at
   once), so descriptors never run out and real clients are not locked out by idle ones. The cap
@@ -57,9 +58,11 @@ class Guard:
 
     def oldest_idle(self) -> Any | None:
         """The connection to close for room: one that never sent a request before one that did (a client
-        between two requests), the longest idle first."""
-        idle = [p for p in self.open if p.idle() and not p.transport.is_closing()]
-        return min(idle, key=lambda p: (p.served > 0, p.idle_since)) if idle else None
+        between two requests), the longest idle first. One whose request has arrived but not yet been
+        read (the event loop has not reached it) is not idle: a new client is never closed mid-request."""
+        idle = sorted((p for p in self.open if p.idle() and not p.transport.is_closing()),
+                      key=lambda p: (p.served > 0, p.idle_since))
+        return next((p for p in idle if not p.pending()), None)
 
 
 class GuardedSocket(socket.socket):
@@ -111,6 +114,17 @@ def guarded_protocol(guard: Guard, idle_s: float) -> type:
         def idle(self) -> bool:
             """No request in flight: none received yet, or the last one answered."""
             return self.cycle is None or self.cycle.response_complete
+
+        def pending(self) -> bool:
+            """Whether bytes wait unread on the socket (a request the loop has not read yet)."""
+            sock = self.transport.get_extra_info("socket")
+            if sock is None:
+                return False
+            try:
+                with socket.socket(fileno=os.dup(sock.fileno())) as peek:
+                    return bool(peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+            except OSError:  # BlockingIOError: nothing waiting; others: a socket already gone
+                return False
 
         def _arm(self) -> None:
             self.idle_since = self.loop.time()

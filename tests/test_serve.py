@@ -510,3 +510,25 @@ def _resized_metadata(model: Path, path: Path, size: str = "64,128") -> Path:
             prop.value = size
     onnx.save(proto, str(path))
     return path
+
+
+def test_room_is_never_made_by_closing_a_connection_whose_request_waits_unread() -> None:
+    """At the connection cap, the oldest idle connection is closed for room, unless its request has already
+    arrived on the socket and waits for the event loop: that client is mid-request, not idle (the siege's
+    /healthz once went unanswered for 10 s when it was closed so)."""
+    from types import SimpleNamespace
+
+    from digitloc.serve.connections import Guard
+
+    def conn(idle_since: float, served: int, pending: bool) -> SimpleNamespace:
+        return SimpleNamespace(idle=lambda: True, transport=SimpleNamespace(is_closing=lambda: False),
+                               served=served, idle_since=idle_since, pending=lambda: pending)
+
+    guard = Guard(cap=3)
+    waiting, fresh, served = conn(1.0, 0, True), conn(2.0, 0, False), conn(0.5, 1, False)
+    guard.open = [waiting, fresh, served]  # a set of protocols in the server; any iterable here
+    assert guard.oldest_idle() is fresh  # never sent a request, oldest of those without bytes waiting
+    fresh.pending = lambda: True
+    assert guard.oldest_idle() is served
+    served.pending = lambda: True
+    assert guard.oldest_idle() is None
