@@ -478,7 +478,9 @@ def _latency_rows(path: Path, onnx_models: tuple[Path, ...]) -> list[dict]:
               help="The fp32 ONNX file of KERAS_MODEL.")
 @data_option
 @kind_option()
-@click.option("--runtimes", default="onnxruntime,openvino,litert", show_default=True)
+@click.option("--runtimes", default="onnxruntime,auto,openvino,litert", show_default=True,
+              help="Runtimes to time: onnxruntime (ours alone), auto (the runtime's default read on a CPU: "
+                   "onnxruntime or OpenVINO by its own probe), openvino, litert.")
 @batches_option("1,32")
 @threads_option
 @repeats_option
@@ -520,7 +522,8 @@ def compare(keras_model: Path, int8_model: Path, fp32_model: Path, data: Path, k
             files[(rt, "fp32")], files[(rt, "int8")] = tfl["fp32"], tfl["int8"]
         else:
             files[(rt, "fp32")], files[(rt, "int8")] = fp32_model, int8_model
-    makers = {"onnxruntime": cmp.ort_runner, "openvino": cmp.openvino_runner, "litert": cmp.litert_runner}
+    makers = {"onnxruntime": cmp.ort_runner, cmp.AUTO: cmp.auto_runner, "openvino": cmp.openvino_runner,
+              "litert": cmp.litert_runner}
     runners = {}
     for (rt, precision), path in files.items():
         for b in batch_sizes:
@@ -531,7 +534,8 @@ def compare(keras_model: Path, int8_model: Path, fp32_model: Path, data: Path, k
     rng = np.random.default_rng(0)
     inputs = {b: rng.integers(0, 256, (b, *size, 3), dtype=np.uint8) for b in batch_sizes}
     click.echo(f"timing {len(runners)} configurations, {repeats} x {calls} calls each, round-robin", err=True)
-    rates = cmp.interleaved(runners, inputs, repeats, calls, warmup)
+    with cmp.fresh_probe_cache():  # auto probes afresh in this run, never from an older cache
+        rates = cmp.interleaved(runners, inputs, repeats, calls, warmup)
     rows = cmp.summarize(rates)
     reference = makers["onnxruntime"](fp32_model, 1, threads)
     ref = tuple(np.concatenate(z) for z in zip(*(reference(heldout.images[i:i + 1]) for i in range(len(heldout))),
@@ -539,7 +543,7 @@ def compare(keras_model: Path, int8_model: Path, fp32_model: Path, data: Path, k
     result = {"command": _command("compare"),
               "environment": environment(), "repeats": repeats, "calls": calls, "threads": threads,
               "files": {f"{rt} {p}": str(path) for (rt, p), path in files.items()}, "rows": rows,
-              "ratios": cmp.ratios(rows), "agreement_samples": len(heldout),
+              "ratios": cmp.ratios(rows), "auto_choices": cmp.auto_choices(), "agreement_samples": len(heldout),
               "agreement": cmp.agreement(runners, heldout.images, ref, heldout.labels)}
     _report(output, "compare", result, cmp.compare_markdown(result), cmp.compare_chart, force)
 

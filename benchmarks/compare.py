@@ -7,12 +7,13 @@ configuration in turn, so that a noisy neighbour on a shared machine slows all o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,11 @@ from digitloc.annotations.charts import pyplot, save_figure
 from digitloc.annotations.metrics import agreement as prediction_agreement
 from digitloc.annotations.metrics import class_accuracy
 
-RUNTIMES = ("onnxruntime", "openvino", "litert")
+# "auto" is the runtime's default read on a CPU: Detector(provider="auto"), which runs each batch size on
+# onnxruntime or OpenVINO, whichever its probe found faster here (digitloc.runtime.engines).
+AUTO = "auto"
+RUNTIMES = ("onnxruntime", AUTO, "openvino", "litert")
+OURS = ("onnxruntime", AUTO)
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -44,6 +49,47 @@ def ort_runner(path: Path, batch: int, threads: int | None) -> Runner:
 
     detector = Detector(path, provider="cpu", threads=threads)
     return detector.run
+
+
+def auto_runner(path: Path, batch: int, threads: int | None) -> Runner:
+    """The runtime's default read: ``provider="auto"`` (its probe runs in the warm-up; what it chose
+    is in ``auto_choices``)."""
+    from digitloc.runtime.detector import Detector
+
+    detector = Detector(path, provider=AUTO, threads=threads)
+    _AUTO_DETECTORS.append(detector)
+    return detector.run
+
+
+_AUTO_DETECTORS: list[Any] = []
+
+
+def auto_choices() -> list[dict[str, Any]]:
+    """What each auto detector of this process chose per size class, and the probe's figures."""
+    from dataclasses import asdict
+
+    out = []
+    for det in _AUTO_DETECTORS:
+        for choice in getattr(det.session, "choices", {}).values():
+            out.append({"model": det.model_path.name, **asdict(choice)})
+    return out
+
+
+@contextlib.contextmanager
+def fresh_probe_cache() -> Iterator[None]:
+    """An empty probe cache for the duration (the user's own cache is neither read nor written)."""
+    from digitloc.runtime.engines import CACHE_ENV
+
+    before = os.environ.get(CACHE_ENV)
+    with tempfile.TemporaryDirectory(prefix="digitloc-probe-") as tmp:
+        os.environ[CACHE_ENV] = tmp
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop(CACHE_ENV, None)
+            else:
+                os.environ[CACHE_ENV] = before
 
 
 def openvino_runner(path: Path, batch: int, threads: int | None) -> Runner:
@@ -129,15 +175,16 @@ def summarize(rates: dict[Config, list[float]]) -> list[dict[str, Any]]:
             for c, r in rates.items()]
 
 
-def ratios(rows: list[dict[str, Any]], ours: str = "onnxruntime") -> list[dict[str, Any]]:
-    """Ours against each peer at the same precision and batch (median images/s)."""
+def ratios(rows: list[dict[str, Any]], ours: tuple[str, ...] = OURS) -> list[dict[str, Any]]:
+    """Each of ours (onnxruntime alone, and auto) against each peer at the same precision and batch."""
     by = {(r["runtime"], r["precision"], r["batch"]): r["images_per_s"] for r in rows}
     out = []
-    for (runtime, precision, batch), rate in sorted(by.items()):
-        if runtime == ours or (ours, precision, batch) not in by:
-            continue
-        out.append({"peer": runtime, "precision": precision, "batch": batch,
-                    "ours_over_peer": by[(ours, precision, batch)] / rate})
+    for mine in ours:
+        for (runtime, precision, batch), rate in sorted(by.items()):
+            if runtime in ours or (mine, precision, batch) not in by:
+                continue
+            out.append({"ours": mine, "peer": runtime, "precision": precision, "batch": batch,
+                        "ours_over_peer": by[(mine, precision, batch)] / rate})
     return out
 
 
@@ -169,9 +216,14 @@ def compare_markdown(result: dict[str, Any]) -> str:
           "| runtime | precision | batch | images/s | min | max |\n|---|---|---|---|---|---|\n")
     md += "".join(f"| {r['runtime']} | {r['precision']} | {r['batch']} | {r['images_per_s']:.1f} | {r['min']:.1f} "
                   f"| {r['max']:.1f} |\n" for r in result["rows"])
-    md += "\n| ours (onnxruntime) over | precision | batch | ratio |\n|---|---|---|---|\n"
-    md += "".join(f"| {r['peer']} | {r['precision']} | {r['batch']} | {r['ours_over_peer']:.2f}x |\n"
-                  for r in result["ratios"])
+    md += "\n| ours | over | precision | batch | ratio |\n|---|---|---|---|---|\n"
+    md += "".join(f"| {r.get('ours', 'onnxruntime')} | {r['peer']} | {r['precision']} | {r['batch']} "
+                  f"| {r['ours_over_peer']:.2f}x |\n" for r in result["ratios"])
+    if result.get("auto_choices"):
+        md += "\nWhat `auto` (the runtime's default on a CPU) chose, by its own probe in this run:\n\n"
+        md += "".join(f"- {c['model']}, batch {c['batch']} ({c['size_class']}): **{c['engine']}** "
+                      f"(probe images/s: {', '.join(f'{k} {v:.0f}' for k, v in c['images_per_s'].items())})\n"
+                      for c in result["auto_choices"])
     if result.get("agreement"):
         md += (f"\nAgainst onnxruntime fp32 on {result['agreement_samples']} real held-out photos (batch 1):\n\n"
                "| runtime | precision | class agreement | box IoU | accuracy |\n|---|---|---|---|---|\n")

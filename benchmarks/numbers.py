@@ -46,12 +46,18 @@ def read_photos(path: Path, photos: list[Any], batch_size: int = 32, min_score: 
 
 
 def numbers_table(onnx_paths: list[Path], photos: list[Any], min_score: float | None = None) -> list[dict[str, Any]]:
-    """One row per model: whole-number accuracy, digit recall / precision, matched IoU, by height
-    share; and on the one-digit photos among them, the one-digit figures."""
+    """One row per model (a detector: with and without its refine pass): whole-number accuracy, digit
+    recall / precision, matched IoU, by height share; and on the one-digit photos among them, the
+    one-digit figures."""
+    from digitloc.runtime.detector import Detector
+
     rows = []
-    for path in onnx_paths:
-        results, detections = read_photos(path, photos, min_score=min_score)
-        row: dict[str, Any] = {"model": path.name, **detection_figures(results)}
+    for path, refine in [(p, r) for p in onnx_paths
+                         for r in ((False, True) if Detector(p, provider="cpu").is_detector else (True,))]:
+        # A detector also one pass alone (--no-refine), so that what its second pass adds is seen.
+        results, detections = read_photos(path, photos, min_score=min_score, refine=refine)
+        row: dict[str, Any] = {"model": path.name if refine else f"{path.name} --no-refine", "refine": refine,
+                               **detection_figures(results)}
         one = [(r, d) for r, d in zip(results, detections, strict=True) if len(r.true_labels) == 1]
         if one:
             row["one_digit"] = _one_digit(one)
@@ -111,14 +117,16 @@ def numbers_chart(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def failure_sheet(path_model: Path, photos: list[Any], rows: list[dict[str, Any]], path: Path, count: int = 24) -> Path:
-    """A PNG of the first ``count`` photos read wrong by the first model: each annotated, with the true number."""
+    """A PNG of the first ``count`` photos read wrong by the first model (with refine, as the runtime
+    reads by default): each annotated, with the true number."""
     import cv2
 
     from digitloc.runtime.detector import Detector
     from digitloc.runtime.draw import annotate
     from digitloc.runtime.fileio import atomic_path
 
-    wrong = {f["photo"]: f["true"] for f in rows[0]["failures"]}
+    shipped = next(r for r in rows if r.get("refine", True))  # the first model as the runtime reads by default
+    wrong = {f["photo"]: f["true"] for f in shipped["failures"]}
     chosen = [p for p in photos if p.origin in wrong][:count]
     detector = Detector(path_model, provider="cpu")
     tiles = []

@@ -2,11 +2,14 @@
 
 Provider choice is explicit: "cuda" fails when CUDA is not really in use (ONNX Runtime
 would otherwise log an error and quietly run on the CPU), "auto" takes CUDA when a
-session can actually use it and says which provider it got.
+session can actually use it and says which provider it got. On a CPU with OpenVINO installed too,
+"auto" runs each batch size on whichever of the two a short timed probe found faster on this CPU
+(``digitloc.runtime.engines``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from dataclasses import dataclass
@@ -49,6 +52,11 @@ REFINE_BELOW = 0.7  # only photos whose first box is shorter than this share of 
 # A larger photo is read again from a copy shrunk to this many pixels: the window cut for the
 # second pass (padded past the edge) then never costs more memory than a photo of this size.
 REFINE_MAX_PIXELS = 4_000_000
+# Detectors' second pass, chosen on the detection build's validation photos (never trained on; not
+# svhn-test-sample/eval): digits read that take less than this share of the photo's height are read
+# again from a window in which they take DETECTOR_REFINE_SHARE of its height (see the model card).
+DETECTOR_REFINE_BELOW = 0.6
+DETECTOR_REFINE_SHARE = 0.4
 
 
 def refine_window(box: np.ndarray, size: tuple[int, int], share: float = REFINE_SHARE) -> tuple[int, int, int, int]:
@@ -221,7 +229,6 @@ class Detector:
         self.max_pixels = max_pixels
         if provider == OPENVINO:
             self.session = _openvino_session(self.model_path, threads)
-            self.provider = self.session.get_providers()[0]
             self.info = parse_metadata(self.session.get_modelmeta().custom_metadata_map, str(self.model_path))
             self._check_io()
             return
@@ -237,12 +244,25 @@ class Detector:
             self.session = ort.InferenceSession(str(self.model_path), options, providers=wanted)
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
             raise ContractError(f"{self.model_path}: not a loadable ONNX model ({exc})") from None
-        self.provider = self.session.get_providers()[0]
         if provider == "cuda" and self.provider != PROVIDERS["cuda"]:
             raise ProviderError(f"CUDA was asked for but the session runs on {self.provider}: "
                                 "no usable GPU, driver or CUDA/cuDNN libraries")
         self.info: ModelInfo = parse_metadata(self.session.get_modelmeta().custom_metadata_map, str(self.model_path))
         self._check_io()
+        if provider == "auto" and self.provider == PROVIDERS["cpu"] and importlib.util.find_spec("openvino"):
+            # Two engines can read this model on this CPU: the first batch of each size probes which is faster.
+            from digitloc.runtime.engines import ONNXRUNTIME, AutoSession
+
+            session = self.session
+            self.session = AutoSession(self.model_path, self.input_size, {
+                ONNXRUNTIME: lambda: session, OPENVINO: lambda: _openvino_session(self.model_path, threads)},
+                threads=threads)
+
+    @property
+    def provider(self) -> str:
+        """What runs the model: an onnxruntime provider, ``OpenVINO-CPU``, or ``auto: ...`` with what
+        each batch size was probed to run on."""
+        return self.session.get_providers()[0]
 
     def _check_io(self) -> None:
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -310,13 +330,43 @@ class Detector:
                                 "the contract needs [N, K, 4], [N, K], [N, K]")
         return boxes, scores, np.asarray(classes, np.int64), np.asarray(probs, np.float32)
 
-    def _detect_batch(self, loaded: list[np.ndarray]) -> list[Detection]:
-        """Version 2: every digit of each photo, read in order."""
-        boxes, scores, classes, probs = self.run_detector(np.stack([letterbox(im, self.input_size) for im in loaded]))
+    def _detect_pass(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, ...]]:
+        """One detector pass: per image its candidates' pixel boxes, scores, classes, best-digit probs,
+        and the indices of the digits read (in reading order)."""
+        boxes, scores, classes, probs = self.run_detector(np.stack([letterbox(im, self.input_size) for im in images]))
         out = []
-        for im, b, s, c, p in zip(loaded, boxes, scores, classes, probs, strict=True):
+        for im, b, s, c, p in zip(images, boxes, scores, classes, probs, strict=True):
             px = unletterbox_boxes(b, im.shape[:2], self.input_size)
-            order = read_digits(px, s, self.min_score, self.max_digits)
+            out.append((px, s, c, p, np.asarray(read_digits(px, s, self.min_score, self.max_digits), np.int64)))
+        return out
+
+    def _detect_batch(self, loaded: list[np.ndarray]) -> list[Detection]:
+        """Version 2: every digit of each photo, read in order. With ``refine``, a photo whose digits
+        read take less than ``DETECTOR_REFINE_BELOW`` of its height is read again from a window around
+        them (``DETECTOR_REFINE_SHARE`` of its height, cut from the photo): small digits are read at
+        the size the model reads best, and the second reading is kept where it reads any digit."""
+        passes = self._detect_pass(loaded)
+        todo, crops, offsets = [], [], []
+        candidates = enumerate(zip(loaded, passes, strict=True)) if self.refine else iter(())
+        for i, (im, (px, _, _, _, order)) in candidates:
+            if not len(order):
+                continue
+            read = px[order]
+            union = np.array([read[:, 0].min(), read[:, 1].min(), read[:, 2].max(), read[:, 3].max()], np.float32)
+            h, w = im.shape[:2]
+            if union[3] - union[1] >= DETECTOR_REFINE_BELOW * h:
+                continue
+            x1, y1, x2, y2 = refine_window(union, self.input_size, DETECTOR_REFINE_SHARE)
+            x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+            todo.append(i)
+            crops.append(im[y1:y2, x1:x2])
+            offsets.append(np.array([x1, y1, x1, y1], np.float32))
+        if crops:
+            for i, (px, s, c, p, order), offset in zip(todo, self._detect_pass(crops), offsets, strict=True):
+                if len(order):
+                    passes[i] = (px + offset, s, c, p, order)
+        out = []
+        for px, s, c, p, order in passes:
             digits = tuple(Digit(int(c[i]), float(s[i]), tuple(float(v) for v in px[i])) for i in order)
             top = max(order, key=lambda i: s[i]) if len(order) else 0  # none read: the model's best peak
             out.append(Detection(int(c[top]), float(s[top]), tuple(float(v) for v in px[top]),

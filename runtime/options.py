@@ -53,7 +53,9 @@ def provider_option(default: str = "auto") -> Callable[[Callable[..., Any]], Cal
 
     return click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default=default, show_default=True,
                         help="Where the model runs: cpu, cuda (fails when CUDA is not really used), auto (CUDA "
-                             "when usable, else CPU) or openvino (OpenVINO's runtime, extra `openvino`).")
+                             "when usable; else the CPU, by onnxruntime or, where OpenVINO is installed too, by "
+                             "whichever a timed probe on the first batch found faster here, cached per CPU and "
+                             "model) or openvino (OpenVINO's runtime, extra `openvino`).")
 
 
 def output_option(help: str, default: Path | None = None, required: bool = False,
@@ -67,8 +69,10 @@ def output_option(help: str, default: Path | None = None, required: bool = False
 def refine_option(default: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--refine/--no-refine: the detector's two-pass mode (see ``Detector``)."""
     return click.option("--refine/--no-refine", default=default, show_default=True,
-                        help="Predict again on a window cut around the first box, so small or off-centre digits "
-                             "are read at the size the model knows (twice the model's work).")
+                        help="Predict again on a window cut around what the first pass read (one-digit models: "
+                             "its box; detectors: the digits read, where they are under 0.6 of the photo's height), "
+                             "so small or off-centre digits are read at the size the model knows (up to twice the "
+                             "model's work).")
 
 
 min_score_option = click.option(

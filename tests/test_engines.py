@@ -1,0 +1,133 @@
+"""provider="auto" on a CPU: the probe picks the faster engine that agrees, caches it, and reuses it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from digitloc.runtime.contract import DIGIT_OUTPUT
+from digitloc.runtime.detector import Detector
+from digitloc.runtime.engines import (
+    ONNXRUNTIME,
+    AutoSession,
+    EngineCache,
+    agreement,
+    pick_engine,
+    probe_images,
+    size_class,
+)
+
+
+class Wrapped:
+    """An engine made of the reference session: slower by ``delay`` seconds per call, or wrong."""
+
+    def __init__(self, session: Any, delay: float = 0.0, wrong: bool = False) -> None:
+        self.session, self.delay, self.wrong, self.calls = session, delay, wrong, 0
+
+    def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.calls += 1
+        time.sleep(self.delay)
+        out = self.session.run(names, feed)
+        if self.wrong:
+            out = [np.roll(o, 1, axis=1) if n == DIGIT_OUTPUT else o for n, o in zip(names, out, strict=True)]
+        return out
+
+
+def _auto(path: Path, cache: Path, engines: dict[str, Wrapped]) -> AutoSession:
+    det = Detector(path, provider="cpu")
+    return AutoSession(path, det.input_size, {name: (lambda e=e: e) for name, e in engines.items()},
+                       cache=EngineCache(cache))
+
+
+def test_probe_takes_the_faster_engine_and_caches_it(tiny_onnx: Path, tmp_path: Path) -> None:
+    ref = Detector(tiny_onnx, provider="cpu").session
+    slow_ort, fast_peer = Wrapped(ref, delay=0.02), Wrapped(ref)
+    auto = _auto(tiny_onnx, tmp_path / "engines.json", {ONNXRUNTIME: slow_ort, "peer": fast_peer})
+    images = probe_images((32, 32), 1)
+    auto.run(["bbox", "digit"], {"image": images})
+    choice = auto.choices["one"]
+    assert choice.engine == "peer" and not choice.cached
+    assert choice.images_per_s["peer"] > choice.images_per_s[ONNXRUNTIME]
+    assert choice.agreement == {ONNXRUNTIME: 1.0, "peer": 1.0}
+    assert "peer for one" in auto.describe()
+    # Batches of several photos are another size class, probed on their own.
+    auto.run(["bbox", "digit"], {"image": probe_images((32, 32), 3)})
+    assert set(auto.choices) == {"one", "many"} and auto.choices["many"].batch == 32
+    saved = json.loads((tmp_path / "engines.json").read_text())
+    assert sorted(entry["size_class"] for entry in saved.values()) == ["many", "one"]
+    # A new session on the same model, CPU and engines reads the cache: no probe, no call to the slow one.
+    slow_again, peer_again = Wrapped(ref, delay=0.02), Wrapped(ref)
+    again = _auto(tiny_onnx, tmp_path / "engines.json", {ONNXRUNTIME: slow_again, "peer": peer_again})
+    again.run(["bbox", "digit"], {"image": images})
+    assert again.choices["one"].cached and again.choices["one"].engine == "peer"
+    assert slow_again.calls == 0 and peer_again.calls == 1
+
+
+def test_an_engine_that_disagrees_or_fails_to_load_is_never_chosen(tiny_onnx: Path, tmp_path: Path) -> None:
+    ref = Detector(tiny_onnx, provider="cpu").session
+    slow_ort = Wrapped(ref, delay=0.01)
+
+    def broken() -> Wrapped:
+        raise RuntimeError("cannot compile this model")
+
+    det = Detector(tiny_onnx, provider="cpu")
+    auto = AutoSession(tiny_onnx, det.input_size, {ONNXRUNTIME: lambda: slow_ort,
+                                                   "wrong": lambda: Wrapped(ref, wrong=True), "broken": broken},
+                       cache=EngineCache(tmp_path / "engines.json"))
+    auto.run(["bbox", "digit"], {"image": probe_images((32, 32), 1)})
+    choice = auto.choices["one"]
+    assert choice.engine == ONNXRUNTIME
+    assert choice.agreement["wrong"] == 0.0 and "wrong" not in choice.images_per_s
+    assert "broken" not in choice.agreement
+
+
+def test_within_the_margin_onnxruntime_stays() -> None:
+    assert pick_engine({ONNXRUNTIME: 100.0, "openvino": 102.0}) == ONNXRUNTIME
+    assert pick_engine({ONNXRUNTIME: 100.0, "openvino": 104.0}) == "openvino"
+    assert pick_engine({"openvino": 50.0, ONNXRUNTIME: 60.0}) == ONNXRUNTIME
+    assert pick_engine({ONNXRUNTIME: 10.0}) == ONNXRUNTIME
+
+
+def test_an_unreadable_cache_is_probed_again_and_rewritten(tiny_onnx: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "engines.json"
+    cache.write_text("{not json")
+    ref = Detector(tiny_onnx, provider="cpu").session
+    auto = _auto(tiny_onnx, cache, {ONNXRUNTIME: Wrapped(ref)})
+    auto.run(["bbox", "digit"], {"image": probe_images((32, 32), 1)})
+    assert not auto.choices["one"].cached
+    assert len(json.loads(cache.read_text())) == 1
+    # A cache folder that cannot be written is no error: the probe's choice is used all the same.
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    auto = _auto(tiny_onnx, blocked / "engines.json", {ONNXRUNTIME: Wrapped(ref)})
+    auto.run(["bbox", "digit"], {"image": probe_images((32, 32), 1)})
+    assert auto.choices["one"].engine == ONNXRUNTIME
+
+
+def test_probe_images_and_agreement() -> None:
+    images = probe_images((64, 128), 4)
+    assert images.shape == (4, 64, 128, 3) and images.dtype == np.uint8
+    assert all(len(np.unique(im.reshape(-1, 3), axis=0)) > 1 for im in images)  # something drawn on each
+    assert np.array_equal(images, probe_images((64, 128), 4))  # the same probe every time
+    boxes = np.array([[0.1, 0.1, 0.5, 0.5], [0.2, 0.2, 0.6, 0.6]], np.float32)
+    digits = np.eye(10, dtype=np.float32)[[3, 7]]
+    assert agreement([boxes, digits], [boxes, digits]) == 1.0
+    assert agreement([boxes, digits], [boxes + [0.05, 0, 0.05, 0], digits]) == 0.0  # IoU under 0.97
+    assert agreement([boxes, digits], [boxes, digits[::-1]]) == 0.0
+    assert size_class(1) == "one" and size_class(2) == size_class(256) == "many"
+
+
+def test_auto_with_openvino_installed_runs_the_probe(tiny_onnx: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("DIGITLOC_CACHE_DIR", str(tmp_path))
+    det = Detector(tiny_onnx, provider="auto")
+    assert det.provider.startswith("auto (onnxruntime, openvino")
+    photo = np.random.default_rng(0).integers(0, 255, (40, 50, 3)).astype(np.uint8)
+    assert det.predict(photo).digit == Detector(tiny_onnx, provider="cpu").predict(photo).digit
+    assert det.provider.startswith("auto: ") and (tmp_path / "engines.json").is_file()
