@@ -264,6 +264,20 @@ def test_compare_ratios_and_interleaving() -> None:
     assert got == {("onnxruntime", "openvino", "int8", 32): 1.5, ("onnxruntime", "litert", "int8", 32): 2.0,
                    ("auto", "openvino", "int8", 32): 2.0, ("auto", "litert", "int8", 32): 1200 / 450}
     assert summarize({Config("litert", "fp32", 1): [3.0, 1.0, 2.0]})[0]["images_per_s"] == 2.0
+    # Agreement runs every image at the configuration's own batch size; the last batch is padded.
+    from digitloc.benchmarks.compare import run_all
+
+    sizes: list[int] = []
+
+    def fixed(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sizes.append(len(x))
+        assert len(x) == 4  # like LiteRT, this runner takes one batch size only
+        return x[:, 0, 0, :].astype(np.float32).repeat(2, axis=1)[:, :4], np.eye(10)[x[:, 0, 0, 0] % 10]
+
+    images = (np.arange(10)[:, None, None, None] * np.ones((1, 2, 2, 3))).astype(np.uint8)
+    boxes, probs = run_all(fixed, images, 4)
+    assert sizes == [4, 4, 4] and len(boxes) == len(probs) == 10
+    assert np.argmax(probs, 1).tolist() == list(range(10))
 
 
 def test_compare_runs_the_peers_on_the_tiny_model(tmp_path: Path, tiny_run: Path, tiny_onnx: Path) -> None:
