@@ -36,8 +36,11 @@ from digitloc.runtime.fileio import atomic_write_text
 ONNXRUNTIME = "onnxruntime"
 PROBE_BATCH = {"one": 1, "many": 32}  # the size classes, and the batch each is probed at
 PROBE_ROUNDS = 3
-MIN_AGREEMENT = 0.9  # on the probe batch: same digit and box IoU >= BOX_IOU
-BOX_IOU = 0.97
+# On the probe batch (drawn digits, not photos: int8 and fp32 of one model differ there by up to 0.12 box
+# IoU), an engine must read the same digit with a box of IoU >= BOX_IOU on MIN_AGREEMENT of the images:
+# a guard against an engine that is plainly wrong here, not the agreement measured on real photos.
+MIN_AGREEMENT = 0.9
+BOX_IOU = 0.8
 # Another engine must beat onnxruntime (the reference the models are exported and checked on) by this
 # factor to be chosen: within the probe's noise, onnxruntime stays.
 MARGIN = 1.03

@@ -117,7 +117,8 @@ def test_probe_images_and_agreement() -> None:
     boxes = np.array([[0.1, 0.1, 0.5, 0.5], [0.2, 0.2, 0.6, 0.6]], np.float32)
     digits = np.eye(10, dtype=np.float32)[[3, 7]]
     assert agreement([boxes, digits], [boxes, digits]) == 1.0
-    assert agreement([boxes, digits], [boxes + [0.05, 0, 0.05, 0], digits]) == 0.0  # IoU under 0.97
+    assert agreement([boxes, digits], [boxes + [0.02, 0, 0.02, 0], digits]) == 1.0  # IoU 0.905
+    assert agreement([boxes, digits], [boxes + [0.1, 0, 0.1, 0], digits]) == 0.0  # IoU 0.6
     assert agreement([boxes, digits], [boxes, digits[::-1]]) == 0.0
     assert size_class(1) == "one" and size_class(2) == size_class(256) == "many"
 
