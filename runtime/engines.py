@@ -1,13 +1,13 @@
 """``provider="auto"`` on a CPU: the faster of onnxruntime and OpenVINO for this model on this CPU.
 
 Which engine reads a given int8 model faster depends on the CPU (VNNI or not, cores, cache) and
-on the batch size: measured here, OpenVINO can lead at batch 32 where onnxruntime leads at batch 1
-(``docs/speed.md``). So the runtime does not guess. The first batch of each size class (one photo,
-or several) times every engine that is installed on a probe batch, interleaved, and keeps the
-fastest whose outputs agree with onnxruntime's there (another engine only when it is at least
-``MARGIN`` faster: onnxruntime is the reference). The choice is cached per model file, CPU,
-engine versions, threads and size class (``engines.json`` in the user's cache folder), so the
-probe runs once. :class:`AutoSession` looks like an onnxruntime session to the Detector.
+on the batch size (the model card's section "The fastest engine on the user's CPU"). So the
+runtime does not guess. The first batch of each size class (one photo, or several) times every
+engine that is installed on a probe batch, interleaved, and keeps the fastest whose outputs agree
+with onnxruntime's there (another engine only when it is at least ``MARGIN`` faster: onnxruntime
+is the reference). The choice is cached per model file, CPU, engine versions, threads and size
+class (``engines.json`` in the user's cache folder), so the probe runs once.
+:class:`AutoSession` looks like an onnxruntime session to the Detector.
 
 The probe batch is drawn digits on plain backgrounds (nothing to read from disk); its agreement
 check only refuses an engine that is plainly broken here. Agreement on real photos is measured by
