@@ -132,3 +132,18 @@ def test_auto_with_openvino_installed_runs_the_probe(tiny_onnx: Path, tmp_path: 
     photo = np.random.default_rng(0).integers(0, 255, (40, 50, 3)).astype(np.uint8)
     assert det.predict(photo).digit == Detector(tiny_onnx, provider="cpu").predict(photo).digit
     assert det.provider.startswith("auto: ") and (tmp_path / "engines.json").is_file()
+
+
+def test_engine_profile_script_sets_the_two_engines_side_by_side(tiny_onnx: Path) -> None:
+    pytest.importorskip("openvino")
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    try:
+        from engine_profile import profile_markdown
+    finally:
+        sys.path.pop(0)
+    md = profile_markdown(tiny_onnx, batch=2, calls=2)
+    assert "### onnxruntime:" in md and "### OpenVINO:" in md
+    rows = [line for line in md.splitlines() if line.startswith("| 1 |")]
+    assert rows and "Convolution" in rows[0]  # the first convolution of each engine, side by side
