@@ -117,15 +117,20 @@ drift-cpus: venv
 			models/digitloc-default-int8.onnx --data $(EMULATE_DATA) --emulate $$cpu -o benchmarks/results/drift/$$cpu \
 			--force || exit 1; done
 
-# onnxruntime (ours) against OpenVINO and LiteRT on the default model, interleaved (extra `peers`),
-# then this CPU's int8 multiply-add ceilings beside those rates.
+# onnxruntime (ours alone), auto (the runtime's default read on a CPU) against OpenVINO and LiteRT on the
+# default model, interleaved (extra `peers`), then this CPU's int8 multiply-add ceilings beside those rates,
+# and where onnxruntime and OpenVINO spend their time, layer by layer. COMPARE_OUT: one folder per CPU.
+COMPARE_OUT ?= benchmarks/results/compare
 compare: venv
 	$(BIN)/python -m pip install -q -e ".[peers]"
 	$(BIN)/digitloc-bench compare models/w025-128x64-run/model.keras --int8 models/digitloc-default-int8.onnx \
 		--fp32 models/digitloc-default-fp32.onnx --data $(EMULATE_DATA) --repeats 9 --calls 20 --litert-dir runs/litert \
-		-o benchmarks/results/compare --force
-	$(BIN)/digitloc-bench ceiling benchmarks/results/compare/compare.json --model models/digitloc-default-int8.onnx \
-		-o benchmarks/results/ceiling --force
+		-o $(COMPARE_OUT) --force
+	$(BIN)/digitloc-bench ceiling $(COMPARE_OUT)/compare.json --model models/digitloc-default-int8.onnx \
+		-o $(COMPARE_OUT)/ceiling --force
+	for model in digitloc-default-int8 digitloc-detector-int8; do for b in 1 32; do \
+		$(BIN)/python scripts/engine_profile.py models/$$model.onnx --batch $$b --calls 20 \
+			-o $(COMPARE_OUT)/profile/$$model-b$$b.md || exit 1; done; done
 
 # The digit detector (every digit, the house number): recipes/detector.toml (detection set, two training stages
 # of at most 2 hours on 2 CPU cores, exports, run record). BACKBONE: the one-digit stage-4 model its conv blocks
