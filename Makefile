@@ -117,7 +117,7 @@ drift-cpus: venv
 			models/digitloc-default-int8.onnx --data $(EMULATE_DATA) --emulate $$cpu -o benchmarks/results/drift/$$cpu \
 			--force || exit 1; done
 
-# onnxruntime (ours alone), auto (the runtime's default read on a CPU) against OpenVINO and LiteRT on the
+# onnxruntime (the runtime's default read on a CPU) and --provider fastest against OpenVINO and LiteRT on the
 # default model, interleaved (extra `peers`), then this CPU's int8 multiply-add ceilings beside those rates,
 # and where onnxruntime and OpenVINO spend their time, layer by layer. COMPARE_OUT: one folder per CPU.
 COMPARE_OUT ?= benchmarks/results/compare

@@ -478,9 +478,9 @@ def _latency_rows(path: Path, onnx_models: tuple[Path, ...]) -> list[dict]:
               help="The fp32 ONNX file of KERAS_MODEL.")
 @data_option
 @kind_option()
-@click.option("--runtimes", default="onnxruntime,auto,openvino,litert", show_default=True,
-              help="Runtimes to time: onnxruntime (ours alone), auto (the runtime's default read on a CPU: "
-                   "onnxruntime or OpenVINO by its own probe), openvino, litert.")
+@click.option("--runtimes", default="onnxruntime,fastest,openvino,litert", show_default=True,
+              help="Runtimes to time: onnxruntime (the runtime's default read on a CPU), fastest (the runtime's "
+                   "--provider fastest: onnxruntime or OpenVINO by its own probe), openvino, litert.")
 @batches_option("1,32")
 @threads_option
 @repeats_option
@@ -534,7 +534,7 @@ def compare(keras_model: Path, int8_model: Path, fp32_model: Path, data: Path, k
     rng = np.random.default_rng(0)
     inputs = {b: rng.integers(0, 256, (b, *size, 3), dtype=np.uint8) for b in batch_sizes}
     click.echo(f"timing {len(runners)} configurations, {repeats} x {calls} calls each, round-robin", err=True)
-    with cmp.fresh_probe_cache():  # auto probes afresh in this run, never from an older cache
+    with cmp.fresh_probe_cache():  # fastest probes afresh in this run, never from an older cache
         rates = cmp.interleaved(runners, inputs, repeats, calls, warmup)
     rows = cmp.summarize(rates)
     reference = makers["onnxruntime"](fp32_model, 1, threads)

@@ -24,9 +24,9 @@ from digitloc.annotations.charts import pyplot, save_figure
 from digitloc.annotations.metrics import agreement as prediction_agreement
 from digitloc.annotations.metrics import class_accuracy
 
-# "auto" is the runtime's default read on a CPU: Detector(provider="auto"), which runs each batch size on
-# onnxruntime or OpenVINO, whichever its probe found faster here (digitloc.runtime.engines).
-AUTO = "auto"
+# "fastest": Detector(provider="fastest"), which runs each batch size on onnxruntime or OpenVINO,
+# whichever its probe found faster here (digitloc.runtime.engines). The default read is "onnxruntime".
+AUTO = "fastest"
 RUNTIMES = ("onnxruntime", AUTO, "openvino", "litert")
 OURS = ("onnxruntime", AUTO)
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -52,8 +52,8 @@ def ort_runner(path: Path, batch: int, threads: int | None) -> Runner:
 
 
 def auto_runner(path: Path, batch: int, threads: int | None) -> Runner:
-    """The runtime's default read: ``provider="auto"`` (its probe runs in the warm-up; what it chose
-    is in ``auto_choices``)."""
+    """The runtime's ``provider="fastest"`` (its probe runs in the warm-up; what it chose is in
+    ``auto_choices``)."""
     from digitloc.runtime.detector import Detector
 
     detector = Detector(path, provider=AUTO, threads=threads)
@@ -65,7 +65,7 @@ _AUTO_DETECTORS: list[Any] = []
 
 
 def auto_choices() -> list[dict[str, Any]]:
-    """What each auto detector of this process chose per size class, and the probe's figures."""
+    """What each fastest detector of this process chose per size class, and the probe's figures."""
     from dataclasses import asdict
 
     out = []
@@ -176,7 +176,7 @@ def summarize(rates: dict[Config, list[float]]) -> list[dict[str, Any]]:
 
 
 def ratios(rows: list[dict[str, Any]], ours: tuple[str, ...] = OURS) -> list[dict[str, Any]]:
-    """Each of ours (onnxruntime alone, and auto) against each peer at the same precision and batch."""
+    """Each of ours (onnxruntime, the default read, and fastest) against each peer at the same precision and batch."""
     by = {(r["runtime"], r["precision"], r["batch"]): r["images_per_s"] for r in rows}
     out = []
     for mine in ours:
@@ -206,7 +206,7 @@ def run_all(run: Runner, images: np.ndarray, batch: int) -> tuple[np.ndarray, np
 def agreement(runners: dict[Config, Runner], images: np.ndarray, reference: tuple[np.ndarray, np.ndarray],
               labels: np.ndarray | None) -> list[dict[str, Any]]:
     """Class agreement and mean box IoU of each configuration with ``reference``, and accuracy: at
-    every batch size timed (auto may run one photo and several on different engines)."""
+    every batch size timed (fastest may run one photo and several on different engines)."""
     out = []
     for cfg, run in runners.items():
         boxes, probs = run_all(run, images, cfg.batch)
@@ -232,7 +232,7 @@ def compare_markdown(result: dict[str, Any]) -> str:
     md += "".join(f"| {r.get('ours', 'onnxruntime')} | {r['peer']} | {r['precision']} | {r['batch']} "
                   f"| {r['ours_over_peer']:.2f}x |\n" for r in result["ratios"])
     if result.get("auto_choices"):
-        md += "\nWhat `auto` (the runtime's default on a CPU) chose, by its own probe in this run:\n\n"
+        md += "\nWhat `fastest` chose, by its own probe in this run:\n\n"
         md += "".join(f"- {c['model']}, batch {c['batch']} ({c['size_class']}): **{c['engine']}** "
                       f"(probe images/s: {', '.join(f'{k} {v:.0f}' for k, v in c['images_per_s'].items())})\n"
                       for c in result["auto_choices"])

@@ -1,4 +1,4 @@
-"""``provider="auto"`` on a CPU: the faster of onnxruntime and OpenVINO for this model on this CPU.
+"""``provider="fastest"`` on a CPU: the faster of onnxruntime and OpenVINO for this model on this CPU.
 
 Which engine reads a given int8 model faster depends on the CPU (VNNI or not, cores, cache) and
 on the batch size (the model card's section "The fastest engine on the user's CPU"). So the
@@ -233,10 +233,10 @@ class AutoSession:
         return dict(self._choices)
 
     def describe(self) -> str:
-        """``auto``, and what each size class probed so far runs on."""
+        """``fastest``, and what each size class probed so far runs on."""
         if not self._choices:
-            return f"auto ({', '.join([ONNXRUNTIME, *self._factories])}: probed on the first batch)"
-        return "auto: " + "; ".join(c.describe() for c in self._choices.values())
+            return f"fastest ({', '.join([ONNXRUNTIME, *self._factories])}: probed on the first batch)"
+        return "fastest: " + "; ".join(c.describe() for c in self._choices.values())
 
     def _session(self, name: str) -> Any | None:
         if name not in self._sessions:

@@ -53,9 +53,10 @@ def provider_option(default: str = "auto") -> Callable[[Callable[..., Any]], Cal
 
     return click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default=default, show_default=True,
                         help="Where the model runs: cpu, cuda (fails when CUDA is not really used), auto (CUDA "
-                             "when usable; else the CPU, by onnxruntime or, where OpenVINO is installed too, by "
-                             "whichever a timed probe on the first batch found faster here, cached per CPU and "
-                             "model) or openvino (OpenVINO's runtime, extra `openvino`).")
+                             "when usable, else CPU), openvino (OpenVINO's runtime, extra `openvino`) or fastest "
+                             "(auto, but on a CPU with OpenVINO installed each batch size runs on whichever of "
+                             "onnxruntime and OpenVINO a timed probe on the first batch found faster here, cached "
+                             "per CPU and model; OpenVINO's int8 agrees with fp32 on fewer photos: see the model card).")
 
 
 def output_option(help: str, default: Path | None = None, required: bool = False,
