@@ -150,10 +150,15 @@ def pick_engine(rates: dict[str, float]) -> str:
 
 
 class EngineCache:
-    """The probe results on disk: one JSON object, written atomically; an unreadable file is ignored."""
+    """The probe results on disk: one JSON object, written atomically; an unreadable file is ignored.
+    Without a path, ``cache_path()`` as it is at each read and write (the environment may change)."""
 
     def __init__(self, path: Path | None = None) -> None:
-        self.path = path or cache_path()
+        self._path = path
+
+    @property
+    def path(self) -> Path:
+        return self._path or cache_path()
 
     def _read(self) -> dict[str, Any]:
         try:

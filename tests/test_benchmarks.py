@@ -280,10 +280,12 @@ def test_compare_ratios_and_interleaving() -> None:
     assert np.argmax(probs, 1).tolist() == list(range(10))
 
 
-def test_compare_runs_the_peers_on_the_tiny_model(tmp_path: Path, tiny_run: Path, tiny_onnx: Path) -> None:
+def test_compare_runs_the_peers_on_the_tiny_model(tmp_path: Path, tiny_run: Path, tiny_onnx: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("openvino")
     data = Path(json.loads((tiny_run / "config.json").read_text())["data"])
     out = tmp_path / "c"
+    monkeypatch.setenv("DIGITLOC_CACHE_DIR", str(tmp_path / "user-cache"))
     before = os.environ.get("DIGITLOC_CACHE_DIR")
     result = CliRunner().invoke(main, ["compare", str(tiny_run / "model.keras"), "--int8", str(tiny_onnx), "--fp32",
                                        str(tiny_onnx), "--data", str(data), "--kind", "all", "--runtimes",
@@ -300,6 +302,8 @@ def test_compare_runs_the_peers_on_the_tiny_model(tmp_path: Path, tiny_run: Path
     assert all(c["engine"] in ("onnxruntime", "openvino") for c in payload["auto_choices"])
     # (--int8 and --fp32 are one file here: the second detector on it may read the first one's probe.)
     assert all(any(not c["cached"] for c in payload["auto_choices"] if c["size_class"] == cls) for cls in ("one", "many"))
+    # The user's own probe cache is neither read nor written: the run probes afresh.
+    assert not (tmp_path / "user-cache" / "engines.json").exists()
     assert "What `fastest`" in (out / "compare.md").read_text()
     assert os.environ.get("DIGITLOC_CACHE_DIR") == before
 

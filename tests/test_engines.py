@@ -150,3 +150,11 @@ def test_engine_profile_script_sets_the_two_engines_side_by_side(tiny_onnx: Path
     assert "### onnxruntime:" in md and "### OpenVINO:" in md
     rows = [line for line in md.splitlines() if line.startswith("| 1 |")]
     assert rows and "Convolution" in rows[0]  # the first convolution of each engine, side by side
+
+
+def test_the_cache_follows_the_environment_at_each_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = EngineCache()  # made before the environment names another folder (as a benchmark's runners are)
+    monkeypatch.setenv("DIGITLOC_CACHE_DIR", str(tmp_path / "a"))
+    assert cache.path == tmp_path / "a" / "engines.json"
+    monkeypatch.setenv("DIGITLOC_CACHE_DIR", str(tmp_path / "b"))
+    assert cache.path == tmp_path / "b" / "engines.json"
