@@ -320,14 +320,16 @@ def siege(port: int, pid: int, photos: list[Path], count: int, seconds: float, c
                 sock.close()
 
     slowest = [0.0]
+    healthz_errors: list[str] = []
 
     def watch() -> None:
         while not stop.is_set():
             start = time.perf_counter()
             try:
                 httpx.get(f"{url}/healthz", timeout=10)
-            except httpx.HTTPError:
+            except httpx.HTTPError as exc:  # unanswered: counted as the full 10 s, and what happened is kept
                 slowest[0] = max(slowest[0], 10.0)
+                healthz_errors.append(f"{type(exc).__name__} after {time.perf_counter() - start:.2f} s: {exc}")
             slowest[0] = max(slowest[0], time.perf_counter() - start)
             stop.wait(0.1)
 
@@ -372,6 +374,7 @@ def siege(port: int, pid: int, photos: list[Path], count: int, seconds: float, c
             "p50_ms": round(float(np.percentile(latencies, 50)), 1),
             "p99_ms": round(float(np.percentile(latencies, 99)), 1), "failures": len(failures),
             "failure_examples": failures[:10], "slowest_healthz_ms": round(slowest[0] * 1000, 1),
+            "healthz_errors": healthz_errors[:10],
             "slow_uploads_cut": cut["slow"], "idle_connections_closed_by_server": cut["idle"],
             "rss_start_mb": round(rss_start, 1), "rss_peak_mb": round(peak.peak, 1), "rss_after_mb": round(after, 1),
             "rss_after_minus_start_mb": round(after - rss_start, 1)}

@@ -50,7 +50,19 @@ class Guard:
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.open: set[Any] = set()
-        self.accepted = 0  # accepted sockets whose protocol has not yet been lost
+        self._sockets: list[socket.socket] = []  # accepted sockets, until closed
+
+    @property
+    def accepted(self) -> int:
+        """Accepted sockets not yet closed. Counted from the sockets themselves, not kept as a tally:
+        a socket closed by any path (its protocol's connection_lost, or asyncio closing one it could
+        not make a transport for) leaves the count, which therefore cannot drift above the truth and
+        lock new clients (a /healthz) out while old keep-alive ones are still served."""
+        self._sockets = [s for s in self._sockets if s.fileno() != -1]
+        return len(self._sockets)
+
+    def add(self, conn: socket.socket) -> None:
+        self._sockets.append(conn)
 
     def closing(self) -> bool:
         """Whether a connection is being closed (its descriptor is free on the loop's next turn)."""
@@ -85,7 +97,7 @@ class GuardedSocket(socket.socket):
                 raise BlockingIOError
             break
         conn, addr = super().accept()  # BlockingIOError when none is waiting: asyncio stops there
-        guard.accepted += 1
+        guard.add(conn)
         return conn, addr
 
 
@@ -155,9 +167,7 @@ def guarded_protocol(guard: Guard, idle_s: float) -> type:
             if self.idle_timer is not None:
                 self.idle_timer.cancel()
                 self.idle_timer = None
-            if self in guard.open:
-                guard.open.discard(self)
-                guard.accepted -= 1
+            guard.open.discard(self)
             super().connection_lost(exc)
 
     return GuardedH11Protocol
