@@ -22,10 +22,14 @@ import contextlib
 import os
 import resource
 import socket
+import time
 from typing import Any
 
 FD_RESERVE = 64  # descriptors kept free beyond the process's own: the model, logs, accept's own use
 SLACK = 16  # connections accepted beyond the cap while the idle ones they replace are being closed
+# Connections idle for less than this are closed for room only when no older idle one is left: in the siege
+# a burst of 150 connections closed, within a few loop turns, a /healthz connected 0.05 s before its request.
+FRESH_S = 0.25
 
 
 def connection_cap(wanted: int) -> int:
@@ -69,11 +73,14 @@ class Guard:
         return any(p.transport.is_closing() for p in self.open)
 
     def oldest_idle(self) -> Any | None:
-        """The connection to close for room: one that never sent a request before one that did (a client
-        between two requests), the longest idle first. One whose request has arrived but not yet been
-        read (the event loop has not reached it) is not idle: a new client is never closed mid-request."""
+        """The connection to close for room: one idle for ``FRESH_S`` or more before a fresher one (a client
+        that has just connected may not have sent its request yet: a burst of connections must not close
+        it before it could), then one that never sent a request before one that did (a client between
+        two requests), the longest idle first. One whose request has arrived but not yet been read (the
+        event loop has not reached it) is not idle: a new client is never closed mid-request."""
+        now = time.monotonic()  # the clock of asyncio's loop.time(), which sets idle_since
         idle = sorted((p for p in self.open if p.idle() and not p.transport.is_closing()),
-                      key=lambda p: (p.served > 0, p.idle_since))
+                      key=lambda p: (now - p.idle_since < FRESH_S, p.served > 0, p.idle_since))
         return next((p for p in idle if not p.pending()), None)
 
 

@@ -532,6 +532,17 @@ def test_room_is_never_made_by_closing_a_connection_whose_request_waits_unread()
     assert guard.oldest_idle() is served
     served.pending = lambda: True
     assert guard.oldest_idle() is None
+    # A client that connected a moment ago may not have sent its request yet: an older idle connection goes
+    # first, even one that served a request; only when every idle one is fresh does the oldest fresh one go.
+    import time
+
+    now = time.monotonic()
+    just_came, older_client = conn(now - 0.01, 0, False), conn(now - 5.0, 1, False)
+    guard.open = [just_came, older_client]
+    assert guard.oldest_idle() is older_client
+    fresher = conn(now - 0.001, 0, False)
+    guard.open = [fresher, just_came]
+    assert guard.oldest_idle() is just_came
 
 
 def test_the_connection_count_follows_the_sockets_and_cannot_drift() -> None:
