@@ -313,7 +313,8 @@ def test_load_script_memory_bounds(tiny_onnx: Path, svhn_sample: Path, tmp_path:
     the server under 300 MB above idle, the burst has no unexpected status, and memory has grown by
     less than 20 MB after it. The bound is on growth alone: the allocator giving pages back (memory
     falling below the start, 27.6 MB once) is no leak. The siege (the server under ``ulimit -n 256``,
-    2 stalled uploads, 300 idle connections, 10 clients): no failure, /healthz answered every time,
+    2 stalled uploads, 300 idle connections, 10 clients): no failure, /healthz answered every time (a
+    connection reset at once is tried again, at most 5 times in the run),
     memory within 50 MB of its start. (Speed belongs in the benchmark results.)"""
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "serve_load.py"), "--photos", str(svhn_sample),
                              "--model", str(tiny_onnx), "--requests", "120", "--seconds", "60", "--threads", "4",
@@ -332,6 +333,8 @@ def test_load_script_memory_bounds(tiny_onnx: Path, svhn_sample: Path, tmp_path:
     siege = report["siege"]
     assert siege["failures"] == 0 and siege["requests"] == 150, siege["failure_examples"]
     assert siege["slowest_healthz_ms"] < 10_000, siege["healthz_errors"]  # 10 s: /healthz never went unanswered
+    # A reset at once under the flood is tried again (and answered then); rare, not the rule.
+    assert siege["healthz_resets_retried"] <= 5, siege["healthz_reset_examples"]
     assert siege["rss_after_minus_start_mb"] < 50
     assert (tmp_path / "serve-load.md").read_text().count("|") > 20
 
