@@ -26,13 +26,9 @@ def labelled_photos(folders: list[str], skip_held_out: bool = False) -> list[Any
     return load_photos(folders, skip_held_out=skip_held_out)
 
 
-def read_photos(path: Path, photos: list[Any], batch_size: int = 32, min_score: float | None = None,
-                refine: bool = True) -> tuple[list[PhotoResult], list[Any]]:
-    """Each photo through the runtime's ``Detector`` as shipped (a one-digit model with its refine pass):
+def read_photos(detector: Any, photos: list[Any], batch_size: int = 32) -> tuple[list[PhotoResult], list[Any]]:
+    """Each photo through the runtime's ``Detector`` as given (as shipped: with its refine pass):
     the PhotoResults (pixel boxes) and the Detections."""
-    from digitloc.runtime.detector import Detector
-
-    detector = Detector(path, provider="cpu", min_score=min_score, refine=refine)
     results, detections = [], []
     for start in range(0, len(photos), batch_size):
         chunk = photos[start: start + batch_size]
@@ -52,19 +48,25 @@ def numbers_table(onnx_paths: list[Path], photos: list[Any], min_score: float | 
     from digitloc.runtime.detector import Detector
 
     rows = []
-    for path, refine in [(p, r) for p in onnx_paths
-                         for r in ((False, True) if Detector(p, provider="cpu").is_detector else (True,))]:
+    for path in onnx_paths:
+        detector = Detector(path, provider="cpu", min_score=min_score)
         # A detector also one pass alone (--no-refine), so that what its second pass adds is seen.
-        results, detections = read_photos(path, photos, min_score=min_score, refine=refine)
-        row: dict[str, Any] = {"model": path.name if refine else f"{path.name} --no-refine", "refine": refine,
-                               **detection_figures(results)}
-        one = [(r, d) for r, d in zip(results, detections, strict=True) if len(r.true_labels) == 1]
-        if one:
-            row["one_digit"] = _one_digit(one)
-        row["failures"] = [{"photo": r.origin, "true": r.true_number, "read": r.number}
-                           for r in results if r.number != r.true_number]
-        rows.append(row)
+        for refine in ((False, True) if detector.is_detector else (True,)):
+            detector.refine = refine
+            rows.append(_numbers_row(path, refine, *read_photos(detector, photos)))
     return rows
+
+
+def _numbers_row(path: Path, refine: bool, results: list[PhotoResult], detections: list[Any]) -> dict[str, Any]:
+    """One model's row of numbers_table."""
+    row: dict[str, Any] = {"model": path.name if refine else f"{path.name} --no-refine", "refine": refine,
+                           **detection_figures(results)}
+    one = [(r, d) for r, d in zip(results, detections, strict=True) if len(r.true_labels) == 1]
+    if one:
+        row["one_digit"] = _one_digit(one)
+    row["failures"] = [{"photo": r.origin, "true": r.true_number, "read": r.number}
+                       for r in results if r.number != r.true_number]
+    return row
 
 
 def _one_digit(pairs: list[tuple[PhotoResult, Any]]) -> dict[str, Any]:

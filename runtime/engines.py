@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME
+from digitloc.runtime.contract import BBOX_OUTPUT, DIGIT_OUTPUT, INPUT_NAME, box_iou, order_box
 from digitloc.runtime.fileio import atomic_write_text
 
 ONNXRUNTIME = "onnxruntime"
@@ -93,19 +93,12 @@ def probe_images(size: tuple[int, int], batch: int, seed: int = 0) -> np.ndarray
     return out
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x1, y1 = np.maximum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])
-    x2, y2 = np.minimum(a[:, 2], b[:, 2]), np.minimum(a[:, 3], b[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda r: np.abs(r[:, 2] - r[:, 0]) * np.abs(r[:, 3] - r[:, 1])  # noqa: E731
-    return inter / np.maximum(area(a) + area(b) - inter, 1e-9)
-
-
 def agreement(reference: list[np.ndarray], other: list[np.ndarray]) -> float:
     """Share of images where ``other``'s most confident digit is ``reference``'s, box IoU >= BOX_IOU."""
     (ref_box, ref_digit), (box, digit) = reference, other
     close = np.all(np.abs(np.asarray(ref_box) - np.asarray(box)) <= 1e-6, axis=1)  # also boxes of no area
-    same = (np.argmax(ref_digit, 1) == np.argmax(digit, 1)) & (close | (_iou(ref_box, box) >= BOX_IOU))
+    iou = box_iou(order_box(ref_box), order_box(box))  # corners as the Detector orders them
+    same = (np.argmax(ref_digit, 1) == np.argmax(digit, 1)) & (close | (iou >= BOX_IOU))
     return float(np.mean(same))
 
 
