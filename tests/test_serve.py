@@ -313,8 +313,8 @@ def test_load_script_memory_bounds(tiny_onnx: Path, svhn_sample: Path, tmp_path:
     the server under 300 MB above idle, the burst has no unexpected status, and memory has grown by
     less than 20 MB after it. The bound is on growth alone: the allocator giving pages back (memory
     falling below the start, 27.6 MB once) is no leak. The siege (the server under ``ulimit -n 256``,
-    2 stalled uploads, 300 idle connections, 10 clients): no failure, /healthz answered every time (a
-    connection reset at once is tried again, at most 5 times in the run),
+    2 stalled uploads, 300 idle connections, 10 clients): no failure, /healthz answered every time and
+    never reset,
     memory within 50 MB of its start. (Speed belongs in the benchmark results.)"""
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "serve_load.py"), "--photos", str(svhn_sample),
                              "--model", str(tiny_onnx), "--requests", "120", "--seconds", "60", "--threads", "4",
@@ -333,8 +333,9 @@ def test_load_script_memory_bounds(tiny_onnx: Path, svhn_sample: Path, tmp_path:
     siege = report["siege"]
     assert siege["failures"] == 0 and siege["requests"] == 150, siege["failure_examples"]
     assert siege["slowest_healthz_ms"] < 10_000, siege["healthz_errors"]  # 10 s: /healthz never went unanswered
-    # A reset at once under the flood is tried again (and answered then); rare, not the rule.
-    assert siege["healthz_resets_retried"] <= 5, siege["healthz_reset_examples"]
+    # No /healthz is reset, not even once: the resets at the cap came from refusing new clients while the
+    # sockets asyncio had just accepted still waited for their protocols (fixed in serve/connections.py).
+    assert siege["healthz_resets_retried"] == 0, siege["healthz_reset_examples"]
     assert siege["rss_after_minus_start_mb"] < 50
     assert (tmp_path / "serve-load.md").read_text().count("|") > 20
 
@@ -574,3 +575,46 @@ def test_the_connection_count_follows_the_sockets_and_cannot_drift() -> None:
             s.close()
         server.close()
     assert server.guard.accepted == 0
+
+
+def test_a_new_client_waits_while_accepted_sockets_have_no_protocol_yet() -> None:
+    """asyncio accepts a burst in one turn and makes the protocols on a later one. At the cap, a new
+    client must then wait in the backlog, not be reset as if every connection were busy (the siege's
+    /healthz was reset 0.05 s after connecting); once every socket has a busy protocol, it is refused."""
+    import socket
+
+    import pytest
+
+    from digitloc.serve.connections import listening_socket
+
+    server = listening_socket(socket.AF_INET, socket.SOCK_STREAM, 0, cap=2)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.setblocking(False)  # as asyncio's: accept raises BlockingIOError when none is waiting
+    clients = [socket.create_connection(server.getsockname()) for _ in range(3)]
+    accepted = [server.accept()[0] for _ in range(2)]
+    try:
+        with pytest.raises(BlockingIOError):  # two sockets without protocols: the third waits
+            server.accept()
+        clients[2].settimeout(0.2)
+        with pytest.raises(TimeoutError):  # still connected, not reset: nothing to read yet
+            clients[2].recv(1)
+        class Busy:  # a protocol whose request is in flight, on an open transport
+            def idle(self) -> bool:
+                return False
+
+            def is_closing(self) -> bool:
+                return False
+
+            @property
+            def transport(self) -> Busy:
+                return self
+
+        server.guard.open.update(Busy() for _ in range(2))
+        with pytest.raises(BlockingIOError):  # both busy: the third is refused, then none is left waiting
+            server.accept()
+        assert clients[2].recv(1) == b""  # closed by the server
+    finally:
+        for s in clients + accepted:
+            s.close()
+        server.close()
