@@ -117,15 +117,20 @@ drift-cpus: venv
 			models/digitloc-default-int8.onnx --data $(EMULATE_DATA) --emulate $$cpu -o benchmarks/results/drift/$$cpu \
 			--force || exit 1; done
 
-# onnxruntime (the runtime's default read on a CPU) and --provider fastest against OpenVINO and LiteRT on the
+# onnxruntime alone and auto (the runtime's default read: the faster of onnxruntime and OpenVINO) against OpenVINO and LiteRT on the
 # default model, interleaved (extra `peers`), then this CPU's int8 multiply-add ceilings beside those rates,
 # and where onnxruntime and OpenVINO spend their time, layer by layer. COMPARE_OUT: one folder per CPU.
+# Agreement is measured on the held-out photos and on a window around every digit of svhn-test-sample/fit
+# (1,297 real digits the default never trained on; not eval/).
 COMPARE_OUT ?= benchmarks/results/compare
+FIT_CROPS ?= data/fit128x64
 compare: venv
 	$(BIN)/python -m pip install -q -e ".[peers]"
+	$(BIN)/digitloc-data build --svhn $(SHARED)/data/svhn-test-sample/fit --crops-per-digit 1 --synthetic 0 \
+		--size 128x64 --one-digit-split 0:0:1 --multi-digit-split 0:0:1 -o $(FIT_CROPS) --force
 	$(BIN)/digitloc-bench compare models/w025-128x64-run/model.keras --int8 models/digitloc-default-int8.onnx \
-		--fp32 models/digitloc-default-fp32.onnx --data $(EMULATE_DATA) --repeats 9 --calls 20 --litert-dir runs/litert \
-		-o $(COMPARE_OUT) --force
+		--fp32 models/digitloc-default-fp32.onnx --data $(EMULATE_DATA) --agreement-data $(FIT_CROPS) \
+		--repeats 15 --calls 20 --litert-dir runs/litert -o $(COMPARE_OUT) --force
 	$(BIN)/digitloc-bench ceiling $(COMPARE_OUT)/compare.json --model models/digitloc-default-int8.onnx \
 		-o $(COMPARE_OUT)/ceiling --force
 	for model in digitloc-default-int8 digitloc-detector-int8; do for b in 1 32; do \

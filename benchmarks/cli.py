@@ -478,9 +478,12 @@ def _latency_rows(path: Path, onnx_models: tuple[Path, ...]) -> list[dict]:
               help="The fp32 ONNX file of KERAS_MODEL.")
 @data_option
 @kind_option()
-@click.option("--runtimes", default="onnxruntime,fastest,openvino,litert", show_default=True,
-              help="Runtimes to time: onnxruntime (the runtime's default read on a CPU), fastest (the runtime's "
-                   "--provider fastest: onnxruntime or OpenVINO by its own probe), openvino, litert.")
+@click.option("--runtimes", default="onnxruntime,auto,openvino,litert", show_default=True,
+              help="Runtimes to time: onnxruntime (the runtime on onnxruntime alone, --provider cpu), auto (the "
+                   "runtime's default read: on a CPU, onnxruntime or OpenVINO by its own probe), openvino, litert.")
+@click.option("--agreement-data", multiple=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="More real photos the model never trained on, for agreement beside the held-out ones: a dataset "
+                   "folder (its val and test, every kind), e.g. built from svhn-test-sample/fit (repeatable).")
 @batches_option("1,32")
 @threads_option
 @repeats_option
@@ -491,7 +494,7 @@ def _latency_rows(path: Path, onnx_models: tuple[Path, ...]) -> list[dict]:
 @output_option(default=Path("bench-out"), help="Folder for compare.json, compare.md and compare.png.")
 @force_option
 def compare(keras_model: Path, int8_model: Path, fp32_model: Path, data: Path, kind: str, runtimes: str,
-            batches: list[int],
+            agreement_data: tuple[Path, ...], batches: list[int],
             threads: int | None, repeats: int, calls: int, warmup: int, litert_dir: Path | None, output: Path,
             force: bool) -> None:
     """The same model through onnxruntime (ours), OpenVINO and LiteRT, int8 and fp32, timed interleaved.
@@ -511,9 +514,14 @@ def compare(keras_model: Path, int8_model: Path, fp32_model: Path, data: Path, k
     batch_sizes = batches
     try:
         heldout = load_heldout(data, kind)
+        size = heldout.images.shape[1:3]
+        extra = [load_heldout(folder, "all") for folder in agreement_data]
     except DatasetError as exc:
         fail(str(exc))
-    size = heldout.images.shape[1:3]
+    for folder, part in zip(agreement_data, extra, strict=True):
+        if part.images.shape[1:3] != size:
+            fail(f"{folder}: its photos are {part.images.shape[2]}x{part.images.shape[1]}, "
+                 f"the data's {size[1]}x{size[0]}")
     files: dict[tuple[str, str], Path] = {}
     for rt in names:
         if rt == "litert":
@@ -534,17 +542,21 @@ def compare(keras_model: Path, int8_model: Path, fp32_model: Path, data: Path, k
     rng = np.random.default_rng(0)
     inputs = {b: rng.integers(0, 256, (b, *size, 3), dtype=np.uint8) for b in batch_sizes}
     click.echo(f"timing {len(runners)} configurations, {repeats} x {calls} calls each, round-robin", err=True)
-    with cmp.fresh_probe_cache():  # fastest probes afresh in this run, never from an older cache
+    with cmp.fresh_probe_cache():  # auto probes afresh in this run, never from an older cache
         rates = cmp.interleaved(runners, inputs, repeats, calls, warmup)
     rows = cmp.summarize(rates)
     reference = makers["onnxruntime"](fp32_model, 1, threads)
-    ref = tuple(np.concatenate(z) for z in zip(*(reference(heldout.images[i:i + 1]) for i in range(len(heldout))),
-                                               strict=True))
     result = {"command": _command("compare"),
               "environment": environment(), "repeats": repeats, "calls": calls, "threads": threads,
               "files": {f"{rt} {p}": str(path) for (rt, p), path in files.items()}, "rows": rows,
               "ratios": cmp.ratios(rows), "auto_choices": cmp.auto_choices(), "agreement_samples": len(heldout),
-              "agreement": cmp.agreement(runners, heldout.images, ref, heldout.labels)}
+              "agreement": cmp.agreement(runners, heldout.images, cmp.run_all(reference, heldout.images, 1),
+                                         heldout.labels)}
+    if extra:
+        images = np.concatenate([heldout.images, *(p.images for p in extra)])
+        labels = np.concatenate([heldout.labels, *(p.labels for p in extra)])
+        result.update(agreement_data=[str(f) for f in agreement_data], agreement_all_samples=len(images),
+                      agreement_all=cmp.agreement(runners, images, cmp.run_all(reference, images, 1), labels))
     _report(output, "compare", result, cmp.compare_markdown(result), cmp.compare_chart, force)
 
 

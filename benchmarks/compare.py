@@ -24,9 +24,10 @@ from digitloc.annotations.charts import pyplot, save_figure
 from digitloc.annotations.metrics import agreement as prediction_agreement
 from digitloc.annotations.metrics import class_accuracy
 
-# "fastest": Detector(provider="fastest"), which runs each batch size on onnxruntime or OpenVINO,
-# whichever its probe found faster here (digitloc.runtime.engines). The default read is "onnxruntime".
-AUTO = "fastest"
+# "auto": the runtime's default read, Detector(provider="auto"): on a CPU with OpenVINO installed each batch
+# size runs on onnxruntime or OpenVINO, whichever its probe found faster here (digitloc.runtime.engines).
+# "onnxruntime": the runtime on onnxruntime alone (provider="cpu").
+AUTO = "auto"
 RUNTIMES = ("onnxruntime", AUTO, "openvino", "litert")
 OURS = ("onnxruntime", AUTO)
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -52,7 +53,7 @@ def ort_runner(path: Path, batch: int, threads: int | None) -> Runner:
 
 
 def auto_runner(path: Path, batch: int, threads: int | None) -> Runner:
-    """The runtime's ``provider="fastest"`` (its probe runs in the warm-up; what it chose is in
+    """The runtime's default ``provider="auto"`` (its probe runs in the warm-up; what it chose is in
     ``auto_choices``)."""
     from digitloc.runtime.detector import Detector
 
@@ -65,7 +66,7 @@ _AUTO_DETECTORS: list[Any] = []
 
 
 def auto_choices() -> list[dict[str, Any]]:
-    """What each fastest detector of this process chose per size class, and the probe's figures."""
+    """What each auto detector of this process chose per size class, and the probe's figures."""
     from dataclasses import asdict
 
     out = []
@@ -176,7 +177,7 @@ def summarize(rates: dict[Config, list[float]]) -> list[dict[str, Any]]:
 
 
 def ratios(rows: list[dict[str, Any]], ours: tuple[str, ...] = OURS) -> list[dict[str, Any]]:
-    """Each of ours (onnxruntime, the default read, and fastest) against each peer at the same precision and batch."""
+    """Each of ours (onnxruntime alone, and auto: the default read) against each peer at the same precision and batch."""
     by = {(r["runtime"], r["precision"], r["batch"]): r["images_per_s"] for r in rows}
     out = []
     for mine in ours:
@@ -206,7 +207,7 @@ def run_all(run: Runner, images: np.ndarray, batch: int) -> tuple[np.ndarray, np
 def agreement(runners: dict[Config, Runner], images: np.ndarray, reference: tuple[np.ndarray, np.ndarray],
               labels: np.ndarray | None) -> list[dict[str, Any]]:
     """Class agreement and mean box IoU of each configuration with ``reference``, and accuracy: at
-    every batch size timed (fastest may run one photo and several on different engines)."""
+    every batch size timed (auto may run one photo and several on different engines)."""
     out = []
     for cfg, run in runners.items():
         boxes, probs = run_all(run, images, cfg.batch)
@@ -232,16 +233,19 @@ def compare_markdown(result: dict[str, Any]) -> str:
     md += "".join(f"| {r.get('ours', 'onnxruntime')} | {r['peer']} | {r['precision']} | {r['batch']} "
                   f"| {r['ours_over_peer']:.2f}x |\n" for r in result["ratios"])
     if result.get("auto_choices"):
-        md += "\nWhat `fastest` chose, by its own probe in this run:\n\n"
+        md += "\nWhat `auto` (the default read) chose, by its own probe in this run:\n\n"
         md += "".join(f"- {c['model']}, batch {c['batch']} ({c['size_class']}): **{c['engine']}** "
                       f"(probe images/s: {', '.join(f'{k} {v:.0f}' for k, v in c['images_per_s'].items())})\n"
                       for c in result["auto_choices"])
-    if result.get("agreement"):
-        md += (f"\nAgainst onnxruntime fp32 (batch 1) on {result['agreement_samples']} real held-out photos:\n\n"
-               "| runtime | precision | batch | class agreement | box IoU | accuracy |\n|---|---|---|---|---|---|\n")
-        md += "".join(f"| {r['runtime']} | {r['precision']} | {r.get('batch', 1)} | {r['class_agreement']:.4f} "
-                      f"| {r['box_iou_mean']:.4f} | {r.get('accuracy', float('nan')):.4f} |\n"
-                      for r in result["agreement"])
+    for key, samples_key, what in (("agreement", "agreement_samples", "real held-out photos"),
+                                   ("agreement_all", "agreement_all_samples",
+                                    "real photos never trained on: the held-out ones and those of --agreement-data")):
+        if result.get(key):
+            md += (f"\nAgainst onnxruntime fp32 (batch 1) on {result[samples_key]} {what}:\n\n"
+                   "| runtime | precision | batch | class agreement | box IoU | accuracy |\n|---|---|---|---|---|---|\n")
+            md += "".join(f"| {r['runtime']} | {r['precision']} | {r.get('batch', 1)} | {r['class_agreement']:.4f} "
+                          f"| {r['box_iou_mean']:.4f} | {r.get('accuracy', float('nan')):.4f} |\n"
+                          for r in result[key])
     return md
 
 

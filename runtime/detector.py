@@ -1,11 +1,12 @@
 """Detector: one ONNX Runtime session, everything it needs read from the model's metadata.
 
 Provider choice is explicit: "cuda" fails when CUDA is not really in use (ONNX Runtime
-would otherwise log an error and quietly run on the CPU), "auto" takes CUDA when a
-session can actually use it and says which provider it got. "fastest" is "auto" where, on a CPU
-with OpenVINO installed too, each batch size runs on whichever of the two a short timed probe found
-faster on this CPU (``digitloc.runtime.engines``); it is not the default because OpenVINO's own int8
-kernels agree with fp32 on fewer real photos than onnxruntime's (the model card).
+would otherwise log an error and quietly run on the CPU). "auto", the default, takes CUDA when a
+session can actually use it; on a CPU with OpenVINO installed too (extra `openvino`), each batch
+size runs on whichever of onnxruntime and OpenVINO a short timed probe found faster on this CPU
+(``digitloc.runtime.engines``, cached); else onnxruntime. It says which it got. OpenVINO's int8
+agrees with fp32 on as many real photos as onnxruntime's within one photo in a thousand (the
+model card). "fastest" is the same as "auto" (its name before auto took the probe).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ DEFAULT_MODEL_NAME = "digitloc-default-int8.onnx"
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 # Served by OpenVINO's own runtime on the same ONNX file (extra `openvino`), not by onnxruntime.
 OPENVINO = "openvino"
-FASTEST = "fastest"  # auto, and on a CPU the faster of onnxruntime and OpenVINO by a timed probe
+FASTEST = "fastest"  # the same as "auto" (on a CPU, the faster of onnxruntime and OpenVINO by a timed probe)
 PROVIDER_CHOICES = ("auto", *PROVIDERS, OPENVINO, FASTEST)
 
 
@@ -251,7 +252,7 @@ class Detector:
                                 "no usable GPU, driver or CUDA/cuDNN libraries")
         self.info: ModelInfo = parse_metadata(self.session.get_modelmeta().custom_metadata_map, str(self.model_path))
         self._check_io()
-        if provider == FASTEST and self.provider == PROVIDERS["cpu"] and importlib.util.find_spec("openvino"):
+        if provider in ("auto", FASTEST) and self.provider == PROVIDERS["cpu"] and importlib.util.find_spec("openvino"):
             # Two engines can read this model on this CPU: the first batch of each size probes which is faster.
             from digitloc.runtime.engines import ONNXRUNTIME, AutoSession
 
@@ -262,7 +263,7 @@ class Detector:
 
     @property
     def provider(self) -> str:
-        """What runs the model: an onnxruntime provider, ``OpenVINO-CPU``, or ``fastest: ...`` with
+        """What runs the model: an onnxruntime provider, ``OpenVINO-CPU``, or ``auto: ...`` with
         what each batch size was probed to run on."""
         return self.session.get_providers()[0]
 

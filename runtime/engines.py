@@ -1,4 +1,4 @@
-"""``provider="fastest"`` on a CPU: the faster of onnxruntime and OpenVINO for this model on this CPU.
+"""``provider="auto"`` on a CPU with OpenVINO installed: the faster of onnxruntime and OpenVINO for this model on this CPU.
 
 Which engine reads a given int8 model faster depends on the CPU (VNNI or not, cores, cache) and
 on the batch size (the model card's section "The fastest engine on the user's CPU"). So the
@@ -35,7 +35,12 @@ from digitloc.runtime.fileio import atomic_write_text
 
 ONNXRUNTIME = "onnxruntime"
 PROBE_BATCH = {"one": 1, "many": 32}  # the size classes, and the batch each is probed at
-PROBE_ROUNDS = 3
+# Each engine runs PROBE_ROUNDS rounds of at least PROBE_IMAGES images, after PROBE_WARMUP calls, the order
+# reversed every other round. With 3 rounds of one call at batch 32 (session 9), a busy shared host once
+# made the probe keep onnxruntime (460 against 430 images/s) where OpenVINO was 1.30x faster in the same run.
+PROBE_ROUNDS = 5
+PROBE_IMAGES = 64
+PROBE_WARMUP = 2
 # On the probe batch (drawn digits, not photos: int8 and fp32 of one model differ there by up to 0.12 box
 # IoU), an engine must read the same digit with a box of IoU >= BOX_IOU on MIN_AGREEMENT of the images:
 # a guard against an engine that is plainly wrong here, not the agreement measured on real photos.
@@ -122,14 +127,18 @@ class EngineChoice:
 
 def time_engines(runners: dict[str, Callable[[np.ndarray], Any]], images: np.ndarray,
                  rounds: int = PROBE_ROUNDS) -> dict[str, float]:
-    """Images per second of each runner on ``images``, interleaved round-robin (median of rounds,
-    after one warm-up call each) so that other work on the CPU slows every engine alike."""
+    """Images per second of each runner on ``images`` (median of ``rounds``), after ``PROBE_WARMUP`` calls
+    each: interleaved round-robin, so that other work on the CPU slows every engine alike, in reversed
+    order every other round, so that a load that rises or falls through the probe favours none."""
     for run in runners.values():
-        run(images)
-    calls = max(1, 32 // len(images))
+        for _ in range(PROBE_WARMUP):
+            run(images)
+    calls = max(2, -(-PROBE_IMAGES // len(images)))
     seen: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
+    names = list(runners)
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            run = runners[name]
             start = time.perf_counter()
             for _ in range(calls):
                 run(images)
@@ -231,10 +240,10 @@ class AutoSession:
         return dict(self._choices)
 
     def describe(self) -> str:
-        """``fastest``, and what each size class probed so far runs on."""
+        """``auto``, and what each size class probed so far runs on."""
         if not self._choices:
-            return f"fastest ({', '.join([ONNXRUNTIME, *self._factories])}: probed on the first batch)"
-        return "fastest: " + "; ".join(c.describe() for c in self._choices.values())
+            return f"auto ({', '.join([ONNXRUNTIME, *self._factories])}: probed on the first batch)"
+        return "auto: " + "; ".join(c.describe() for c in self._choices.values())
 
     def _session(self, name: str) -> Any | None:
         if name not in self._sessions:

@@ -52,11 +52,11 @@ def provider_option(default: str = "auto") -> Callable[[Callable[..., Any]], Cal
     from digitloc.runtime.detector import PROVIDER_CHOICES
 
     return click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default=default, show_default=True,
-                        help="Where the model runs: cpu, cuda (fails when CUDA is not really used), auto (CUDA "
-                             "when usable, else CPU), openvino (OpenVINO's runtime, extra `openvino`) or fastest "
-                             "(auto, but on a CPU with OpenVINO installed each batch size runs on whichever of "
-                             "onnxruntime and OpenVINO a timed probe on the first batch found faster here, cached "
-                             "per CPU and model; OpenVINO's int8 agrees with fp32 on fewer photos: see the model card).")
+                        help="Where the model runs: cpu (onnxruntime), cuda (fails when CUDA is not really used), auto "
+                             "(CUDA when usable; else, with OpenVINO installed, each batch size on whichever of "
+                             "onnxruntime and OpenVINO a timed probe on the first batch found faster on this CPU, "
+                             "cached per CPU and model; else onnxruntime), openvino (OpenVINO's runtime, extra "
+                             "`openvino`) or fastest (the same as auto).")
 
 
 def output_option(help: str, default: Path | None = None, required: bool = False,

@@ -89,7 +89,7 @@ def main(model: str | None, provider: str, host: str, port: int, workers: int, m
         detector = Detector(model, provider=provider, max_pixels=max_pixels, refine=refine)
         check_model(detector)  # a model that contradicts its metadata never says "ok" at /healthz
         if max_batch > 1 and hasattr(detector.session, "choose"):
-            detector.session.choose(max_batch)  # provider fastest: probe batches of several now, not on a request
+            detector.session.choose(max_batch)  # auto with OpenVINO: probe batches of several now, not on a request
     except (ContractError, ProviderError, FileNotFoundError) as exc:
         fail(str(exc), code=2)
     app = create_app(detector, int(max_upload_mb * 1024 * 1024), workers, max_batch,

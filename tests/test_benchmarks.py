@@ -259,10 +259,10 @@ def test_compare_ratios_and_interleaving() -> None:
             {"runtime": "openvino", "precision": "int8", "batch": 32, "images_per_s": 600.0},
             {"runtime": "litert", "precision": "int8", "batch": 32, "images_per_s": 450.0},
             {"runtime": "litert", "precision": "fp32", "batch": 1, "images_per_s": 450.0}]
-    rows.append({"runtime": "fastest", "precision": "int8", "batch": 32, "images_per_s": 1200.0})
+    rows.append({"runtime": "auto", "precision": "int8", "batch": 32, "images_per_s": 1200.0})
     got = {(r["ours"], r["peer"], r["precision"], r["batch"]): r["ours_over_peer"] for r in ratios(rows)}
     assert got == {("onnxruntime", "openvino", "int8", 32): 1.5, ("onnxruntime", "litert", "int8", 32): 2.0,
-                   ("fastest", "openvino", "int8", 32): 2.0, ("fastest", "litert", "int8", 32): 1200 / 450}
+                   ("auto", "openvino", "int8", 32): 2.0, ("auto", "litert", "int8", 32): 1200 / 450}
     assert summarize({Config("litert", "fp32", 1): [3.0, 1.0, 2.0]})[0]["images_per_s"] == 2.0
     # Agreement runs every image at the configuration's own batch size; the last batch is padded.
     from digitloc.benchmarks.compare import run_all
@@ -289,7 +289,7 @@ def test_compare_runs_the_peers_on_the_tiny_model(tmp_path: Path, tiny_run: Path
     before = os.environ.get("DIGITLOC_CACHE_DIR")
     result = CliRunner().invoke(main, ["compare", str(tiny_run / "model.keras"), "--int8", str(tiny_onnx), "--fp32",
                                        str(tiny_onnx), "--data", str(data), "--kind", "all", "--runtimes",
-                                       "onnxruntime,fastest,openvino", "--batches", "1,4", "--repeats", "2", "--calls", "1",
+                                       "onnxruntime,auto,openvino", "--batches", "1,4", "--repeats", "2", "--calls", "1",
                                        "--warmup", "1", "-o", str(out)])
     assert result.exit_code == 0, result.output
     payload = json.loads((out / "compare.json").read_text())
@@ -297,15 +297,41 @@ def test_compare_runs_the_peers_on_the_tiny_model(tmp_path: Path, tiny_run: Path
     assert payload["environment"]["isa"] is not None and cv2.imread(str(out / "compare.png")) is not None
     ov_fp32 = next(r for r in payload["agreement"] if r["runtime"] == "openvino" and r["precision"] == "fp32")
     assert ov_fp32["class_agreement"] >= 0.95
-    # fastest probed afresh for one photo and for several, and says what it chose.
+    # auto (the default read) probed afresh for one photo and for several, and says what it chose.
     assert {c["size_class"] for c in payload["auto_choices"]} == {"one", "many"}
     assert all(c["engine"] in ("onnxruntime", "openvino") for c in payload["auto_choices"])
     # (--int8 and --fp32 are one file here: the second detector on it may read the first one's probe.)
     assert all(any(not c["cached"] for c in payload["auto_choices"] if c["size_class"] == cls) for cls in ("one", "many"))
     # The user's own probe cache is neither read nor written: the run probes afresh.
     assert not (tmp_path / "user-cache" / "engines.json").exists()
-    assert "What `fastest`" in (out / "compare.md").read_text()
+    assert "What `auto` (the default read)" in (out / "compare.md").read_text()
     assert os.environ.get("DIGITLOC_CACHE_DIR") == before
+
+
+def test_compare_measures_agreement_on_more_real_photos_too(tmp_path: Path, tiny_run: Path, tiny_onnx: Path) -> None:
+    """--agreement-data adds photos to the agreement (held-out ones and those, together) and says how many;
+    a folder of another photo size is refused with one line naming it."""
+    data = Path(json.loads((tiny_run / "config.json").read_text())["data"])
+    from digitloc.annotations.dataset.data import DataSet
+
+    args = ["compare", str(tiny_run / "model.keras"), "--int8", str(tiny_onnx), "--fp32", str(tiny_onnx),
+            "--data", str(data), "--kind", "all", "--runtimes", "onnxruntime", "--batches", "1", "--repeats", "1",
+            "--calls", "1", "--warmup", "1"]
+    result = CliRunner().invoke(main, [*args, "--agreement-data", str(data), "-o", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "c" / "compare.json").read_text())
+    assert payload["agreement_all_samples"] == 2 * payload["agreement_samples"] > 0
+    rows = {(r["precision"], r["batch"]): r for r in payload["agreement_all"]}
+    assert rows[("fp32", 1)]["class_agreement"] == 1.0 and set(rows) == {("fp32", 1), ("int8", 1)}
+    held = {(r["precision"], r["batch"]): r for r in payload["agreement"]}
+    assert rows[("int8", 1)]["class_agreement"] == held[("int8", 1)]["class_agreement"] == 1.0  # one file as both
+    assert "real photos never trained on" in (tmp_path / "c" / "compare.md").read_text()
+    other = tmp_path / "other"
+    other.mkdir()
+    DataSet(np.zeros((2, 16, 16, 3), np.uint8), np.zeros((2, 4), np.float32), np.zeros(2, np.int64),
+            np.array(["crop"] * 2), np.array(["a", "b"])).save(other / "test.npz")
+    result = CliRunner().invoke(main, [*args, "--agreement-data", str(other), "-o", str(tmp_path / "d")])
+    assert result.exit_code != 0 and f"{other}: its photos are 16x16" in result.output
 
 
 def test_ceiling_turns_rates_into_multiply_add_rates_and_judges_the_target() -> None:

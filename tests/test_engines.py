@@ -1,4 +1,4 @@
-"""provider="fastest" on a CPU: the probe picks the faster engine that agrees, caches it, and reuses it."""
+"""provider="auto" on a CPU with OpenVINO installed: the probe picks the faster engine that agrees, caches it."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from digitloc.runtime import engines
 from digitloc.runtime.contract import DIGIT_OUTPUT
 from digitloc.runtime.detector import Detector
 from digitloc.runtime.engines import (
@@ -20,7 +21,14 @@ from digitloc.runtime.engines import (
     pick_engine,
     probe_images,
     size_class,
+    time_engines,
 )
+
+
+@pytest.fixture(autouse=True)
+def short_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probe rounds of 4 images, not 64: the engines here are the tiny model (and a sleep)."""
+    monkeypatch.setattr(engines, "PROBE_IMAGES", 4)
 
 
 class Wrapped:
@@ -86,6 +94,19 @@ def test_an_engine_that_disagrees_or_fails_to_load_is_never_chosen(tiny_onnx: Pa
     assert "broken" not in choice.agreement
 
 
+def test_probe_warms_up_then_times_in_rounds_of_alternating_order() -> None:
+    """Two warm-up calls each, then rounds of at least PROBE_IMAGES images (4 here, so 4 calls at batch 1 and
+    2 at batch 3), the order reversed every other round: a load that rises through the probe favours none."""
+    order: list[str] = []
+    runners = {"a": lambda x: order.append("a"), "b": lambda x: order.append("b")}
+    rates = time_engines(runners, np.zeros((1, 2, 2, 3), np.uint8), rounds=3)
+    assert order == ["a"] * 2 + ["b"] * 2 + ["a"] * 4 + ["b"] * 4 + ["b"] * 4 + ["a"] * 4 + ["a"] * 4 + ["b"] * 4
+    assert set(rates) == {"a", "b"} and all(r > 0 for r in rates.values())
+    order.clear()
+    time_engines(runners, np.zeros((3, 2, 2, 3), np.uint8), rounds=1)
+    assert order == ["a"] * 2 + ["b"] * 2 + ["a"] * 2 + ["b"] * 2
+
+
 def test_within_the_margin_onnxruntime_stays() -> None:
     assert pick_engine({ONNXRUNTIME: 100.0, "openvino": 102.0}) == ONNXRUNTIME
     assert pick_engine({ONNXRUNTIME: 100.0, "openvino": 104.0}) == "openvino"
@@ -123,18 +144,19 @@ def test_probe_images_and_agreement() -> None:
     assert size_class(1) == "one" and size_class(2) == size_class(256) == "many"
 
 
-def test_fastest_with_openvino_installed_runs_the_probe(tiny_onnx: Path, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_with_openvino_installed_runs_the_probe(tiny_onnx: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("openvino")
     monkeypatch.setenv("DIGITLOC_CACHE_DIR", str(tmp_path))
-    assert Detector(tiny_onnx, provider="auto").provider in ("CPUExecutionProvider", "CUDAExecutionProvider")
-    det = Detector(tiny_onnx, provider="fastest")
-    if det.provider == "CUDAExecutionProvider":
-        return
-    assert det.provider.startswith("fastest (onnxruntime, openvino")
+    assert Detector(tiny_onnx, provider="cpu").provider == "CPUExecutionProvider"  # cpu: onnxruntime, no probe
+    for provider in ("auto", "fastest"):  # fastest: auto's name before auto took the probe
+        det = Detector(tiny_onnx, provider=provider)
+        if det.provider == "CUDAExecutionProvider":
+            return
+        assert det.provider.startswith("auto (onnxruntime, openvino")
     photo = np.random.default_rng(0).integers(0, 255, (40, 50, 3)).astype(np.uint8)
     assert det.predict(photo).digit == Detector(tiny_onnx, provider="cpu").predict(photo).digit
-    assert det.provider.startswith("fastest: ") and (tmp_path / "engines.json").is_file()
+    assert det.provider.startswith("auto: ") and (tmp_path / "engines.json").is_file()
 
 
 def test_engine_profile_script_sets_the_two_engines_side_by_side(tiny_onnx: Path) -> None:

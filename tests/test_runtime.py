@@ -117,12 +117,20 @@ def test_model_and_provider_errors(tiny_onnx: Path, tmp_path: Path) -> None:
         assert det.provider == "CUDAExecutionProvider"
     with pytest.raises(ProviderError, match="unknown provider"):
         Detector(tiny_onnx, provider="tpu")
-    # "auto" takes CUDA exactly when this onnxruntime offers it ("fastest": tests/test_engines.py).
+    # "auto" takes CUDA exactly when this onnxruntime offers it; on a CPU it probes OpenVINO only where
+    # OpenVINO is installed (tests/test_engines.py), else it is onnxruntime's CPU provider.
+    import importlib.util
+
     import onnxruntime as ort
 
     cuda = "CUDAExecutionProvider" in ort.get_available_providers()
     auto = Detector(tiny_onnx, provider="auto")
-    assert auto.provider == ("CUDAExecutionProvider" if cuda else "CPUExecutionProvider")
+    if cuda:
+        assert auto.provider == "CUDAExecutionProvider"
+    elif importlib.util.find_spec("openvino"):
+        assert auto.provider.startswith("auto (onnxruntime, openvino")
+    else:
+        assert auto.provider == "CPUExecutionProvider"
 
 
 def test_pixel_limit_is_checked_before_decoding(tmp_path: Path) -> None:
