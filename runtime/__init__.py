@@ -1,7 +1,7 @@
 """digitloc runtime: serve digit predictions from ONNX models (numpy, onnxruntime, OpenCV only).
 
     from digitloc.runtime import Detector
-    det = Detector()                 # the shipped default model, CUDA if usable else CPU
+    det = Detector()                 # the default model: CUDA if usable, else the CPU (OpenVINO where faster)
     d = det.predict("photo.png")     # Detection(digit, confidence, bbox in pixels, probs)
 """
 
