@@ -5,8 +5,9 @@ would otherwise log an error and quietly run on the CPU). "auto", the default, t
 session can actually use it; on a CPU with OpenVINO installed too (extra `openvino`), each batch
 size runs on whichever of onnxruntime and OpenVINO a short timed probe found faster on this CPU
 (``digitloc.runtime.engines``, cached); else onnxruntime. It says which it got. OpenVINO's int8
-agrees with fp32 on as many real photos as onnxruntime's within one photo in a thousand (the
-model card). "fastest" is the same as "auto" (its name before auto took the probe).
+agrees with fp32 on 99.49 % of 1,569 real photos, onnxruntime's on 99.62 % (the model card).
+With ``spin`` (an onnxruntime setting) auto stays on onnxruntime. "fastest" is the same as "auto"
+(its name before auto took the probe).
 """
 
 from __future__ import annotations
@@ -200,7 +201,8 @@ class Detector:
     """Find and read the digit of photos with an exported digitloc ONNX model.
 
     ``predict`` and ``predict_batch`` may be called from several threads at once: the
-    ONNX Runtime session is thread-safe and the detector holds no other mutable state.
+    ONNX Runtime session is thread-safe (OpenVINO's, where ``auto`` or ``openvino`` runs on it,
+    takes the calls in turn) and the detector holds no other mutable state.
     """
 
     def __init__(self, model: str | os.PathLike[str] | None = None, provider: str = "auto",
@@ -252,14 +254,18 @@ class Detector:
                                 "no usable GPU, driver or CUDA/cuDNN libraries")
         self.info: ModelInfo = parse_metadata(self.session.get_modelmeta().custom_metadata_map, str(self.model_path))
         self._check_io()
-        if provider in ("auto", FASTEST) and self.provider == PROVIDERS["cpu"] and importlib.util.find_spec("openvino"):
+        if (provider in ("auto", FASTEST) and not spin and self.provider == PROVIDERS["cpu"]
+                and importlib.util.find_spec("openvino")):
             # Two engines can read this model on this CPU: the first batch of each size probes which is faster.
             from digitloc.runtime.engines import ONNXRUNTIME, AutoSession
 
             session = self.session
-            self.session = AutoSession(self.model_path, self.input_size, {
-                ONNXRUNTIME: lambda: session, OPENVINO: lambda: _openvino_session(self.model_path, threads)},
-                threads=threads)
+            try:
+                self.session = AutoSession(self.model_path, self.input_size, {
+                    ONNXRUNTIME: lambda: session, OPENVINO: lambda: _openvino_session(self.model_path, threads)},
+                    threads=threads)
+            except Exception:  # a broken OpenVINO install (or CPU probe): onnxruntime alone, as without it
+                self.session = session
 
     @property
     def provider(self) -> str:

@@ -194,7 +194,7 @@ def engine_versions() -> str:
         import openvino
 
         versions.append(f"openvino {openvino.__version__}")
-    except ImportError:
+    except Exception:  # not installed, or a broken install: OpenVINO is then simply not a candidate
         pass
     return ", ".join(versions)
 

@@ -3,13 +3,16 @@
 OpenVINO reads the same ONNX file. :class:`OpenVINOSession` offers the few methods of an
 onnxruntime ``InferenceSession`` that the Detector uses, so nothing else changes. Each batch
 size gets its own static-shape compiled model (compiled on first use), which OpenVINO runs
-faster than one with a dynamic batch; one synchronous request each, under a lock, so that the
-Detector stays safe to call from several threads.
+faster than one with a dynamic batch; the ``MAX_COMPILED`` sizes used last are kept (a server's
+batches of every size from 1 to its limit must not each keep a compiled model for ever). One
+synchronous request at a time, under a lock, so that the Detector stays safe to call from several
+threads (calls from several threads take turns, where onnxruntime runs them side by side).
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from typing import Any
 import numpy as np
 
 PROVIDER_NAME = "OpenVINO-CPU"
+MAX_COMPILED = 8  # compiled batch sizes kept, the least recently used dropped first
 _TYPES = {"u8": "tensor(uint8)", "f32": "tensor(float)", "i8": "tensor(int8)", "f16": "tensor(float16)"}
 
 
@@ -44,7 +48,7 @@ class OpenVINOSession:
         self._config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         if threads:
             self._config["INFERENCE_NUM_THREADS"] = threads
-        self._compiled: dict[int, tuple[Any, Any]] = {}
+        self._compiled: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
         self._lock = threading.Lock()
         self._input = self._model.inputs[0].get_any_name()
 
@@ -72,13 +76,22 @@ class OpenVINOSession:
         return _Meta(meta)
 
     def _request(self, batch: int) -> tuple[Any, dict[str, Any]]:
-        if batch not in self._compiled:
+        if batch in self._compiled:
+            self._compiled.move_to_end(batch)
+        else:
             model = self._model.clone()
             shape = list(model.input(self._input).get_partial_shape())
             model.reshape({self._input: [batch, *[d.get_length() for d in shape[1:]]]})
             compiled = self._core.compile_model(model, "CPU", self._config)
             self._compiled[batch] = (compiled.create_infer_request(), {o.get_any_name(): o for o in compiled.outputs})
+            while len(self._compiled) > MAX_COMPILED:
+                self._compiled.popitem(last=False)
         return self._compiled[batch]
+
+    @property
+    def compiled_batches(self) -> list[int]:
+        """The batch sizes with a compiled model kept, the least recently used first."""
+        return list(self._compiled)
 
     def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         images = feed[self._input]

@@ -30,6 +30,10 @@ SLACK = 16  # connections accepted beyond the cap while the idle ones they repla
 # Connections idle for less than this are closed for room only when no older idle one is left: in the siege
 # a burst of 150 connections closed, within a few loop turns, a /healthz connected 0.05 s before its request.
 FRESH_S = 0.25
+# Accepted sockets without a protocol make a new client wait (asyncio makes the protocols a turn later) only
+# this long after the last accept: a socket asyncio failed to give a protocol and never closed must not make
+# every later client wait (and the loop spin) for ever.
+UNMADE_WAIT_S = 1.0
 
 
 def connection_cap(wanted: int) -> int:
@@ -55,6 +59,7 @@ class Guard:
         self.cap = cap
         self.open: set[Any] = set()
         self._sockets: list[socket.socket] = []  # accepted sockets, until closed
+        self._last_accept = float("-inf")
 
     @property
     def accepted(self) -> int:
@@ -67,10 +72,14 @@ class Guard:
 
     def add(self, conn: socket.socket) -> None:
         self._sockets.append(conn)
+        self._last_accept = time.monotonic()
 
     def unmade(self) -> int:
-        """Accepted sockets that have no protocol yet (asyncio makes them on a later turn of its loop)."""
-        return self.accepted - len(self.open)
+        """Accepted sockets that have no protocol yet (asyncio makes them on a later turn of its loop); none
+        once ``UNMADE_WAIT_S`` has passed since the last accept (a socket left without one for good)."""
+        if time.monotonic() - self._last_accept > UNMADE_WAIT_S:
+            return 0
+        return max(0, self.accepted - len(self.open))
 
     def closing(self) -> bool:
         """Whether a connection is being closed (its descriptor is free on the loop's next turn)."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,6 +15,7 @@ os.environ.setdefault("DIGITLOC_PROGRESS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # provider "auto" probes onnxruntime against OpenVINO where OpenVINO is installed: its cache never the user's.
 os.environ["DIGITLOC_CACHE_DIR"] = tempfile.mkdtemp(prefix="digitloc-test-cache-")
+atexit.register(shutil.rmtree, os.environ["DIGITLOC_CACHE_DIR"], ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_SAMPLE = Path(os.environ.get("DIGITLOC_SHARED", REPO.parent / "shared")) / "data" / "svhn-train-sample" / "train"

@@ -180,3 +180,39 @@ def test_the_cache_follows_the_environment_at_each_read(tmp_path: Path, monkeypa
     assert cache.path == tmp_path / "a" / "engines.json"
     monkeypatch.setenv("DIGITLOC_CACHE_DIR", str(tmp_path / "b"))
     assert cache.path == tmp_path / "b" / "engines.json"
+
+
+def test_auto_stays_on_onnxruntime_with_spin_or_a_broken_openvino(tiny_onnx: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """With OpenVINO found: ``spin`` (an onnxruntime setting) keeps auto off the probe, and an OpenVINO that
+    fails when the probe is set up leaves the Detector on onnxruntime, as if it were not installed."""
+    from types import SimpleNamespace
+
+    from digitloc.runtime import detector as detector_module
+
+    monkeypatch.setattr(detector_module, "importlib", SimpleNamespace(util=SimpleNamespace(find_spec=lambda n: True)))
+    tried: list[bool] = []
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        tried.append(True)
+        raise RuntimeError("libopenvino.so: cannot open shared object file")
+
+    monkeypatch.setattr(engines, "AutoSession", broken)
+    on_cpu = ("CPUExecutionProvider", "CUDAExecutionProvider")
+    assert Detector(tiny_onnx, provider="auto", spin=True).provider in on_cpu and tried == []
+    det = Detector(tiny_onnx, provider="auto")
+    if det.provider == "CPUExecutionProvider":  # (on CUDA the probe is not for it)
+        assert tried == [True]
+    assert det.provider in on_cpu
+    assert det.predict(np.zeros((40, 50, 3), np.uint8)).digit in range(10)
+
+
+def test_openvino_keeps_the_compiled_batch_sizes_used_last(tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("openvino")
+    from digitloc.runtime import openvino_backend
+
+    monkeypatch.setattr(openvino_backend, "MAX_COMPILED", 2)
+    session = openvino_backend.OpenVINOSession(tiny_onnx)
+    for batch in (1, 2, 3, 1):
+        session.run(["digit"], {"image": np.zeros((batch, 32, 32, 3), np.uint8)})
+    assert session.compiled_batches == [3, 1]

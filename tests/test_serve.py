@@ -585,6 +585,7 @@ def test_a_new_client_waits_while_accepted_sockets_have_no_protocol_yet() -> Non
 
     import pytest
 
+    from digitloc.serve import connections
     from digitloc.serve.connections import listening_socket
 
     server = listening_socket(socket.AF_INET, socket.SOCK_STREAM, 0, cap=2)
@@ -599,6 +600,11 @@ def test_a_new_client_waits_while_accepted_sockets_have_no_protocol_yet() -> Non
         clients[2].settimeout(0.2)
         with pytest.raises(TimeoutError):  # still connected, not reset: nothing to read yet
             clients[2].recv(1)
+        # Sockets left without a protocol long after the last accept (asyncio failed to make one) no longer
+        # make clients wait: the wait is for the loop's next turn, not for ever.
+        server.guard._last_accept -= connections.UNMADE_WAIT_S + 1
+        assert server.guard.unmade() == 0
+        server.guard._last_accept += connections.UNMADE_WAIT_S + 1
         class Busy:  # a protocol whose request is in flight, on an open transport
             def idle(self) -> bool:
                 return False
