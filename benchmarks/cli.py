@@ -546,17 +546,17 @@ def compare(keras_model: Path, int8_model: Path, fp32_model: Path, data: Path, k
         rates = cmp.interleaved(runners, inputs, repeats, calls, warmup)
     rows = cmp.summarize(rates)
     reference = makers["onnxruntime"](fp32_model, 1, threads)
+    # Every runner reads the held-out photos and those of --agreement-data once; figures for both parts.
+    images = np.concatenate([heldout.images, *(p.images for p in extra)])
+    labels = np.concatenate([heldout.labels, *(p.labels for p in extra)])
+    parts = {"agreement": slice(0, len(heldout)), **({"agreement_all": slice(None)} if extra else {})}
     result = {"command": _command("compare"),
               "environment": environment(), "repeats": repeats, "calls": calls, "threads": threads,
               "files": {f"{rt} {p}": str(path) for (rt, p), path in files.items()}, "rows": rows,
               "ratios": cmp.ratios(rows), "auto_choices": cmp.auto_choices(), "agreement_samples": len(heldout),
-              "agreement": cmp.agreement(runners, heldout.images, cmp.run_all(reference, heldout.images, 1),
-                                         heldout.labels)}
+              **cmp.agreement(runners, images, cmp.run_all(reference, images, 1), labels, parts)}
     if extra:
-        images = np.concatenate([heldout.images, *(p.images for p in extra)])
-        labels = np.concatenate([heldout.labels, *(p.labels for p in extra)])
-        result.update(agreement_data=[str(f) for f in agreement_data], agreement_all_samples=len(images),
-                      agreement_all=cmp.agreement(runners, images, cmp.run_all(reference, images, 1), labels))
+        result.update(agreement_data=[str(f) for f in agreement_data], agreement_all_samples=len(images))
     _report(output, "compare", result, cmp.compare_markdown(result), cmp.compare_chart, force)
 
 

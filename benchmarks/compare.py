@@ -205,18 +205,22 @@ def run_all(run: Runner, images: np.ndarray, batch: int) -> tuple[np.ndarray, np
 
 
 def agreement(runners: dict[Config, Runner], images: np.ndarray, reference: tuple[np.ndarray, np.ndarray],
-              labels: np.ndarray | None) -> list[dict[str, Any]]:
+              labels: np.ndarray | None, parts: dict[str, slice] | None = None) -> dict[str, list[dict[str, Any]]]:
     """Class agreement and mean box IoU of each configuration with ``reference``, and accuracy: at
-    every batch size timed (auto may run one photo and several on different engines)."""
-    out = []
+    every batch size timed (auto may run one photo and several on different engines). Each runner reads
+    ``images`` once; the figures are given for each part of them (``parts``: name to slice; default
+    ``{"all": every image}``)."""
+    parts = parts or {"all": slice(None)}
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in parts}
     for cfg, run in runners.items():
         boxes, probs = run_all(run, images, cfg.batch)
-        figures = prediction_agreement(reference, (boxes, probs))
-        row = {"runtime": cfg.runtime, "precision": cfg.precision, "batch": cfg.batch,
-               **{k: figures[k] for k in ("class_agreement", "box_iou_mean")}}
-        if labels is not None:
-            row["accuracy"] = class_accuracy(labels, probs)
-        out.append(row)
+        for name, part in parts.items():
+            figures = prediction_agreement(tuple(r[part] for r in reference), (boxes[part], probs[part]))
+            row = {"runtime": cfg.runtime, "precision": cfg.precision, "batch": cfg.batch,
+                   **{k: figures[k] for k in ("class_agreement", "box_iou_mean")}}
+            if labels is not None:
+                row["accuracy"] = class_accuracy(labels[part], probs[part])
+            out[name].append(row)
     return out
 
 

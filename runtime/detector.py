@@ -228,6 +228,8 @@ class Detector:
         self._min_score, self.max_digits = min_score, max_digits
         if provider not in PROVIDER_CHOICES:
             raise ProviderError(f"unknown provider {provider!r}: choose {', '.join(PROVIDER_CHOICES)}")
+        if provider == FASTEST:
+            provider = "auto"
         self.model_path = Path(model) if model is not None else default_model_path()
         if not self.model_path.is_file():
             raise FileNotFoundError(f"{self.model_path}: no such model file")
@@ -243,7 +245,7 @@ class Detector:
             raise ProviderError("CUDA was asked for but this onnxruntime has no CUDA provider "
                                 "(install digitloc[gpu], i.e. onnxruntime-gpu, in place of onnxruntime)")
         wanted = [PROVIDERS["cpu"]]
-        if provider == "cuda" or (provider in ("auto", FASTEST) and PROVIDERS["cuda"] in available):
+        if provider == "cuda" or (provider == "auto" and PROVIDERS["cuda"] in available):
             wanted = [PROVIDERS["cuda"], PROVIDERS["cpu"]]
         try:
             self.session = ort.InferenceSession(str(self.model_path), options, providers=wanted)
@@ -254,8 +256,7 @@ class Detector:
                                 "no usable GPU, driver or CUDA/cuDNN libraries")
         self.info: ModelInfo = parse_metadata(self.session.get_modelmeta().custom_metadata_map, str(self.model_path))
         self._check_io()
-        if (provider in ("auto", FASTEST) and not spin and self.provider == PROVIDERS["cpu"]
-                and importlib.util.find_spec("openvino")):
+        if provider == "auto" and not spin and self.provider == PROVIDERS["cpu"] and importlib.util.find_spec("openvino"):
             # Two engines can read this model on this CPU: the first batch of each size probes which is faster.
             from digitloc.runtime.engines import ONNXRUNTIME, AutoSession
 

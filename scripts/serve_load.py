@@ -281,8 +281,7 @@ def siege(port: int, pid: int, photos: list[Path], count: int, seconds: float, c
     """``count`` good requests from ``clients`` threads (stopping at ``seconds``) while ``slow`` uploaders
     stall chunked uploads (reopened when cut) and ``idle`` connections are held open (reopened each 0.5 s
     when closed); /healthz is polled every 0.1 s throughout (a connection reset within a second is tried once
-more at once and counted apart: the cap's churn; unanswered means no answer either time). A failure is any
-status but 200."""
+    more at once and counted apart; unanswered means no answer either time). A failure is any status but 200."""
     import select
 
     url = f"http://{HOST}:{port}"
