@@ -120,6 +120,37 @@ def detection_figures(results: list[PhotoResult], scored: list | None = None) ->
     return out
 
 
+LOOSE_IOU = 0.1  # a digit read over a true digit it misses (IoU under 0.5) but overlaps: a loose box
+
+
+def error_breakdown(results: list[PhotoResult], iou: float = IOU_THRESHOLD) -> dict[str, Any]:
+    """Where the wrong numbers go wrong. Per digit: a true digit whose box was read with another class
+    (``misread``); a digit read over a true one with IoU under ``iou`` but at least ``LOOSE_IOU``
+    (``loose``, the box drawn off); a true digit nothing read overlaps (``missed``); a digit read
+    where none is (``extra``). Per wrong photo, each kind it shows (a photo can show several), and
+    ``order`` for a photo whose digits are all found and right but read in another order."""
+    kinds = ("missed", "misread", "loose", "extra")
+    digits = dict.fromkeys(kinds, 0)
+    photos = dict.fromkeys((*kinds, "order"), 0)
+    wrong = 0
+    for r in results:
+        match = greedy_match(r.pred_boxes, r.true_boxes, iou)
+        free_pred, free_true = np.flatnonzero(match < 0), np.setdiff1d(np.arange(len(r.true_boxes)), match)
+        loose = greedy_match(r.pred_boxes[free_pred], r.true_boxes[free_true], LOOSE_IOU)
+        n_loose = int((loose >= 0).sum())
+        found = {"misread": int(sum(r.pred_classes[i] != r.true_labels[j] for i, j in enumerate(match) if j >= 0)),
+                 "loose": n_loose, "missed": len(free_true) - n_loose, "extra": len(free_pred) - n_loose}
+        for k, v in found.items():
+            digits[k] += v
+        if r.number == r.true_number:
+            continue
+        wrong += 1
+        for k, v in found.items():
+            photos[k] += int(v > 0)
+        photos["order"] += int(not any(found.values()))
+    return {"wrong_numbers": wrong, "digits": digits, "photos_with": photos}
+
+
 def one_digit_figures(results: list[PhotoResult]) -> dict:
     """One-digit photos, each PhotoResult holding the one digit a reader answers (its first): accuracy
     (that digit right) and the mean IoU of its box (0 where it gave none)."""

@@ -14,7 +14,7 @@ import click
 import numpy as np
 
 from digitloc.annotations.dataset.options import data_option, framing_option, kind_option, svhn_option
-from digitloc.runtime.detector import PROVIDERS
+from digitloc.runtime.detector import OPENVINO, PROVIDERS
 from digitloc.runtime.options import (
     fail,
     force_option,
@@ -29,6 +29,7 @@ from digitloc.runtime.options import (
 
 # Names of the emulated CPUs (benchmarks/emulate.py's TARGETS), without importing it at start-up.
 EMULATED = ("arm64", "arm64-a72", "arm64-max", "avx2")
+LATENCY_PROVIDERS = (*PROVIDERS, OPENVINO)  # latency times OpenVINO's own runtime beside onnxruntime's providers
 
 
 def _model_path(model: str | None) -> Path:
@@ -109,7 +110,9 @@ def main() -> None:
 @click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--keras", "keras_model", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Time the Keras original of the first MODEL on the same inputs too.")
-@click.option("--providers", default="cpu", show_default=True, help=f"Comma list of {', '.join(PROVIDERS)}.")
+@click.option("--providers", default="cpu", show_default=True,
+              help=f"Comma list of {', '.join(LATENCY_PROVIDERS)} (openvino: OpenVINO's own runtime, extra `openvino`); "
+                   "timed interleaved, call by call.")
 @batches_option("1,8,32")
 @threads_option
 @spin_option
@@ -122,7 +125,8 @@ def main() -> None:
 @force_option
 def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, batches: list[int], threads: int | None,
             spin: bool, warmup: int, runs: int, refine_photos: Path | None, output: Path, force: bool) -> None:
-    """Time MODELS (ONNX) for every provider x batch size; p50/p90/p99/mean/min, images/s, GMAC/s."""
+    """Time MODELS (ONNX) for every provider x batch size; p50/p90/p99/mean/min, images/s, GMAC/s. The
+    providers of one model and batch size are timed in alternating turns, so that they see the same machine."""
     from digitloc.benchmarks.latency import matmul_gmacs, time_keras, time_onnx, time_refine
     from digitloc.benchmarks.macs import count_macs
     from digitloc.benchmarks.report import cpu_lines, environment, latency_chart, latency_markdown
@@ -131,8 +135,8 @@ def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, 
 
     batch_sizes = batches
     provider_list = [p.strip() for p in providers.split(",") if p.strip()]
-    if not set(provider_list) <= set(PROVIDERS):
-        fail(f"unknown provider in {providers!r}: choose from {', '.join(PROVIDERS)}")
+    if not set(provider_list) <= set(LATENCY_PROVIDERS):
+        fail(f"unknown provider in {providers!r}: choose from {', '.join(LATENCY_PROVIDERS)}")
     from digitloc.runtime.detector import open_session
 
     sizes, precisions = {}, {}  # each model is timed at its own input size (128x64 and 64x64 may be compared)
@@ -146,16 +150,16 @@ def latency(models: tuple[Path, ...], keras_model: Path | None, providers: str, 
     rng = np.random.default_rng(0)
     inputs = {size: rng.integers(0, 256, (max(batch_sizes), *size, 3), dtype=np.uint8) for size in set(sizes.values())}
     rows, errors = [], []
-    jobs = [(m, p, b) for m in models for p in provider_list for b in batch_sizes]
+    jobs = [(m, b) for m in models for b in batch_sizes]
     macs = {m: count_macs(m) for m in models}
     bar = progress(total=len(jobs) + (len(batch_sizes) if keras_model else 0), desc="latency", unit="config")
-    for model, provider, batch in jobs:
-        try:
-            rows.append(time_onnx(model, provider, batch, inputs[sizes[model]], warmup, runs, threads,
-                                  macs[model], spin).to_dict())
-        except Exception as exc:  # one provider failing must not lose the rest
-            errors.append(f"{model.name} on {provider}: {exc}")
-            click.echo(f"error: {errors[-1]}", err=True)
+    for model, batch in jobs:
+        timed, failed = time_onnx(model, provider_list, batch, inputs[sizes[model]], warmup, runs, threads,
+                                  macs[model], spin)
+        rows += [t.to_dict() for t in timed]
+        for line in failed:
+            errors.append(line)
+            click.echo(f"error: {line}", err=True)
         bar.update(1)
     if keras_model:
         for batch in batch_sizes:
@@ -227,6 +231,10 @@ def _ratios(rows: list[dict], macs: dict[str, float], precisions: dict[str, str]
     for (model, provider, batch), r in sorted(by.items()):
         if provider == "keras-tf-cpu":
             continue
+        ort = by.get((model, "cpu", batch))
+        if provider == OPENVINO and ort is not None:
+            out.append(f"{model} at batch {batch}: OpenVINO {r['images_per_s'] / ort['images_per_s']:.2f}x "
+                       f"onnxruntime's throughput ({r['images_per_s']:.0f} against {ort['images_per_s']:.0f} images/s)")
         if batch in keras and provider == "cpu" and macs.get(model) == keras_family:
             out.append(f"{model} ({provider}) vs Keras at batch {batch}: "
                        f"{keras[batch]['p50_ms'] / r['p50_ms']:.2f}x faster")
@@ -353,14 +361,17 @@ def _detector_drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path
 
 @main.command("photos")
 @click.argument("onnx_models", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@svhn_option(required=True)
+@svhn_option()
 @click.option("--held-out-only", is_flag=True,
               help="Only the one-digit photos a default digitloc-data build holds out (val and test).")
+@click.option("--validation-of", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="A detection build (digitloc-data detection) instead of --svhn: its validation photos, whole, "
+                   "from the folders its manifest names (never trained on; stages and thresholds are chosen there).")
 @min_score_option
 @output_option(default=Path("bench-out"), help="Folder for photos.json, photos.md and the PNG charts.")
 @force_option
-def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_out_only: bool, min_score: float | None,
-                   output: Path, force: bool) -> None:
+def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_out_only: bool,
+                   validation_of: Path | None, min_score: float | None, output: Path, force: bool) -> None:
     """House numbers, digits and one-digit figures of ONNX_MODELS through the runtime on your own
     labelled photos, as they are.
 
@@ -380,25 +391,34 @@ def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_ou
     )
     from digitloc.benchmarks.report import cpu_lines, environment
 
+    if bool(svhn) == (validation_of is not None):
+        fail("give --svhn folders or --validation-of a detection build (one of the two)")
     split = ("val", "test") if held_out_only else SPLITS
     rows: list = []
+    one_digit: list = []
     try:
-        try:
-            one_digit = reframe_photos(held_out_photos(list(svhn), split), as_is=True)
-        except DatasetError:  # folders without one-digit photos: the numbers alone
-            one_digit = []
-        if one_digit:
-            rows = photos_table(list(onnx_models), one_digit)
-        photos = labelled_photos(list(svhn))
-        if held_out_only:
-            held = {p.origin for p in one_digit}
-            photos = [p for p in photos if p.origin in held]
+        if validation_of is not None:
+            from digitloc.annotations.dataset.detection import validation_photos
+
+            photos = validation_photos(validation_of)
+        else:
+            try:
+                one_digit = reframe_photos(held_out_photos(list(svhn), split), as_is=True)
+            except DatasetError:  # folders without one-digit photos: the numbers alone
+                one_digit = []
+            if one_digit:
+                rows = photos_table(list(onnx_models), one_digit)
+            photos = labelled_photos(list(svhn))
+            if held_out_only:
+                held = {p.origin for p in one_digit}
+                photos = [p for p in photos if p.origin in held]
         numbers = numbers_table(list(onnx_models), photos, min_score)
     except DatasetError as exc:
         fail(str(exc))
-    payload = {"command": _command("photos"), "environment": environment(), "photos": len(photos),
+    source = f"the validation photos of {validation_of}" if validation_of is not None else ", ".join(svhn)
+    payload = {"command": _command("photos"), "environment": environment(), "source": source, "photos": len(photos),
                "numbers": numbers, "one_digit_photos": len(one_digit), "rows": rows}
-    markdown = cpu_lines(payload) + "## House numbers\n\n" + numbers_markdown(numbers)
+    markdown = cpu_lines(payload) + f"Photos: {source}.\n\n## House numbers\n\n" + numbers_markdown(numbers)
     if rows:
         markdown += "\n## One-digit photos (the most confident digit), one pass and with refine\n\n" + photos_markdown(rows)
     paths = _write(output, "photos", payload, markdown, force)

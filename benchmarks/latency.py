@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -78,19 +79,42 @@ def peak_rss_mb() -> float | None:
     return None
 
 
-def time_onnx(path: Path, provider: str, batch: int, images: np.ndarray, warmup: int, runs: int,
-              threads: int | None, macs_per_image: float | None = None, spin: bool = False) -> Timing:
-    reset_peak_rss()
+def time_onnx(path: Path, providers: list[str], batch: int, images: np.ndarray, warmup: int, runs: int,
+              threads: int | None, macs_per_image: float | None = None,
+              spin: bool = False) -> tuple[list[Timing], list[str]]:
+    """``path`` on each of ``providers`` (cpu, cuda, openvino) at one batch size, timed interleaved:
+    every round calls each session once, in an order that alternates from round to round, so that a
+    busy spell of a shared machine falls on all of them alike. A provider that cannot open the model
+    is left out with its error (the rest are still timed)."""
     from digitloc.runtime.detector import open_session
 
-    session = open_session(path, provider, threads, spin)
+    sessions, errors, first = {}, [], {}
     feed = {INPUT_NAME: images[:batch]}
-    # Every output: a detector's top-K decoding runs inside the graph and is timed with the model.
-    first, times = time_calls(lambda: session.run(None, feed), warmup, runs)
-    stats = summarize(times, batch)
-    gmacs = macs_per_image * stats["images_per_s"] / 1e9 if macs_per_image else None
-    return Timing(path.name, provider, batch, runs, **stats, first_run_ms=first, peak_rss_mb=peak_rss_mb(),
-                  gmacs_per_s=gmacs)
+    for provider in providers:
+        try:
+            reset_peak_rss()
+            session = open_session(path, provider, threads, spin)
+            names = [o.name for o in session.get_outputs()]
+            # Every output: a detector's top-K decoding runs inside the graph and is timed with the model.
+            call = functools.partial(session.run, names, feed)
+            first[provider] = time_calls(call, warmup, 0)[0]
+            sessions[provider] = call
+        except Exception as exc:  # one provider failing must not lose the rest
+            errors.append(f"{path.name} on {provider}: {exc}")
+    times: dict[str, list[float]] = {p: [] for p in sessions}
+    order = list(sessions)
+    for n in range(runs):
+        for provider in order if n % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            sessions[provider]()
+            times[provider].append((time.perf_counter() - start) * 1000.0)
+    rows = []
+    for provider in sessions:
+        stats = summarize(times[provider], batch)
+        gmacs = macs_per_image * stats["images_per_s"] / 1e9 if macs_per_image else None
+        rows.append(Timing(path.name, provider, batch, runs, **stats, first_run_ms=first[provider],
+                           peak_rss_mb=peak_rss_mb(), gmacs_per_s=gmacs))
+    return rows, errors
 
 
 def time_keras(path: Path, batch: int, images: np.ndarray, warmup: int, runs: int) -> Timing:

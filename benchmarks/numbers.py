@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from digitloc.annotations.detmetrics import PhotoResult, detection_figures, one_digit_figures
+from digitloc.annotations.detmetrics import PhotoResult, detection_figures, error_breakdown, one_digit_figures
 
 RESULT_KEYS = ("photos", "number_accuracy", "digit_recall", "digit_precision", "matched_iou")
 
@@ -60,7 +60,7 @@ def numbers_table(onnx_paths: list[Path], photos: list[Any], min_score: float | 
 def _numbers_row(path: Path, refine: bool, results: list[PhotoResult], detections: list[Any]) -> dict[str, Any]:
     """One model's row of numbers_table."""
     row: dict[str, Any] = {"model": path.name if refine else f"{path.name} --no-refine", "refine": refine,
-                           **detection_figures(results)}
+                           **detection_figures(results), "errors": error_breakdown(results)}
     one = [(r, d) for r, d in zip(results, detections, strict=True) if len(r.true_labels) == 1]
     if one:
         row["one_digit"] = _one_digit(one)
@@ -91,6 +91,15 @@ def numbers_markdown(rows: list[dict[str, Any]]) -> str:
                            if s in by else "-" for s in shares)
         body += (f"| {r['model']} | {r['number_accuracy']:.3f} ({r['photos']}) | {r['digit_recall']:.3f} | "
                  f"{r['digit_precision']:.3f} | {r['matched_iou']:.3f} | {cells} |\n")
+    body += ("\nWhere the wrong numbers go wrong (a digit is found at IoU >= 0.5; a loose box overlaps a true digit "
+             "at IoU 0.1-0.5; a photo counts under each kind it shows):\n\n| model | wrong numbers | a digit missed | "
+             "a digit misread | a loose box | a digit added | order only | digits missed / misread / loose / added "
+             "|\n|---|---|---|---|---|---|---|---|\n")
+    for r in rows:
+        e = r["errors"]
+        p, d = e["photos_with"], e["digits"]
+        body += (f"| {r['model']} | {e['wrong_numbers']} | {p['missed']} | {p['misread']} | {p['loose']} | "
+                 f"{p['extra']} | {p['order']} | {d['missed']} / {d['misread']} / {d['loose']} / {d['extra']} |\n")
     one = [r for r in rows if "one_digit" in r]
     if one:
         body += ("\nOne-digit photos among them (the most confident digit):\n\n| model | photos | accuracy | mean IoU "

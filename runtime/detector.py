@@ -175,8 +175,11 @@ def session_options(threads: int | None = None, spin: bool = False) -> Any:
 def open_session(path: str | os.PathLike[str], provider: str = "cpu", threads: int | None = None,
                  spin: bool = False) -> Any:
     """An onnxruntime session on exactly ``provider`` (cpu or cuda) with the runtime's session
-    options: the one way the project opens a model outside the Detector. A session that falls
-    back to another provider (onnxruntime only logs that) is refused."""
+    options, or OpenVINO's onnxruntime-like session (``openvino``; ``spin`` does not apply): the one
+    way the project opens a model outside the Detector. A session that falls back to another
+    provider (onnxruntime only logs that) is refused."""
+    if provider == OPENVINO:
+        return _openvino_session(Path(path), threads)
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), session_options(threads, spin), providers=[PROVIDERS[provider]])

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from digitloc.annotations.metrics import agreement
 from digitloc.benchmarks.cli import main
-from digitloc.benchmarks.latency import summarize, time_calls
+from digitloc.benchmarks.latency import summarize, time_calls, time_onnx
 
 
 def test_statistics_on_known_timings() -> None:
@@ -45,6 +45,49 @@ def test_time_calls_excludes_warmup(monkeypatch: pytest.MonkeyPatch) -> None:
     first, times = time_calls(call, warmup=3, runs=7)
     assert len(calls) == 3 + 7 and first == pytest.approx(1.0)
     assert times == pytest.approx([float(k) for k in range(4, 11)])
+
+
+def test_providers_are_timed_in_alternating_turns_and_a_failing_one_is_left_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from digitloc.runtime import detector
+
+    calls: list[str] = []
+
+    class Fake:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def get_outputs(self) -> list[SimpleNamespace]:
+            return [SimpleNamespace(name="boxes")]
+
+        def run(self, names: list[str], feed: dict) -> list[np.ndarray]:
+            assert names == ["boxes"]
+            calls.append(self.name)
+            return [np.zeros(1)]
+
+    def fake_open(path: Path, provider: str, threads: int | None, spin: bool) -> Fake:
+        if provider == "cuda":
+            raise RuntimeError("no CUDA here")
+        return Fake(provider)
+
+    monkeypatch.setattr(detector, "open_session", fake_open)
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    rows, errors = time_onnx(Path("m.onnx"), ["cpu", "cuda", "openvino"], 2, images, warmup=2, runs=4, threads=None)
+    assert [r.provider for r in rows] == ["cpu", "openvino"] and all(r.runs == 4 for r in rows)
+    assert errors == ["m.onnx on cuda: no CUDA here"]
+    # 2 warm-up calls each, then rounds in alternating order.
+    assert calls == ["cpu", "cpu", "openvino", "openvino"] + ["cpu", "openvino", "openvino", "cpu"] * 2
+
+
+def test_latency_times_openvino_beside_onnxruntime(tiny_onnx: Path, tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(main, ["latency", str(tiny_onnx), "--providers", "cpu,openvino", "--batches", "2",
+                                       "--runs", "3", "--warmup", "1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "latency.json").read_text())["rows"]
+    assert [(r["provider"], r["batch"]) for r in rows] == [("cpu", 2), ("openvino", 2)]
+    assert f"{tiny_onnx.name} at batch 2: OpenVINO" in (out / "latency.md").read_text()
 
 
 def test_drift_figures_on_a_hand_made_case() -> None:

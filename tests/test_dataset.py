@@ -286,3 +286,38 @@ def test_check_of_no_records_and_an_unwritable_output_fail_in_one_line(tmp_path:
         result = CliRunner().invoke(main, ["build", "--svhn", str(folder), "--workers", "1", "-o", str(bad)])
         assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # fail(), not an uncaught error
         assert re.fullmatch(rf"error: {re.escape(str(bad))}: cannot write there \([A-Za-z][^()\n]*\)\n", result.output)
+
+
+def test_detection_builds_with_other_seeds_keep_the_same_validation_photos(tmp_path: Path, tiny_onnx: Path) -> None:
+    from digitloc.annotations.dataset.detection import validation_photos
+    from digitloc.benchmarks.cli import main as bench
+
+    entries = [{"filename": f"{i}.png", "boxes": [{"label": 1 + i % 9, "left": 10 + i, "top": 8, "width": 12,
+                                                    "height": 24}, {"label": 10, "left": 40, "top": 8, "width": 12,
+                                                                    "height": 24}]} for i in range(16)]
+    folder = make_svhn_folder(tmp_path / "svhn", entries, size=(48, 100))
+    builds = {}
+    for seed in (1, 2):
+        out = tmp_path / f"det{seed}"
+        result = CliRunner().invoke(main, ["detection", "--svhn", str(folder), "--samples", "6", "--size", "64x32",
+                                           "--val-share", "0.3", "--seed", str(seed), "--workers", "1", "-o",
+                                           str(out)])
+        assert result.exit_code == 0, result.output
+        builds[seed] = json.loads((out / "manifest.json").read_text())
+        assert builds[seed]["config"]["split_seed"] == 0
+    val = {s: sorted(p.origin for p in validation_photos(tmp_path / f"det{s}")) for s in builds}
+    assert val[1] == val[2] and 0 < len(val[1]) == builds[1]["val_photos"] < 16
+    assert not np.array_equal(np.load(tmp_path / "det1" / "train.npz")["images"],
+                              np.load(tmp_path / "det2" / "train.npz")["images"])
+    # digitloc-bench photos reads exactly those photos, and says where the wrong numbers go wrong.
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(bench, ["photos", str(tiny_onnx), "--validation-of", str(tmp_path / "det1"),
+                                        "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((out / "photos.json").read_text())
+    assert payload["photos"] == len(val[1]) and "validation photos of" in payload["source"]
+    assert payload["numbers"][0]["errors"]["wrong_numbers"] == len(payload["numbers"][0]["failures"])
+    assert "Where the wrong numbers go wrong" in (out / "photos.md").read_text()
+    both = CliRunner().invoke(bench, ["photos", str(tiny_onnx), "--validation-of", str(tmp_path / "det1"),
+                                      "--svhn", str(folder), "-o", str(tmp_path / "b2")])
+    assert both.exit_code != 0 and "one of the two" in both.output

@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digitloc.annotations.detmetrics import PhotoResult, average_precision, detection_figures, greedy_match
+from digitloc.annotations.detmetrics import (
+    PhotoResult,
+    average_precision,
+    detection_figures,
+    error_breakdown,
+    greedy_match,
+)
 from digitloc.runtime.number import read_digits, reading_order, suppress
 from digitloc.runtime.preprocess import LETTERBOX_FILL, letterbox, letterbox_geometry, unletterbox_boxes
 
@@ -97,6 +103,23 @@ def test_metrics_count_numbers_digits_and_ap() -> None:
     assert greedy_match(t[::-1], t).tolist() == [1, 0]
     scored = [(t, np.array([0.9, 0.8]), np.array([3, 4]))]
     assert average_precision(scored, [right]) == {"3": 1.0, "4": 1.0}
+
+
+def test_error_breakdown_names_what_each_wrong_number_got_wrong() -> None:
+    t = np.array([[0, 0, 10, 20], [12, 0, 22, 20]], np.float32)
+    extra_box = np.array([[30, 0, 40, 20]], np.float32)
+    right = PhotoResult(t, np.array([3, 4]), t, np.array([3, 4]))
+    misread = PhotoResult(t, np.array([3, 5]), t, np.array([3, 4]))
+    missed = PhotoResult(t[:1], np.array([3]), t, np.array([3, 4]))
+    added = PhotoResult(np.concatenate([t, extra_box]), np.array([3, 4, 1]), t, np.array([3, 4]))
+    swapped = PhotoResult(t[::-1], np.array([4, 3]), t, np.array([3, 4]))  # found and right, read backwards
+    both = PhotoResult(np.concatenate([t[:1], extra_box]), np.array([8, 1]), t, np.array([3, 4]))
+    loose = PhotoResult(np.array([[0, 0, 10, 20], [12, 0, 30, 40]], np.float32), np.array([3, 7]), t,
+                        np.array([3, 4]))  # the second box overlaps its digit at IoU 0.28 (and reads a 7)
+    e = error_breakdown([right, misread, missed, added, swapped, both, loose])
+    assert e["wrong_numbers"] == 6
+    assert e["photos_with"] == {"missed": 2, "misread": 2, "loose": 1, "extra": 2, "order": 1}
+    assert e["digits"] == {"missed": 2, "misread": 2, "loose": 1, "extra": 2}
 
 
 def test_composer_keeps_whole_digits_only(tmp_path: Path) -> None:

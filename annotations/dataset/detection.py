@@ -75,7 +75,8 @@ class DetectionConfig:
     keep_visible: float = 0.7
     rotate: float = 5.0  # degrees
     synth_fonts: tuple[str, ...] = ()
-    seed: int = 0
+    seed: int = 0  # the composition's random draws
+    split_seed: int = 0  # which photos are kept for validation: a second build with another seed keeps the same
     workers: int = 2
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +107,18 @@ def load_photos(folders: list[str] | tuple[str, ...], skip_held_out: bool = True
         labels = np.array([b.digit for b in p.boxes], np.int64)
         out.append(DetPhoto(read_image(p.path), boxes, labels, p.origin))
     return out
+
+
+def validation_photos(build: str | os.PathLike[str]) -> list[DetPhoto]:
+    """The whole validation photos of a detection build (``digitloc-data detection``), read again from
+    the folders its manifest names: never trained on; its stages and thresholds are chosen on them."""
+    path = Path(build) / "manifest.json"
+    try:
+        config = json.loads(path.read_text())["config"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DatasetError(f"{path}: not a detection build's manifest ({exc})") from None
+    split_seed = config.get("split_seed", config["seed"])  # builds before split_seed split on their seed
+    return [p for p in load_photos(config["svhn"]) if val_photo(p.origin, config["val_share"], split_seed)]
 
 
 def background_strips(photos: list[DetPhoto], min_side: int = 12) -> list[np.ndarray]:
@@ -358,8 +371,9 @@ def build_detection(cfg: DetectionConfig, out_dir: str | os.PathLike[str], force
         raise OutputExistsError(f"{out}: a dataset is already there (use --force to replace it)")
     out.mkdir(parents=True, exist_ok=True)
     photos = load_photos(cfg.svhn)
-    train = [p for p in photos if not val_photo(p.origin, cfg.val_share, cfg.seed)]
-    val = [p for p in photos if val_photo(p.origin, cfg.val_share, cfg.seed)]
+    val_of = {p.origin: val_photo(p.origin, cfg.val_share, cfg.split_seed) for p in photos}
+    train = [p for p in photos if not val_of[p.origin]]
+    val = [p for p in photos if val_of[p.origin]]
     if not train or not val:
         raise DatasetError(f"{', '.join(cfg.svhn)}: too few photos for a train / val split ({len(photos)})")
     if not cfg.synth_fonts:
