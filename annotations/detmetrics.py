@@ -17,6 +17,7 @@ from digitloc.runtime.contract import BOXES_OUTPUT, CLASSES_OUTPUT, NUM_CLASSES,
 from digitloc.runtime.number import read_digits
 
 IOU_THRESHOLD = 0.5
+LOOSE_IOU = 0.1  # a digit read over a true digit it misses (IoU under 0.5) but overlaps: a loose box
 SHARE_EDGES = (0.0, 0.2, 0.35, 0.5, 0.65, 0.8, 1.01)  # digit height / photo height bins
 THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.1, 0.71, 0.05))  # score thresholds tried
 
@@ -120,15 +121,13 @@ def detection_figures(results: list[PhotoResult], scored: list | None = None) ->
     return out
 
 
-LOOSE_IOU = 0.1  # a digit read over a true digit it misses (IoU under 0.5) but overlaps: a loose box
-
-
 def error_breakdown(results: list[PhotoResult], iou: float = IOU_THRESHOLD) -> dict[str, Any]:
-    """Where the wrong numbers go wrong. Per digit: a true digit whose box was read with another class
-    (``misread``); a digit read over a true one with IoU under ``iou`` but at least ``LOOSE_IOU``
-    (``loose``, the box drawn off); a true digit nothing read overlaps (``missed``); a digit read
-    where none is (``extra``). Per wrong photo, each kind it shows (a photo can show several), and
-    ``order`` for a photo whose digits are all found and right but read in another order."""
+    """Where the wrong numbers go wrong (photos whose number is read right are left out). Per digit:
+    a true digit whose box was read with another class (``misread``); a digit read over a true one
+    with IoU under ``iou`` but at least ``LOOSE_IOU`` (``loose``, the box drawn off); a true digit
+    nothing read overlaps (``missed``); a digit read where none is (``extra``). Per wrong photo, each
+    kind it shows (a photo can show several), and ``order`` for a photo whose digits are all found
+    and right but read in another order."""
     kinds = ("missed", "misread", "loose", "extra")
     digits = dict.fromkeys(kinds, 0)
     photos = dict.fromkeys((*kinds, "order"), 0)
@@ -140,12 +139,11 @@ def error_breakdown(results: list[PhotoResult], iou: float = IOU_THRESHOLD) -> d
         n_loose = int((loose >= 0).sum())
         found = {"misread": int(sum(r.pred_classes[i] != r.true_labels[j] for i, j in enumerate(match) if j >= 0)),
                  "loose": n_loose, "missed": len(free_true) - n_loose, "extra": len(free_pred) - n_loose}
-        for k, v in found.items():
-            digits[k] += v
-        if r.number == r.true_number:
+        if r.number == r.true_number:  # a right number with a loose box is right: not an error here
             continue
         wrong += 1
         for k, v in found.items():
+            digits[k] += v
             photos[k] += int(v > 0)
         photos["order"] += int(not any(found.values()))
     return {"wrong_numbers": wrong, "digits": digits, "photos_with": photos}

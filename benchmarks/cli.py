@@ -117,7 +117,7 @@ def main() -> None:
 @threads_option
 @spin_option
 @warmup_option
-@click.option("--runs", default=50, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Timed calls per configuration.")
 @click.option("--refine-photos", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="A folder of real photos: also time the first MODEL through the runtime's Detector on them, with "
                    "and without --refine, in turn.")
@@ -378,8 +378,10 @@ def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_ou
     Every photo of the SVHN-format folders goes through the Detector: whole-number accuracy (the
     digits read left to right, an exact string), digit recall and precision (right class, IoU >=
     0.5), by the tallest digit's height share; photos-failures.png shows the first numbers read
-    wrong. The one-digit photos among them also get the one-digit table (one pass and with refine,
-    by the digit's height share, where missed boxes lie). Needs no TensorFlow."""
+    wrong, and a table says where the wrong numbers go wrong (digits missed, misread, boxed loosely,
+    added). With --svhn, the one-digit photos among them also get the one-digit table (one pass and
+    with refine, by the digit's height share, where missed boxes lie); --validation-of reads a
+    detection build's validation photos instead. Needs no TensorFlow."""
     from digitloc.annotations.dataset.data import SPLITS, DatasetError, held_out_photos, reframe_photos
     from digitloc.benchmarks.framing import photos_chart, photos_markdown, photos_table
     from digitloc.benchmarks.numbers import (
@@ -393,6 +395,8 @@ def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_ou
 
     if bool(svhn) == (validation_of is not None):
         fail("give --svhn folders or --validation-of a detection build (one of the two)")
+    if held_out_only and validation_of is not None:
+        fail("--held-out-only picks among --svhn photos: it does not go with --validation-of")
     split = ("val", "test") if held_out_only else SPLITS
     rows: list = []
     one_digit: list = []

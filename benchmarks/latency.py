@@ -84,36 +84,42 @@ def time_onnx(path: Path, providers: list[str], batch: int, images: np.ndarray, 
               spin: bool = False) -> tuple[list[Timing], list[str]]:
     """``path`` on each of ``providers`` (cpu, cuda, openvino) at one batch size, timed interleaved:
     every round calls each session once, in an order that alternates from round to round, so that a
-    busy spell of a shared machine falls on all of them alike. A provider that cannot open the model
-    is left out with its error (the rest are still timed)."""
+    busy spell of a shared machine falls on all of them alike. A provider that cannot open the model or
+    fails during the rounds is left out with its error (the rest are still timed). A row's peak RSS is
+    the process's, read after that provider's session opened and warmed up (so it includes the
+    sessions of the providers before it)."""
     from digitloc.runtime.detector import open_session
 
-    sessions, errors, first = {}, [], {}
+    calls, errors, first, rss = {}, [], {}, {}
     feed = {INPUT_NAME: images[:batch]}
     for provider in providers:
         try:
             reset_peak_rss()
             session = open_session(path, provider, threads, spin)
-            names = [o.name for o in session.get_outputs()]
             # Every output: a detector's top-K decoding runs inside the graph and is timed with the model.
-            call = functools.partial(session.run, names, feed)
+            call = functools.partial(session.run, [o.name for o in session.get_outputs()], feed)
             first[provider] = time_calls(call, warmup, 0)[0]
-            sessions[provider] = call
+            rss[provider], calls[provider] = peak_rss_mb(), call
         except Exception as exc:  # one provider failing must not lose the rest
             errors.append(f"{path.name} on {provider}: {exc}")
-    times: dict[str, list[float]] = {p: [] for p in sessions}
-    order = list(sessions)
+    times: dict[str, list[float]] = {p: [] for p in calls}
     for n in range(runs):
+        order = list(calls)
         for provider in order if n % 2 == 0 else order[::-1]:
             start = time.perf_counter()
-            sessions[provider]()
+            try:
+                calls[provider]()
+            except Exception as exc:
+                errors.append(f"{path.name} on {provider}, timed run {n + 1}: {exc}")
+                del calls[provider], times[provider]
+                continue
             times[provider].append((time.perf_counter() - start) * 1000.0)
     rows = []
-    for provider in sessions:
+    for provider in calls:
         stats = summarize(times[provider], batch)
         gmacs = macs_per_image * stats["images_per_s"] / 1e9 if macs_per_image else None
         rows.append(Timing(path.name, provider, batch, runs, **stats, first_run_ms=first[provider],
-                           peak_rss_mb=peak_rss_mb(), gmacs_per_s=gmacs))
+                           peak_rss_mb=rss[provider], gmacs_per_s=gmacs))
     return rows, errors
 
 

@@ -79,7 +79,8 @@ def _one_digit(pairs: list[tuple[PhotoResult, Any]]) -> dict[str, Any]:
 
 
 def numbers_markdown(rows: list[dict[str, Any]]) -> str:
-    """Overall and per height share: whole numbers read exactly / digit recall (photos)."""
+    """Overall and per height share: whole numbers read exactly / digit recall (photos); where the
+    wrong numbers go wrong; the one-digit photos' figures where there are any."""
     shares = [b["share"] for b in rows[0]["by_share"]]
     head = ("| model | numbers exact | digit recall | digit precision | matched IoU | "
             + " | ".join(f"share {s}: numbers / recall" for s in shares) + " |\n|---|---|---|---|---|"

@@ -65,10 +65,16 @@ def test_providers_are_timed_in_alternating_turns_and_a_failing_one_is_left_out(
             calls.append(self.name)
             return [np.zeros(1)]
 
+    class Breaks(Fake):
+        def run(self, names: list[str], feed: dict) -> list[np.ndarray]:
+            if len([c for c in calls if c == self.name]) >= 3:
+                raise RuntimeError("out of memory")
+            return super().run(names, feed)
+
     def fake_open(path: Path, provider: str, threads: int | None, spin: bool) -> Fake:
         if provider == "cuda":
             raise RuntimeError("no CUDA here")
-        return Fake(provider)
+        return Breaks(provider) if provider == "breaks" else Fake(provider)
 
     monkeypatch.setattr(detector, "open_session", fake_open)
     images = np.zeros((4, 8, 8, 3), np.uint8)
@@ -77,6 +83,11 @@ def test_providers_are_timed_in_alternating_turns_and_a_failing_one_is_left_out(
     assert errors == ["m.onnx on cuda: no CUDA here"]
     # 2 warm-up calls each, then rounds in alternating order.
     assert calls == ["cpu", "cpu", "openvino", "openvino"] + ["cpu", "openvino", "openvino", "cpu"] * 2
+    # One that fails in the timed rounds is dropped with its error; the others are still timed.
+    calls.clear()
+    rows, errors = time_onnx(Path("m.onnx"), ["cpu", "breaks"], 2, images, warmup=2, runs=4, threads=None)
+    assert [r.provider for r in rows] == ["cpu"] and len([c for c in calls if c == "cpu"]) == 2 + 4
+    assert errors == ["m.onnx on breaks, timed run 2: out of memory"]
 
 
 def test_latency_times_openvino_beside_onnxruntime(tiny_onnx: Path, tmp_path: Path) -> None:

@@ -321,3 +321,26 @@ def test_detection_builds_with_other_seeds_keep_the_same_validation_photos(tmp_p
     both = CliRunner().invoke(bench, ["photos", str(tiny_onnx), "--validation-of", str(tmp_path / "det1"),
                                       "--svhn", str(folder), "-o", str(tmp_path / "b2")])
     assert both.exit_code != 0 and "one of the two" in both.output
+    held = CliRunner().invoke(bench, ["photos", str(tiny_onnx), "--validation-of", str(tmp_path / "det1"),
+                                      "--held-out-only", "-o", str(tmp_path / "b3")])
+    assert held.exit_code != 0 and "does not go with --validation-of" in held.output
+    # --split-seed moves the split; a manifest from before split_seed existed splits on its seed.
+    other = tmp_path / "det-split3"
+    assert CliRunner().invoke(main, ["detection", "--svhn", str(folder), "--samples", "2", "--size", "64x32",
+                                     "--val-share", "0.3", "--split-seed", "3", "--workers", "1", "-o",
+                                     str(other)]).exit_code == 0
+    moved = sorted(p.origin for p in validation_photos(other))
+    assert moved != val[1]
+    manifest = json.loads((other / "manifest.json").read_text())
+    del manifest["config"]["split_seed"]
+    manifest["config"]["seed"] = 3
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    assert sorted(p.origin for p in validation_photos(other)) == moved
+    # A manifest whose folders no longer hold those photos, or of another kind of build, is one clear error.
+    manifest["val_photos"] += 1
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match="held out .* validation photos"):
+        validation_photos(other)
+    (other / "manifest.json").write_text(json.dumps({"config": {"seed": 0, "svhn": [str(folder)]}}))
+    with pytest.raises(DatasetError, match="not a detection build's manifest"):
+        validation_photos(other)

@@ -116,7 +116,8 @@ def test_error_breakdown_names_what_each_wrong_number_got_wrong() -> None:
     both = PhotoResult(np.concatenate([t[:1], extra_box]), np.array([8, 1]), t, np.array([3, 4]))
     loose = PhotoResult(np.array([[0, 0, 10, 20], [12, 0, 30, 40]], np.float32), np.array([3, 7]), t,
                         np.array([3, 4]))  # the second box overlaps its digit at IoU 0.28 (and reads a 7)
-    e = error_breakdown([right, misread, missed, added, swapped, both, loose])
+    loose_but_right = PhotoResult(loose.pred_boxes, np.array([3, 4]), t, np.array([3, 4]))  # the number is right
+    e = error_breakdown([right, misread, missed, added, swapped, both, loose, loose_but_right])
     assert e["wrong_numbers"] == 6
     assert e["photos_with"] == {"missed": 2, "misread": 2, "loose": 1, "extra": 2, "order": 1}
     assert e["digits"] == {"missed": 2, "misread": 2, "loose": 1, "extra": 2}

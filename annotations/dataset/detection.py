@@ -114,11 +114,17 @@ def validation_photos(build: str | os.PathLike[str]) -> list[DetPhoto]:
     the folders its manifest names: never trained on; its stages and thresholds are chosen on them."""
     path = Path(build) / "manifest.json"
     try:
-        config = json.loads(path.read_text())["config"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise DatasetError(f"{path}: not a detection build's manifest ({exc})") from None
-    split_seed = config.get("split_seed", config["seed"])  # builds before split_seed split on their seed
-    return [p for p in load_photos(config["svhn"]) if val_photo(p.origin, config["val_share"], split_seed)]
+        manifest = json.loads(path.read_text())
+        config, expected = manifest["config"], int(manifest["val_photos"])
+        folders, share = list(config["svhn"]), float(config["val_share"])
+        split_seed = int(config.get("split_seed", config["seed"]))  # builds before split_seed split on their seed
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{path}: not a detection build's manifest (digitloc-data detection): {exc!r}") from None
+    photos = [p for p in load_photos(folders) if val_photo(p.origin, share, split_seed)]
+    if len(photos) != expected:
+        raise DatasetError(f"{path}: the build held out {expected} validation photos, {len(photos)} are found in "
+                           f"{', '.join(folders)} now (moved or changed folders?)")
+    return photos
 
 
 def background_strips(photos: list[DetPhoto], min_side: int = 12) -> list[np.ndarray]:
