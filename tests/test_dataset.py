@@ -344,3 +344,21 @@ def test_detection_builds_with_other_seeds_keep_the_same_validation_photos(tmp_p
     (other / "manifest.json").write_text(json.dumps({"config": {"seed": 0, "svhn": [str(folder)]}}))
     with pytest.raises(DatasetError, match="not a detection build's manifest"):
         validation_photos(other)
+
+
+def test_folder_weights_draw_a_folder_s_photos_more_often(tmp_path: Path) -> None:
+    from digitloc.annotations.dataset.detection import Composer, DetectionConfig, background_strips, load_photos
+
+    entries = [{"filename": f"{i}.png", "boxes": [{"label": 1 + i, "left": 10, "top": 8, "width": 12,
+                                                    "height": 24}]} for i in range(2)]
+    photos = load_photos([str(make_svhn_folder(tmp_path / "svhn", entries, size=(48, 100)))], skip_held_out=False)
+    rng = np.random.default_rng(0)
+    even = Composer(photos, background_strips(photos), DetectionConfig(size=(32, 64)))
+    assert even.draw is None  # equal weights: drawn as builds before weights were
+    photos[1].weight = 9.0
+    weighted = Composer(photos, background_strips(photos), DetectionConfig(size=(32, 64)))
+    share = np.mean([weighted._photo(rng) is photos[1] for _ in range(2000)])
+    assert 0.87 < share < 0.93
+    result = CliRunner().invoke(main, ["detection", "--svhn", str(tmp_path / "svhn"), "--folder-weight", "1",
+                                       "--folder-weight", "2", "--samples", "2", "-o", str(tmp_path / "d")])
+    assert result.exit_code != 0 and "one positive weight per --svhn folder (1)" in result.output

@@ -150,14 +150,18 @@ def build(svhn: tuple[str, ...], synthetic: int, crops_per_digit: int, size: tup
 @click.option("--samples", "count", default=40000, show_default=True, help="Composed training samples.")
 @click.option("--val-share", type=click.FloatRange(min=0.01, max=0.5), default=0.1, show_default=True,
               help="Share of photos kept whole for validation and the threshold choice.")
+@click.option("--folder-weight", "folder_weights", type=click.FloatRange(min=0, min_open=True), multiple=True,
+              help="Per --svhn folder, in their order: how often its photos are drawn into samples (default 1 "
+                   "each; e.g. 1 and 3 draw the second folder's photos three times as often).")
 @click.option("--split-seed", default=0, show_default=True,
               help="Seed of the validation split alone: builds with other --seed values keep the same photos out.")
 @seed_option
 @WORKERS
 @output_option(help="Folder to write the detection set to.", required=True)
 @force_option
-def detection(svhn: tuple[str, ...], size: tuple[int, int], count: int, val_share: float, split_seed: int,
-              seed: int, workers: int, output: Path, force: bool) -> None:
+def detection(svhn: tuple[str, ...], size: tuple[int, int], count: int, val_share: float,
+              folder_weights: tuple[float, ...], split_seed: int, seed: int, workers: int, output: Path,
+              force: bool) -> None:
     """Build a detection set into OUTPUT: train.npz (composed samples: whole photos letterboxed, zoom-out,
     mosaics, crops, synthetic numbers, empty windows; every digit boxed), val.npz (whole photos
     letterboxed), manifest.json and preview.png. The held-out one-digit photos of the folders are skipped."""
@@ -165,7 +169,7 @@ def detection(svhn: tuple[str, ...], size: tuple[int, int], count: int, val_shar
     from digitloc.annotations.dataset.detection import DetectionConfig, build_detection
 
     cfg = DetectionConfig(svhn=tuple(svhn), size=size, count=count, val_share=val_share, seed=seed,
-                          split_seed=split_seed, workers=workers)
+                          split_seed=split_seed, folder_weights=tuple(folder_weights), workers=workers)
     try:
         prepare_output_dir(output)
         manifest = build_detection(cfg, output, force=force)

@@ -23,7 +23,7 @@ import json
 import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ class DetPhoto:
     boxes: np.ndarray
     labels: np.ndarray
     origin: str
+    weight: float = 1.0  # how often the composer draws it, relative to the others (its folder's weight)
 
 
 @dataclass
@@ -77,6 +78,7 @@ class DetectionConfig:
     synth_fonts: tuple[str, ...] = ()
     seed: int = 0  # the composition's random draws
     split_seed: int = 0  # which photos are kept for validation: a second build with another seed keeps the same
+    folder_weights: tuple[float, ...] = ()  # per svhn folder: how often its photos are drawn (default 1 each)
     workers: int = 2
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,6 +156,9 @@ class Composer:
         kinds = [k for k in KINDS if cfg.mix.get(k, 0) > 0]
         weights = np.array([cfg.mix[k] for k in kinds], np.float64)
         self.kinds, self.weights = kinds, weights / weights.sum()
+        draw = np.array([p.weight for p in photos], np.float64)
+        # Equal weights draw as before (the same seed, the same samples as builds before folder weights).
+        self.draw = None if np.all(draw == draw[0]) else draw / draw.sum()
 
     # -- canvases -----------------------------------------------------------------------------
     def background(self, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -197,7 +202,9 @@ class Composer:
         return boxes[keep], photo.labels[keep]
 
     def _photo(self, rng: np.random.Generator) -> DetPhoto:
-        return self.photos[rng.integers(len(self.photos))]
+        if self.draw is None:
+            return self.photos[rng.integers(len(self.photos))]
+        return self.photos[rng.choice(len(self.photos), p=self.draw)]
 
     # -- kinds ----------------------------------------------------------------------------------
     def compose(self, rng: np.random.Generator, kind: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -376,7 +383,13 @@ def build_detection(cfg: DetectionConfig, out_dir: str | os.PathLike[str], force
     if (out / "manifest.json").exists() and not force:
         raise OutputExistsError(f"{out}: a dataset is already there (use --force to replace it)")
     out.mkdir(parents=True, exist_ok=True)
-    photos = load_photos(cfg.svhn)
+    weights = cfg.folder_weights or (1.0,) * len(cfg.svhn)
+    if len(weights) != len(cfg.svhn) or min(weights) <= 0:
+        raise DatasetError(f"folder weights {list(weights)}: one positive weight per --svhn folder "
+                           f"({len(cfg.svhn)})")
+    photos = []
+    for folder, weight in zip(cfg.svhn, weights, strict=True):
+        photos += [replace(p, weight=float(weight)) for p in load_photos([folder])]
     val_of = {p.origin: val_photo(p.origin, cfg.val_share, cfg.split_seed) for p in photos}
     train = [p for p in photos if not val_of[p.origin]]
     val = [p for p in photos if val_of[p.origin]]
