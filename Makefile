@@ -149,7 +149,8 @@ detector-model: venv
 
 # The detector's figures: house numbers on the detection build's validation photos (where its stages, int8
 # calibration and refine pass were chosen), on svhn-test-sample/eval (measured only, never trained on), the
-# held-out one-digit photos of the train sample, int8 against fp32 on this CPU, latency (model + decoding) per
+# held-out one-digit photos of the train sample, int8 against fp32 on this CPU (through onnxruntime, and through
+# OpenVINO's own int8 kernels: eval-openvino), latency (model + decoding) per
 # batch through onnxruntime and OpenVINO (extra `openvino`, which `auto` picks from), timed interleaved.
 DETECTOR_DATA ?= data/det192x96
 detector-bench: venv
@@ -158,6 +159,8 @@ detector-bench: venv
 		-o benchmarks/results/detector/validation --force
 	$(BIN)/digitloc-bench photos $(DETECTORS) models/digitloc-default-int8.onnx --svhn $(TEST_SAMPLE)/eval \
 		-o benchmarks/results/detector/eval --force
+	$(BIN)/digitloc-bench photos $(DETECTORS) --svhn $(TEST_SAMPLE)/eval --provider openvino \
+		-o benchmarks/results/detector/eval-openvino --force
 	$(BIN)/digitloc-bench photos $(DETECTORS) models/digitloc-default-int8.onnx --svhn $(SAMPLE) --held-out-only \
 		-o benchmarks/results/detector/one-digit --force
 	$(BIN)/digitloc-bench drift models/det192x96-run/model.keras $(DETECTORS) --data $(TEST_SAMPLE)/eval \

@@ -14,7 +14,7 @@ import click
 import numpy as np
 
 from digitloc.annotations.dataset.options import data_option, framing_option, kind_option, svhn_option
-from digitloc.runtime.detector import OPENVINO, PROVIDERS
+from digitloc.runtime.detector import OPENVINO, PROVIDERS, ProviderError
 from digitloc.runtime.options import (
     fail,
     force_option,
@@ -368,10 +368,12 @@ def _detector_drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path
               help="A detection build (digitloc-data detection) instead of --svhn: its validation photos, whole, "
                    "from the folders its manifest names (never trained on; stages and thresholds are chosen there).")
 @min_score_option
+@provider_option(default="cpu")
 @output_option(default=Path("bench-out"), help="Folder for photos.json, photos.md and the PNG charts.")
 @force_option
 def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_out_only: bool,
-                   validation_of: Path | None, min_score: float | None, output: Path, force: bool) -> None:
+                   validation_of: Path | None, min_score: float | None, provider: str, output: Path,
+                   force: bool) -> None:
     """House numbers, digits and one-digit figures of ONNX_MODELS through the runtime on your own
     labelled photos, as they are.
 
@@ -381,7 +383,10 @@ def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_ou
     wrong, and a table says where the wrong numbers go wrong (digits missed, misread, boxed loosely,
     added). With --svhn, the one-digit photos among them also get the one-digit table (one pass and
     with refine, by the digit's height share, where missed boxes lie); --validation-of reads a
-    detection build's validation photos instead. Needs no TensorFlow."""
+    detection build's validation photos instead. With more than one model, a table says on how many
+    photos each reads the same number as the first (an int8 file against its fp32 file), on the engine
+    --provider picks (onnxruntime by default; openvino or auto to measure what a user's CPU runs). Needs
+    no TensorFlow."""
     from digitloc.annotations.dataset.data import SPLITS, DatasetError, held_out_photos, reframe_photos
     from digitloc.benchmarks.framing import photos_chart, photos_markdown, photos_table
     from digitloc.benchmarks.numbers import (
@@ -416,18 +421,20 @@ def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_ou
             if held_out_only:
                 held = {p.origin for p in one_digit}
                 photos = [p for p in photos if p.origin in held]
-        numbers = numbers_table(list(onnx_models), photos, min_score)
-    except DatasetError as exc:
+        numbers = numbers_table(list(onnx_models), photos, min_score, provider)
+    except (DatasetError, ProviderError) as exc:
         fail(str(exc))
     source = f"the validation photos of {validation_of}" if validation_of is not None else ", ".join(svhn)
     payload = {"command": _command("photos"), "environment": environment(), "source": source, "photos": len(photos),
-               "numbers": numbers, "one_digit_photos": len(one_digit), "rows": rows}
-    markdown = cpu_lines(payload) + f"Photos: {source}.\n\n## House numbers\n\n" + numbers_markdown(numbers)
+               "provider": provider, "numbers": numbers, "one_digit_photos": len(one_digit), "rows": rows}
+    engines = ", ".join(dict.fromkeys(r["engine"] for r in numbers))
+    markdown = (cpu_lines(payload) + f"Photos: {source}. Engine: --provider {provider} ({engines}).\n\n"
+                "## House numbers\n\n" + numbers_markdown(numbers))
     if rows:
         markdown += "\n## One-digit photos (the most confident digit), one pass and with refine\n\n" + photos_markdown(rows)
     paths = _write(output, "photos", payload, markdown, force)
     paths.append(numbers_chart(numbers, output / "photos-numbers.png"))
-    paths.append(failure_sheet(onnx_models[0], photos, numbers, output / "photos-failures.png"))
+    paths.append(failure_sheet(onnx_models[0], photos, numbers, output / "photos-failures.png", provider=provider))
     if rows:
         paths.append(photos_chart(rows, output / "photos.png"))
     click.echo(markdown)

@@ -167,7 +167,9 @@ def tiny_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = build_detector(cfg)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss={"maps": detection_loss(SIZE)})
     images, boxes, labels = toy_detection(512, seed=2)
-    model.fit(images, encode_targets(boxes, labels, SIZE), epochs=6, batch_size=32, verbose=0)
+    # 12 epochs: after 6, the share of blocks found swung from 0.41 to 0.76 with the seed (and fell under the
+    # test's 0.6 at seed 0 with keras 3.15); after 12 it is 0.74-0.91 over seeds 0-3.
+    model.fit(images, encode_targets(boxes, labels, SIZE), epochs=12, batch_size=32, verbose=0)
     run = root / "run"
     run.mkdir()
     inference_detector(model, cfg).save(run / "model.keras")

@@ -265,3 +265,42 @@ def test_photos_command_scores_every_one_digit_photo_by_height_share(tiny_onnx: 
     payload = json.loads((tmp_path / "x" / "photos.json").read_text())
     assert payload["rows"] == [] and payload["numbers"][0]["photos"] == 1
     assert payload["numbers"][0]["number_accuracy"] == 0.0  # a one-digit model cannot read "12"
+
+
+def test_photos_command_says_how_often_each_model_reads_the_first_model_s_number(tiny_onnx: Path,
+                                                                                  tmp_path: Path) -> None:
+    # An int8 file against its fp32 file, photo by photo: here a copy of the same file must read the
+    # same number on every photo (the share is of agreement with the first model, not of right numbers).
+    import importlib.util
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from digitloc.benchmarks.cli import main
+
+    entries = [{"filename": f"{i}.png", "boxes": [{"label": 1 + i, "left": 5 + 3 * i, "top": 4, "width": 8,
+                                                    "height": 24}]} for i in range(3)]
+    entries.append({"filename": "multi.png", "boxes": [{"label": 1, "left": 5, "top": 2, "width": 8, "height": 20},
+                                                       {"label": 2, "left": 20, "top": 2, "width": 8, "height": 20}]})
+    folder = make_svhn_folder(tmp_path / "svhn", entries)
+    twin = tmp_path / "twin.onnx"
+    shutil.copy(tiny_onnx, twin)
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(main, ["photos", str(tiny_onnx), str(twin), "--svhn", str(folder), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((out / "photos.json").read_text())
+    first, second = payload["numbers"]
+    assert payload["provider"] == "cpu" and first["engine"] == second["engine"] == "CPUExecutionProvider"
+    assert "same_number_as_first" not in first and second["same_number_as_first"] == 1.0
+    assert first["number_accuracy"] < 1.0  # a one-digit model misses "12": agreement is not accuracy
+    md = (out / "photos.md").read_text()
+    assert "Engine: --provider cpu (CPUExecutionProvider)" in md and "| twin.onnx | 1.0000 | CPUExecutionProvider |" in md
+    ov = CliRunner().invoke(main, ["photos", str(tiny_onnx), "--svhn", str(folder), "--provider", "openvino",
+                                   "-o", str(tmp_path / "ov")])
+    if importlib.util.find_spec("openvino") is None:  # a clear one-line error, no report
+        assert ov.exit_code == 1 and "OpenVINO was asked for but is not installed" in ov.output
+        assert "Traceback" not in ov.output and not (tmp_path / "ov").exists()
+    else:
+        assert ov.exit_code == 0, ov.output
+        assert json.loads((tmp_path / "ov" / "photos.json").read_text())["numbers"][0]["engine"] == "OpenVINO-CPU"
