@@ -211,7 +211,7 @@ class Detector:
     def __init__(self, model: str | os.PathLike[str] | None = None, provider: str = "auto",
                  threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, refine: bool = DEFAULT_REFINE,
                  refine_below: float = REFINE_BELOW, spin: bool = False, min_score: float | None = None,
-                 max_digits: int = DEFAULT_MAX_DIGITS) -> None:
+                 max_digits: int = DEFAULT_MAX_DIGITS, one_line: bool = True) -> None:
         """``refine`` (one-digit models): a second pass, for photos whose first box is shorter than
         ``refine_below`` of the photo, on a window cut around that box so that the digit takes
         ``REFINE_SHARE`` of its height: small or off-centre digits are read at the size the model
@@ -219,7 +219,8 @@ class Detector:
         spin-wait between calls (faster on a CPU of its own, slower beside other work; see
         ``session_options``). ``min_score`` and ``max_digits`` (detectors): the score a digit needs
         to be read (default: the model's metadata, chosen on training data) and the most digits
-        read per photo."""
+        read per photo; ``one_line``: the number is the digits on the most confident digit's line and
+        of about its size (``read_digits``), False for numbers written on several lines."""
         import onnxruntime as ort
 
         self.refine = refine
@@ -228,7 +229,7 @@ class Detector:
             raise ValueError(f"min_score must be within 0..1, got {min_score}")
         if max_digits < 1:
             raise ValueError(f"max_digits must be at least 1, got {max_digits}")
-        self._min_score, self.max_digits = min_score, max_digits
+        self._min_score, self.max_digits, self.one_line = min_score, max_digits, one_line
         if provider not in PROVIDER_CHOICES:
             raise ProviderError(f"unknown provider {provider!r}: choose {', '.join(PROVIDER_CHOICES)}")
         if provider == FASTEST:
@@ -350,7 +351,8 @@ class Detector:
         out = []
         for im, b, s, c, p in zip(images, boxes, scores, classes, probs, strict=True):
             px = unletterbox_boxes(b, im.shape[:2], self.input_size)
-            out.append((px, s, c, p, np.asarray(read_digits(px, s, self.min_score, self.max_digits), np.int64)))
+            out.append((px, s, c, p, np.asarray(read_digits(px, s, self.min_score, self.max_digits,
+                                                                 one_line=self.one_line), np.int64)))
         return out
 
     def _detect_batch(self, loaded: list[np.ndarray]) -> list[Detection]:

@@ -81,6 +81,10 @@ min_score_option = click.option(
     help="Detectors: the score a digit needs to be read (default: the model's own, chosen on training photos).")
 max_digits_option = click.option("--max-digits", type=click.IntRange(min=1), default=8, show_default=True,
                                  help="Detectors: the most digits read per photo (the most confident).")
+one_line_option = click.option("--one-line/--all-lines", default=True, show_default=True,
+                               help="Detectors: the number is the digits on the most confident digit's line and of "
+                                    "about its size (a lamp or plaque beside it is left out); --all-lines reads "
+                                    "every row, for numbers written on two lines.")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -60,6 +60,21 @@ def test_read_digits_threshold_k_and_suppression() -> None:
     assert suppress(boxes, scores, iou=0.9).tolist() == [0, 3, 1, 4, 2]
 
 
+def test_read_digits_keeps_the_most_confident_digit_s_line_and_size() -> None:
+    # "12" at 20 px tall; a lamp read as "5" twice their height beside them, a small plaque digit under them,
+    # and a second row "34" of the same size below: with one_line only "12" is the number.
+    boxes = np.array([[10, 10, 20, 30], [22, 11, 32, 31], [40, 0, 60, 40], [12, 34, 18, 42], [10, 50, 20, 70],
+                      [22, 50, 32, 70]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.5], np.float32)
+    assert read_digits(boxes, scores).tolist() == [0, 1]
+    assert read_digits(boxes, scores, one_line=False).tolist() == [0, 1, 2, 3, 4, 5]
+    # the bounds: 1.6 times the height is still the line's size, and a centre half a height away its line
+    edge = np.array([[0, 10, 10, 30], [20, 4, 30, 36], [40, 20, 50, 40], [60, 3, 70, 38]], np.float32)
+    assert read_digits(edge, np.array([0.9, 0.8, 0.7, 0.6], np.float32)).tolist() == [0, 1, 2]
+    # a taller, more confident "digit" makes the line: the number's digits then drop out instead
+    assert read_digits(boxes[[0, 1, 2]], np.array([0.5, 0.5, 0.9], np.float32)).tolist() == [2]
+
+
 @pytest.mark.parametrize("hw", [(40, 200), (300, 90), (96, 192)])
 def test_letterbox_round_trip(hw: tuple[int, int]) -> None:
     image = np.full((*hw, 3), 255, np.uint8)
