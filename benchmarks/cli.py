@@ -21,6 +21,7 @@ from digitloc.runtime.options import (
     min_score_option,
     model_option,
     needs_extras,
+    one_line_option,
     output_option,
     provider_option,
     spin_option,
@@ -368,11 +369,12 @@ def _detector_drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path
               help="A detection build (digitloc-data detection) instead of --svhn: its validation photos, whole, "
                    "from the folders its manifest names (never trained on; stages and thresholds are chosen there).")
 @min_score_option
+@one_line_option
 @provider_option(default="cpu")
 @output_option(default=Path("bench-out"), help="Folder for photos.json, photos.md and the PNG charts.")
 @force_option
 def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_out_only: bool,
-                   validation_of: Path | None, min_score: float | None, provider: str, output: Path,
+                   validation_of: Path | None, min_score: float | None, one_line: bool, provider: str, output: Path,
                    force: bool) -> None:
     """House numbers, digits and one-digit figures of ONNX_MODELS through the runtime on your own
     labelled photos, as they are.
@@ -421,20 +423,23 @@ def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_ou
             if held_out_only:
                 held = {p.origin for p in one_digit}
                 photos = [p for p in photos if p.origin in held]
-        numbers = numbers_table(list(onnx_models), photos, min_score, provider)
+        numbers = numbers_table(list(onnx_models), photos, min_score, provider, one_line)
     except (DatasetError, ProviderError) as exc:
         fail(str(exc))
     source = f"the validation photos of {validation_of}" if validation_of is not None else ", ".join(svhn)
     payload = {"command": _command("photos"), "environment": environment(), "source": source, "photos": len(photos),
-               "provider": provider, "numbers": numbers, "one_digit_photos": len(one_digit), "rows": rows}
+               "provider": provider, "one_line": one_line, "numbers": numbers, "one_digit_photos": len(one_digit),
+               "rows": rows}
     engines = ", ".join(dict.fromkeys(r["engine"] for r in numbers))
-    markdown = (cpu_lines(payload) + f"Photos: {source}. Engine: --provider {provider} ({engines}).\n\n"
+    markdown = (cpu_lines(payload) + f"Photos: {source}. Engine: --provider {provider} ({engines}). "
+                f"{'One line' if one_line else 'Every line (--all-lines)'}.\n\n"
                 "## House numbers\n\n" + numbers_markdown(numbers))
     if rows:
         markdown += "\n## One-digit photos (the most confident digit), one pass and with refine\n\n" + photos_markdown(rows)
     paths = _write(output, "photos", payload, markdown, force)
     paths.append(numbers_chart(numbers, output / "photos-numbers.png"))
-    paths.append(failure_sheet(onnx_models[0], photos, numbers, output / "photos-failures.png", provider=provider))
+    paths.append(failure_sheet(onnx_models[0], photos, numbers, output / "photos-failures.png", provider=provider,
+                               min_score=min_score, one_line=one_line))
     if rows:
         paths.append(photos_chart(rows, output / "photos.png"))
     click.echo(markdown)

@@ -42,18 +42,18 @@ def read_photos(detector: Any, photos: list[Any], batch_size: int = 32) -> tuple
 
 
 def numbers_table(onnx_paths: list[Path], photos: list[Any], min_score: float | None = None,
-                  provider: str = "cpu") -> list[dict[str, Any]]:
+                  provider: str = "cpu", one_line: bool = True) -> list[dict[str, Any]]:
     """One row per model (a detector: with and without its refine pass): whole-number accuracy, digit
     recall / precision, matched IoU, by height share; on the one-digit photos among them, the
     one-digit figures; what ran it (``provider`` as the Detector takes it); and, after the first model,
-    the share of photos whose number it reads as the first model does (same refine setting): an int8
-    file's agreement with its fp32 file, on this engine."""
+    the share of photos whose number it reads as the first model does (same refine setting, where the
+    first model has it): an int8 file's agreement with its fp32 file, on this engine."""
     from digitloc.runtime.detector import Detector
 
     rows = []
     first: dict[bool, list[str]] = {}
     for path in onnx_paths:
-        detector = Detector(path, provider=provider, min_score=min_score)
+        detector = Detector(path, provider=provider, min_score=min_score, one_line=one_line)
         # A detector also one pass alone (--no-refine), so that what its second pass adds is seen.
         for refine in ((False, True) if detector.is_detector else (True,)):
             detector.refine = refine
@@ -61,11 +61,11 @@ def numbers_table(onnx_paths: list[Path], photos: list[Any], min_score: float | 
             row = _numbers_row(path, refine, results, detections)
             row["engine"] = detector.provider
             numbers = [r.number for r in results]
-            if refine in first:
+            if path == onnx_paths[0]:
+                first[refine] = numbers
+            elif refine in first:
                 row["same_number_as_first"] = float(np.mean([a == b for a, b in zip(numbers, first[refine],
                                                                                       strict=True)]))
-            else:
-                first[refine] = numbers
             rows.append(row)
     return rows
 
@@ -116,8 +116,9 @@ def numbers_markdown(rows: list[dict[str, Any]]) -> str:
                  f"{p['extra']} | {p['order']} | {d['missed']} / {d['misread']} / {d['loose']} / {d['extra']} |\n")
     same = [r for r in rows if "same_number_as_first" in r]
     if same:
-        body += (f"\nThe same number read as {rows[0]['model'].split(' ')[0]} (the same refine setting), photo by "
-                 "photo:\n\n| model | same number | engine |\n|---|---|---|\n")
+        reference = rows[0]["model"].removesuffix(" --no-refine")
+        body += (f"\nThe same number read as {reference} (the same refine setting), photo by photo:\n\n"
+                 "| model | same number | engine |\n|---|---|---|\n")
         for r in same:
             body += f"| {r['model']} | {r['same_number_as_first']:.4f} | {r['engine']} |\n"
     one = [r for r in rows if "one_digit" in r]
@@ -148,9 +149,10 @@ def numbers_chart(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def failure_sheet(path_model: Path, photos: list[Any], rows: list[dict[str, Any]], path: Path, count: int = 24,
-                  provider: str = "cpu") -> Path:
+                  provider: str = "cpu", min_score: float | None = None, one_line: bool = True) -> Path:
     """A PNG of the first ``count`` photos read wrong by the first model (with refine, as the runtime
-    reads by default, on ``provider`` as the table was): each annotated, with the true number."""
+    reads by default, on ``provider`` and with the table's reading settings): each annotated, with the
+    true number."""
     import cv2
 
     from digitloc.runtime.detector import Detector
@@ -160,7 +162,7 @@ def failure_sheet(path_model: Path, photos: list[Any], rows: list[dict[str, Any]
     shipped = next(r for r in rows if r.get("refine", True))  # the first model as the runtime reads by default
     wrong = {f["photo"]: f["true"] for f in shipped["failures"]}
     chosen = [p for p in photos if p.origin in wrong][:count]
-    detector = Detector(path_model, provider=provider)
+    detector = Detector(path_model, provider=provider, min_score=min_score, one_line=one_line)
     tiles = []
     for p, d in zip(chosen, detector.predict_batch([p.image for p in chosen]) if chosen else [], strict=True):
         tile = cv2.resize(annotate(p.image, d), (256, 128), interpolation=cv2.INTER_AREA)

@@ -58,6 +58,8 @@ def on_the_line(boxes: np.ndarray, anchor: int) -> np.ndarray:
     LINE_* rules above); the anchor itself always does."""
     h = boxes[:, 3] - boxes[:, 1]
     cy = (boxes[:, 1] + boxes[:, 3]) / 2
+    if not (np.isfinite(h[anchor]) and h[anchor] > 0):  # a degenerate anchor (clipped to nothing) rules out nothing
+        return np.ones(len(boxes), bool)
     sized = (h <= LINE_HEIGHT_RATIO * h[anchor]) & (h[anchor] <= LINE_HEIGHT_RATIO * h)
     same = sized & (np.abs(cy - cy[anchor]) <= LINE_CENTRE_SHARE * h[anchor])
     same[anchor] = True
@@ -77,8 +79,9 @@ def read_digits(boxes: np.ndarray, scores: np.ndarray, min_score: float = DEFAUL
     if len(candidates) == 0 or max_digits < 1:
         return np.zeros(0, np.int64)
     kept = candidates[suppress(boxes[candidates], scores[candidates], nms_iou)]
-    if one_line:
-        kept = kept[on_the_line(boxes[kept], 0)]
+    if one_line:  # one line: left to right (a slanted line's digits are not split into rows)
+        kept = kept[on_the_line(boxes[kept], 0)][:max_digits]
+        return kept[np.argsort((boxes[kept, 0] + boxes[kept, 2]) / 2, kind="stable")]
     kept = kept[:max_digits]
     return kept[reading_order(boxes[kept])]
 

@@ -362,3 +362,4 @@ def test_folder_weights_draw_a_folder_s_photos_more_often(tmp_path: Path) -> Non
     result = CliRunner().invoke(main, ["detection", "--svhn", str(tmp_path / "svhn"), "--folder-weight", "1",
                                        "--folder-weight", "2", "--samples", "2", "-o", str(tmp_path / "d")])
     assert result.exit_code != 0 and "one positive weight per --svhn folder (1)" in result.output
+    assert not (tmp_path / "d").exists()  # refused before any output folder is made

@@ -73,6 +73,14 @@ def test_read_digits_keeps_the_most_confident_digit_s_line_and_size() -> None:
     assert read_digits(edge, np.array([0.9, 0.8, 0.7, 0.6], np.float32)).tolist() == [0, 1, 2]
     # a taller, more confident "digit" makes the line: the number's digits then drop out instead
     assert read_digits(boxes[[0, 1, 2]], np.array([0.5, 0.5, 0.9], np.float32)).tolist() == [2]
+    # digits off the line take none of max_digits' places; a slanted line reads left to right
+    assert read_digits(boxes, scores, max_digits=2).tolist() == [0, 1]
+    slant = np.array([[0, 20, 10, 40], [12, 16, 22, 36], [24, 12, 34, 32], [36, 8, 46, 28]], np.float32)
+    assert read_digits(slant, np.array([0.6, 0.9, 0.7, 0.5], np.float32)).tolist() == [0, 1, 2, 3]
+    assert reading_order(slant).tolist() != [0, 1, 2, 3]  # rows alone would split it
+    # a degenerate most confident box (clipped to no height) rules nothing out
+    flat = np.array([[0, 10, 10, 10], [12, 10, 22, 30], [24, 0, 44, 40]], np.float32)
+    assert read_digits(flat, np.array([0.9, 0.8, 0.7], np.float32)).tolist() == [0, 1, 2]
 
 
 @pytest.mark.parametrize("hw", [(40, 200), (300, 90), (96, 192)])
@@ -203,7 +211,7 @@ def test_keras_detector_finds_toy_blocks(tiny_detector: Path) -> None:
     assert (np.diff(det["scores"], axis=1) <= 1e-6).all()  # top-K comes sorted
     found = total = 0
     for n in range(64):  # briefly trained: where the blocks are is learned first (any class, IoU >= 0.5)
-        order = read_digits(det["boxes"][n], det["scores"][n], min_score=0.05)
+        order = read_digits(det["boxes"][n], det["scores"][n], min_score=0.05, one_line=False)  # blocks of any size
         truth = boxes[n][labels[n] >= 0]
         found += int((greedy_match(det["boxes"][n][order], truth) >= 0).sum())
         total += len(truth)

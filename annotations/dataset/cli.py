@@ -167,10 +167,12 @@ def detection(svhn: tuple[str, ...], size: tuple[int, int], count: int, val_shar
     letterboxed), manifest.json and preview.png. The held-out one-digit photos of the folders are skipped."""
     from digitloc.annotations.dataset.data import DatasetError
     from digitloc.annotations.dataset.detection import DetectionConfig, build_detection
+    from digitloc.annotations.dataset.detection import folder_weights as weights_of
 
     cfg = DetectionConfig(svhn=tuple(svhn), size=size, count=count, val_share=val_share, seed=seed,
                           split_seed=split_seed, folder_weights=tuple(folder_weights), workers=workers)
     try:
+        weights_of(cfg)  # a wrong count refused before the output folder is made
         prepare_output_dir(output)
         manifest = build_detection(cfg, output, force=force)
     except (DatasetError, OutputExistsError, OSError) as exc:

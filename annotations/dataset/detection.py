@@ -376,17 +376,23 @@ def photo_set(photos: list[DetPhoto], size: tuple[int, int]) -> dict[str, np.nda
             "widths": np.array([p.image.shape[1] for p in photos], np.int32)}
 
 
+def folder_weights(cfg: DetectionConfig) -> tuple[float, ...]:
+    """One positive weight per svhn folder (1 each when none is given); DatasetError otherwise."""
+    weights = cfg.folder_weights or (1.0,) * len(cfg.svhn)
+    if len(weights) != len(cfg.svhn) or min(weights) <= 0:
+        raise DatasetError(f"folder weights {list(weights)}: one positive weight per --svhn folder "
+                           f"({len(cfg.svhn)})")
+    return tuple(weights)
+
+
 def build_detection(cfg: DetectionConfig, out_dir: str | os.PathLike[str], force: bool = False) -> dict[str, Any]:
     """Build ``train.npz`` (composed samples) and ``val.npz`` (whole validation photos letterboxed)
     into ``out_dir`` with a manifest; the held-out one-digit photos are never used."""
     out = Path(out_dir)
     if (out / "manifest.json").exists() and not force:
         raise OutputExistsError(f"{out}: a dataset is already there (use --force to replace it)")
+    weights = folder_weights(cfg)  # before any folder is made
     out.mkdir(parents=True, exist_ok=True)
-    weights = cfg.folder_weights or (1.0,) * len(cfg.svhn)
-    if len(weights) != len(cfg.svhn) or min(weights) <= 0:
-        raise DatasetError(f"folder weights {list(weights)}: one positive weight per --svhn folder "
-                           f"({len(cfg.svhn)})")
     photos = []
     for folder, weight in zip(cfg.svhn, weights, strict=True):
         photos += [replace(p, weight=float(weight)) for p in load_photos([folder])]
