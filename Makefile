@@ -152,7 +152,7 @@ detector-model: venv
 # held-out one-digit photos of the train sample, int8 against fp32 on this CPU (through onnxruntime, and through
 # OpenVINO's own int8 kernels: eval-openvino), latency (model + decoding) per
 # batch through onnxruntime and OpenVINO (extra `openvino`, which `auto` picks from), timed interleaved.
-DETECTOR_DATA ?= data/det192x96
+DETECTOR_DATA ?= data/det192x96-d
 detector-bench: venv
 	$(BIN)/python -m pip install -q -e ".[openvino]"
 	$(BIN)/digitloc-bench photos $(DETECTORS) --validation-of $(DETECTOR_DATA) \

@@ -47,11 +47,13 @@ def numbers_table(onnx_paths: list[Path], photos: list[Any], min_score: float | 
     recall / precision, matched IoU, by height share; on the one-digit photos among them, the
     one-digit figures; what ran it (``provider`` as the Detector takes it); and, after the first model,
     the share of photos whose number it reads as the first model does (same refine setting, where the
-    first model has it): an int8 file's agreement with its fp32 file, on this engine."""
+    first model has it, and a model of the same kind): an int8 file's agreement with its fp32 file, on
+    this engine."""
     from digitloc.runtime.detector import Detector
 
     rows = []
     first: dict[bool, list[str]] = {}
+    first_kind = False
     for path in onnx_paths:
         detector = Detector(path, provider=provider, min_score=min_score, one_line=one_line)
         # A detector also one pass alone (--no-refine), so that what its second pass adds is seen.
@@ -62,8 +64,8 @@ def numbers_table(onnx_paths: list[Path], photos: list[Any], min_score: float | 
             row["engine"] = detector.provider
             numbers = [r.number for r in results]
             if path == onnx_paths[0]:
-                first[refine] = numbers
-            elif refine in first:
+                first[refine], first_kind = numbers, detector.is_detector
+            elif refine in first and detector.is_detector == first_kind:  # a one-digit model beside a detector: no
                 row["same_number_as_first"] = float(np.mean([a == b for a, b in zip(numbers, first[refine],
                                                                                       strict=True)]))
             rows.append(row)
