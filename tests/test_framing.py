@@ -305,3 +305,36 @@ def test_photos_command_says_how_often_each_model_reads_the_first_model_s_number
     else:
         assert ov.exit_code == 0, ov.output
         assert json.loads((tmp_path / "ov" / "photos.json").read_text())["numbers"][0]["engine"] == "OpenVINO-CPU"
+
+
+def test_numbers_table_compares_models_of_the_first_model_s_kind_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # fp32 detector first, an int8 detector that reads one photo differently, and a one-digit model: the
+    # int8 rows get their share per refine setting, the one-digit model none (it cannot read "12").
+    from digitloc.annotations.dataset.detection import DetPhoto
+    from digitloc.benchmarks import numbers
+    from digitloc.runtime import detector as detector_module
+    from digitloc.runtime.detector import Detection, Digit
+
+    reads = {"fp32.onnx": ["12", "3"], "int8.onnx": ["12", "8"], "one.onnx": ["1", "3"]}
+
+    class Fake:
+        def __init__(self, path: Path, **_: object) -> None:
+            self.name, self.refine = Path(path).name, True
+            self.is_detector, self.provider = self.name != "one.onnx", "fake"
+
+        def predict_batch(self, images: list[np.ndarray]) -> list[Detection]:
+            out = []
+            for number in reads[self.name][: len(images)]:
+                digits = tuple(Digit(int(c), 0.9, (4.0 + 10 * i, 2.0, 12.0 + 10 * i, 18.0)) for i, c in enumerate(number))
+                out.append(Detection(digits[0].digit, 0.9, digits[0].bbox, (0.1,) * 10, digits))
+            return out
+
+    monkeypatch.setattr(detector_module, "Detector", Fake)
+    photos = [DetPhoto(np.zeros((20, 40, 3), np.uint8), np.array([[4, 2, 12, 18], [14, 2, 22, 18]], np.float32),
+                       np.array([1, 2]), "a.png"),
+              DetPhoto(np.zeros((20, 40, 3), np.uint8), np.array([[4, 2, 12, 18]], np.float32), np.array([3]), "b.png")]
+    rows = numbers.numbers_table([Path("fp32.onnx"), Path("int8.onnx"), Path("one.onnx")], photos)
+    shares = {r["model"]: r.get("same_number_as_first") for r in rows}
+    assert shares == {"fp32.onnx --no-refine": None, "fp32.onnx": None, "int8.onnx --no-refine": 0.5,
+                      "int8.onnx": 0.5, "one.onnx": None}
+    assert rows[0]["number_accuracy"] == 1.0 and rows[-1]["engine"] == "fake"
