@@ -137,7 +137,7 @@ compare: venv
 		$(BIN)/python scripts/engine_profile.py models/$$model.onnx --batch $$b --calls 20 \
 			-o $(COMPARE_OUT)/profile/$$model-b$$b.md || exit 1; done; done
 
-# The digit detector (every digit, the house number): recipes/detector.toml (detection set, two training stages
+# The digit detector (every digit, the house number): recipes/detector.toml (two detection sets, four training stages
 # of at most 2 hours on 2 CPU cores, exports, run record). BACKBONE: the one-digit stage-4 model its conv blocks
 # start from (after `make default-model`: BACKBONE=runs/w025-128x64/model.keras).
 BACKBONE ?= models/w025-128x64-run/model.keras
