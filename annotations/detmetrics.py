@@ -133,14 +133,14 @@ def error_breakdown(results: list[PhotoResult], iou: float = IOU_THRESHOLD) -> d
     photos = dict.fromkeys((*kinds, "order"), 0)
     wrong = 0
     for r in results:
+        if r.number == r.true_number:  # a right number with a loose box is right: not an error here
+            continue
         match = greedy_match(r.pred_boxes, r.true_boxes, iou)
         free_pred, free_true = np.flatnonzero(match < 0), np.setdiff1d(np.arange(len(r.true_boxes)), match)
         loose = greedy_match(r.pred_boxes[free_pred], r.true_boxes[free_true], LOOSE_IOU)
         n_loose = int((loose >= 0).sum())
         found = {"misread": int(sum(r.pred_classes[i] != r.true_labels[j] for i, j in enumerate(match) if j >= 0)),
                  "loose": n_loose, "missed": len(free_true) - n_loose, "extra": len(free_pred) - n_loose}
-        if r.number == r.true_number:  # a right number with a loose box is right: not an error here
-            continue
         wrong += 1
         for k, v in found.items():
             digits[k] += v

@@ -423,7 +423,7 @@ def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_ou
             if held_out_only:
                 held = {p.origin for p in one_digit}
                 photos = [p for p in photos if p.origin in held]
-        numbers = numbers_table(list(onnx_models), photos, min_score, provider, one_line)
+        numbers, shown = numbers_table(list(onnx_models), photos, min_score, provider, one_line)
     except (DatasetError, ProviderError) as exc:
         fail(str(exc))
     source = f"the validation photos of {validation_of}" if validation_of is not None else ", ".join(svhn)
@@ -438,8 +438,7 @@ def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_ou
         markdown += "\n## One-digit photos (the most confident digit), one pass and with refine\n\n" + photos_markdown(rows)
     paths = _write(output, "photos", payload, markdown, force)
     paths.append(numbers_chart(numbers, output / "photos-numbers.png"))
-    paths.append(failure_sheet(onnx_models[0], photos, numbers, output / "photos-failures.png", provider=provider,
-                               min_score=min_score, one_line=one_line))
+    paths.append(failure_sheet(photos, shown, numbers, output / "photos-failures.png"))
     if rows:
         paths.append(photos_chart(rows, output / "photos.png"))
     click.echo(markdown)

@@ -42,18 +42,19 @@ def read_photos(detector: Any, photos: list[Any], batch_size: int = 32) -> tuple
 
 
 def numbers_table(onnx_paths: list[Path], photos: list[Any], min_score: float | None = None,
-                  provider: str = "cpu", one_line: bool = True) -> list[dict[str, Any]]:
+                  provider: str = "cpu", one_line: bool = True) -> tuple[list[dict[str, Any]], list[Any]]:
     """One row per model (a detector: with and without its refine pass): whole-number accuracy, digit
     recall / precision, matched IoU, by height share; on the one-digit photos among them, the
     one-digit figures; what ran it (``provider`` as the Detector takes it); and, after the first model,
     the share of photos whose number it reads as the first model does (same refine setting, where the
     first model has it, and a model of the same kind): an int8 file's agreement with its fp32 file, on
-    this engine."""
+    this engine. Also the first model's Detections with refine, photo by photo (for failure_sheet)."""
     from digitloc.runtime.detector import Detector
 
     rows = []
     first: dict[bool, list[str]] = {}
     first_kind = False
+    shown: list[Any] = []
     for path in onnx_paths:
         detector = Detector(path, provider=provider, min_score=min_score, one_line=one_line)
         # A detector also one pass alone (--no-refine), so that what its second pass adds is seen.
@@ -65,11 +66,13 @@ def numbers_table(onnx_paths: list[Path], photos: list[Any], min_score: float | 
             numbers = [r.number for r in results]
             if path == onnx_paths[0]:
                 first[refine], first_kind = numbers, detector.is_detector
+                if refine:  # as the runtime reads by default: what the failure sheet shows
+                    shown = detections
             elif refine in first and detector.is_detector == first_kind:  # a one-digit model beside a detector: no
                 row["same_number_as_first"] = float(np.mean([a == b for a, b in zip(numbers, first[refine],
                                                                                       strict=True)]))
             rows.append(row)
-    return rows
+    return rows, shown
 
 
 def _numbers_row(path: Path, refine: bool, results: list[PhotoResult], detections: list[Any]) -> dict[str, Any]:
@@ -150,23 +153,21 @@ def numbers_chart(rows: list[dict[str, Any]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def failure_sheet(path_model: Path, photos: list[Any], rows: list[dict[str, Any]], path: Path, count: int = 24,
-                  provider: str = "cpu", min_score: float | None = None, one_line: bool = True) -> Path:
+def failure_sheet(photos: list[Any], detections: list[Any], rows: list[dict[str, Any]], path: Path,
+                  count: int = 24) -> Path:
     """A PNG of the first ``count`` photos read wrong by the first model (with refine, as the runtime
-    reads by default, on ``provider`` and with the table's reading settings): each annotated, with the
-    true number."""
+    reads by default): each annotated with ``detections`` (numbers_table's reading of them, so the
+    sheet shows what the table counted), with the true number."""
     import cv2
 
-    from digitloc.runtime.detector import Detector
     from digitloc.runtime.draw import annotate
     from digitloc.runtime.fileio import atomic_path
 
     shipped = next(r for r in rows if r.get("refine", True))  # the first model as the runtime reads by default
     wrong = {f["photo"]: f["true"] for f in shipped["failures"]}
-    chosen = [p for p in photos if p.origin in wrong][:count]
-    detector = Detector(path_model, provider=provider, min_score=min_score, one_line=one_line)
+    chosen = [(p, d) for p, d in zip(photos, detections, strict=True) if p.origin in wrong][:count]
     tiles = []
-    for p, d in zip(chosen, detector.predict_batch([p.image for p in chosen]) if chosen else [], strict=True):
+    for p, d in chosen:
         tile = cv2.resize(annotate(p.image, d), (256, 128), interpolation=cv2.INTER_AREA)
         cv2.putText(tile, f"true {wrong[p.origin]}", (4, 122), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 255, 0), 1)
         tiles.append(tile)

@@ -333,8 +333,9 @@ def test_numbers_table_compares_models_of_the_first_model_s_kind_only(monkeypatc
     photos = [DetPhoto(np.zeros((20, 40, 3), np.uint8), np.array([[4, 2, 12, 18], [14, 2, 22, 18]], np.float32),
                        np.array([1, 2]), "a.png"),
               DetPhoto(np.zeros((20, 40, 3), np.uint8), np.array([[4, 2, 12, 18]], np.float32), np.array([3]), "b.png")]
-    rows = numbers.numbers_table([Path("fp32.onnx"), Path("int8.onnx"), Path("one.onnx")], photos)
+    rows, shown = numbers.numbers_table([Path("fp32.onnx"), Path("int8.onnx"), Path("one.onnx")], photos)
     shares = {r["model"]: r.get("same_number_as_first") for r in rows}
     assert shares == {"fp32.onnx --no-refine": None, "fp32.onnx": None, "int8.onnx --no-refine": 0.5,
                       "int8.onnx": 0.5, "one.onnx": None}
     assert rows[0]["number_accuracy"] == 1.0 and rows[-1]["engine"] == "fake"
+    assert [d.number for d in shown] == ["12", "3"]  # the first model's reading, for the failure sheet
