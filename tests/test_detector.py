@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -327,3 +328,66 @@ def test_detector_refine_reads_small_digits_again_from_a_window(tiny_detector: P
     assert refined[0].number == "3" and np.allclose(refined[0].digits[0].bbox, expected, atol=1e-3)
     assert not np.allclose(refined[0].digits[0].bbox, plain[0].digits[0].bbox, atol=1.0)
     assert refined[1] == plain[1]
+
+
+def keras_conv_macs(model: Any) -> float:
+    """Multiply-adds per image of a Keras model's Conv2D layers, from their own shapes."""
+    from keras import layers
+
+    total = 0.0
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2D):
+            kh, kw, cin, _ = layer.kernel.shape
+            total += float(np.prod(layer.output.shape[1:])) * kh * kw * cin
+    return total
+
+
+def test_mac_count_includes_the_neck_and_heads(tiny_detector: Path, tmp_path: Path) -> None:
+    """The ONNX count equals the Keras layers' own arithmetic: the layers after the neck's up-sampling
+    (neck, heads) are counted too, not left out for want of a shape."""
+    from digitloc.benchmarks.macs import count_macs
+    from digitloc.export.convert import keras_to_onnx
+    from digitloc.train.model import load_model
+
+    model = load_model(tiny_detector / "model.keras")
+    path = tmp_path / "det.onnx"
+    path.write_bytes(keras_to_onnx(model).SerializeToString())
+    assert count_macs(path) == pytest.approx(keras_conv_macs(model), rel=1e-6)
+
+
+def test_stem_stride_and_shared_head_keep_the_maps_and_start_from_a_run(tiny_detector: Path) -> None:
+    """A stride-2 stem and a shared head keep the maps' shape, cost fewer multiply-adds, and start
+    every layer from a saved detector of the plain design (the shared conv from the heatmap's)."""
+    from digitloc.train.detector import DetectorConfig, build_detector, transfer_layers
+    from digitloc.train.model import ModelError, load_model
+
+    plain = DetectorConfig(input_size=SIZE, width=0.125, neck=16, head=16, top_k=8)
+    base = build_detector(plain)
+    fast = build_detector(DetectorConfig(input_size=SIZE, width=0.125, neck=16, head=16, top_k=8, stem_stride=2,
+                                         shared_head=True))
+    assert fast.output["maps"].shape[1:] == base.output["maps"].shape[1:]
+    assert keras_conv_macs(fast) < keras_conv_macs(base)
+    assert fast.get_layer("block1_conv1").output.shape[1] == SIZE[0] // 2
+    assert transfer_layers(fast, tiny_detector / "model.keras") == []
+    source = load_model(tiny_detector / "model.keras", training=True)
+    assert np.array_equal(fast.get_layer("head_conv").get_weights()[0], source.get_layer("heat_conv").get_weights()[0])
+    assert np.array_equal(fast.get_layer("block1_conv1").get_weights()[0],
+                          source.get_layer("block1_conv1").get_weights()[0])
+    wide = build_detector(DetectorConfig(input_size=SIZE, width=0.5, neck=32, head=32, top_k=8))
+    with pytest.raises(ModelError, match="no layer"):
+        transfer_layers(wide, tiny_detector / "model.keras")
+    with pytest.raises(ModelError, match="stem stride"):
+        DetectorConfig(stem_stride=3).check()
+
+
+def test_detector_command_refuses_init_with_a_changed_design(tiny_detector: Path, tmp_path: Path) -> None:
+    """--init continues a saved model as it is; asking for layers from it too is refused, naming both."""
+    from click.testing import CliRunner
+
+    from digitloc.train.cli import main
+
+    keras_path = str(tiny_detector / "model.keras")
+    result = CliRunner().invoke(main, ["detector", "--data", str(tmp_path), "-o", str(tmp_path / "run"),
+                                       "--init", keras_path, "--init-layers", keras_path, "--stem-stride", "2"])
+    assert result.exit_code != 0 and "--init-layers" in result.output
+    assert not (tmp_path / "run").exists()

@@ -69,6 +69,14 @@ init_option = click.option("--init", type=click.Path(dir_okay=False, exists=True
 @init_option
 @click.option("--init-backbone", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Start the conv blocks from this saved digitloc model (e.g. a one-digit model of the same width).")
+@click.option("--init-layers", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Build the model as the options say and start every layer a saved detector has (same name and "
+                   "shape) from it: a run continued into a changed design (--stem-stride, --shared-head).")
+@click.option("--stem-stride", type=click.Choice(["1", "2"]), default="1", show_default=True,
+              help="2: block 1's first convolution strides by 2 and block 1 is not pooled (a quarter of the "
+                   "full-resolution work; the maps keep stride 4).")
+@click.option("--shared-head/--two-head-convs", default=False, show_default=True,
+              help="One 3x3 convolution feeds both the heatmap and the box outputs (the heads run in float).")
 @click.option("--freeze-blocks", type=click.IntRange(0, 5), default=0, show_default=True,
               help="Keep conv blocks 1..N as they start (a trained backbone): no backward pass through them, faster.")
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=300, show_default=True,
@@ -77,19 +85,23 @@ init_option = click.option("--init", type=click.Path(dir_okay=False, exists=True
 @force_option
 def detector(data: Path, output: Path, size: tuple[int, int], width: float, batchnorm: bool, top_k: int,
              epochs: int, steps_per_epoch: int | None, batch_size: int, learning_rate: float, max_minutes: float | None,
-             init: str | None, init_backbone: str | None, freeze_blocks: int, warmup_steps: int, seed: int,
-             force: bool) -> None:
+             init: str | None, init_backbone: str | None, init_layers: str | None, stem_stride: str,
+             shared_head: bool, freeze_blocks: int, warmup_steps: int, seed: int, force: bool) -> None:
     """Train the digit detector (every digit: centre heatmap and box heads, stride 4); writes OUTPUT."""
     from digitloc.annotations.dataset.data import DatasetError
     from digitloc.train.detector import DetectorConfig
     from digitloc.train.detfit import DetectorTrainConfig, fit_detector
     from digitloc.train.model import ModelError
 
+    if init and (init_layers or init_backbone):
+        fail("--init continues a saved detector as it is: it does not go with --init-layers or --init-backbone")
     cfg = DetectorTrainConfig(data=str(data), model=DetectorConfig(input_size=size, width=width,
-                                                              batchnorm=batchnorm, top_k=top_k),
+                                                              batchnorm=batchnorm, top_k=top_k,
+                                                              stem_stride=int(stem_stride), shared_head=shared_head),
                               epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                               steps_per_epoch=steps_per_epoch, max_minutes=max_minutes, init=init,
-                              init_backbone=init_backbone, freeze_blocks=freeze_blocks, warmup_steps=warmup_steps,
+                              init_backbone=init_backbone, init_layers=init_layers, freeze_blocks=freeze_blocks,
+                              warmup_steps=warmup_steps,
                               seed=seed)
     try:
         evaluation = fit_detector(cfg, output, force=force)

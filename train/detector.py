@@ -44,6 +44,11 @@ class DetectorConfig:
     neck: int = 64
     head: int = 48
     top_k: int = 16
+    # 2: block 1's first convolution strides by 2 and block 1 is not pooled, so block 1 runs at a quarter
+    # of the pixels (the full-resolution layers are the slowest int8 convolutions); the maps keep stride 4.
+    stem_stride: int = 1
+    # One 3x3 convolution feeds both heads' outputs (instead of one per head): the heads run in float.
+    shared_head: bool = False
 
     def check(self) -> None:
         h, w = self.input_size
@@ -51,6 +56,8 @@ class DetectorConfig:
             raise ModelError(f"detector input {w}x{h}: both sides must be multiples of 16, at least 32")
         if self.width <= 0 or self.top_k < 1:
             raise ModelError("width must be positive and top_k at least 1")
+        if self.stem_stride not in (1, 2):
+            raise ModelError(f"stem stride {self.stem_stride}: 1 or 2")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -64,10 +71,10 @@ class DetectorConfig:
         return cls(**data)
 
 
-def _conv(x: Any, units: int, name: str, batchnorm: bool, kernel: int = 3) -> Any:
+def _conv(x: Any, units: int, name: str, batchnorm: bool, kernel: int = 3, strides: int = 1) -> Any:
     from keras import layers
 
-    x = layers.Conv2D(units, kernel, padding="same", use_bias=not batchnorm, name=name,
+    x = layers.Conv2D(units, kernel, strides=strides, padding="same", use_bias=not batchnorm, name=name,
                       activation=None if batchnorm else "relu")(x)
     if batchnorm:
         x = layers.BatchNormalization(name=f"{name}_bn")(x)
@@ -88,9 +95,10 @@ def build_detector(cfg: DetectorConfig) -> Any:
     for b, (filters, convs) in enumerate(VGG19_BLOCKS, start=1):
         units = max(8, int(round(filters * cfg.width)))
         for c in range(1, convs + 1):
-            x = _conv(x, units, f"block{b}_conv{c}", cfg.batchnorm)
+            stride = cfg.stem_stride if (b, c) == (1, 1) else 1
+            x = _conv(x, units, f"block{b}_conv{c}", cfg.batchnorm, strides=stride)
         taps[b] = x
-        if b < len(VGG19_BLOCKS):
+        if b < len(VGG19_BLOCKS) and not (b == 1 and cfg.stem_stride == 2):
             x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
     # taps: block 3 at stride 4, block 4 at stride 8, block 5 at stride 16.
     p = layers.Conv2D(cfg.neck, 1, name="neck_c5")(taps[5])
@@ -98,10 +106,13 @@ def build_detector(cfg: DetectorConfig) -> Any:
         p = layers.UpSampling2D(2, interpolation="nearest", name=f"neck_up{b}")(p)
         p = layers.Add(name=f"neck_add{b}")([p, layers.Conv2D(cfg.neck, 1, name=f"neck_c{b}")(taps[b])])
     p = _conv(p, cfg.neck, "neck_conv", cfg.batchnorm)
-    heat = layers.Conv2D(cfg.head, 3, padding="same", activation="relu", name="heat_conv")(p)
+    if cfg.shared_head:
+        heat = box = layers.Conv2D(cfg.head, 3, padding="same", activation="relu", name="head_conv")(p)
+    else:
+        heat = layers.Conv2D(cfg.head, 3, padding="same", activation="relu", name="heat_conv")(p)
+        box = layers.Conv2D(cfg.head, 3, padding="same", activation="relu", name="box_conv")(p)
     heat = layers.Conv2D(NUM_CLASSES, 1, name="heat_logits",
                          bias_initializer=keras.initializers.Constant(-2.19))(heat)  # prior 0.1
-    box = layers.Conv2D(cfg.head, 3, padding="same", activation="relu", name="box_conv")(p)
     box = layers.Conv2D(4, 1, name="box_logits")(box)
     maps = layers.Concatenate(name=MAPS_OUTPUT)([heat, box])
     name = f"vgg19_w{cfg.width:g}_detector"
@@ -220,3 +231,32 @@ def transfer_backbone(model: Any, source_path: str | os.PathLike[str]) -> int:
     if not copied:
         raise ModelError(f"{source_path}: no conv block to take (not a VGG19 digitloc model)")
     return copied
+
+
+# A layer of a changed design that starts from another layer of the saved detector.
+LAYER_SOURCES = {"head_conv": "heat_conv"}
+
+
+def transfer_layers(model: Any, source_path: str | os.PathLike[str]) -> list[str]:
+    """Start every layer of ``model`` from the saved detector's layer of the same name and shape
+    (``head_conv`` from ``heat_conv``): a run continued into a changed design (another stem stride,
+    a shared head). Returns the layers left as built, which must be few."""
+    from digitloc.train.model import load_model
+
+    source = load_model(source_path, training=True)
+    if not is_detector(source):
+        raise ModelError(f"{source_path}: not a digitloc detector")
+    by_name = {layer.name: layer for layer in source.layers}
+    left = []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        src = by_name.get(layer.name) or by_name.get(LAYER_SOURCES.get(layer.name, ""))
+        weights = src.get_weights() if src is not None else None
+        if weights is None or [w.shape for w in weights] != [w.shape for w in layer.get_weights()]:
+            left.append(layer.name)
+            continue
+        layer.set_weights(weights)
+    if len(left) == sum(1 for layer in model.layers if layer.weights):
+        raise ModelError(f"{source_path}: no layer of this design to take (another width?)")
+    return left

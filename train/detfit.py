@@ -32,6 +32,7 @@ from digitloc.train.detector import (
     encode_targets,
     inference_detector,
     transfer_backbone,
+    transfer_layers,
 )
 from digitloc.train.model import predict_detections
 
@@ -50,6 +51,7 @@ class DetectorTrainConfig:
     max_minutes: float | None = None
     init: str | None = None  # a saved detector (training or inference form) to continue from
     init_backbone: str | None = None  # a saved digitloc model whose conv blocks start the backbone
+    init_layers: str | None = None  # a saved detector whose layers (same name and shape) start this design
     freeze_blocks: int = 0  # conv blocks 1..N kept as they start (BatchNorm in inference mode): no backward pass there
     seed: int = 0
 
@@ -114,6 +116,9 @@ def fit_detector(cfg: DetectorTrainConfig, out_dir: str | os.PathLike[str], forc
         model = build_detector(cfg.model)
         if cfg.init_backbone:
             transfer_backbone(model, cfg.init_backbone)
+        if cfg.init_layers:
+            left = transfer_layers(model, cfg.init_layers)
+            print(f"started from {cfg.init_layers}; layers left as built: {', '.join(left) or 'none'}")
     for layer in model.layers:
         if any(layer.name.startswith(f"block{b}_") for b in range(1, cfg.freeze_blocks + 1)):
             layer.trainable = False
