@@ -139,11 +139,12 @@ def export_model(keras_path: str | os.PathLike[str], cfg: ExportConfig, model: A
     run = RunRecord.of_model(keras_path)
     size = check_two_head(model, str(keras_path))
     if is_detector(model):
-        from digitloc.export.detector import export_detector, parity_photos
+        from digitloc.export.detector import export_detector, gate_limits, parity_photos
 
         images, source = ((cfg.parity_images[:cfg.parity_size], "real photos letterboxed")
                           if cfg.parity_images is not None else parity_photos(None, keras_path, size, cfg.parity_size))
-        return export_detector(keras_path, model, output, cfg.quant, images, source, cfg.opset, cfg.force)
+        limits = gate_limits(cfg.quant.name, cfg.min_agreement, cfg.min_box_iou)
+        return export_detector(keras_path, model, output, cfg.quant, images, source, cfg.opset, cfg.force, limits)
     proto = keras_to_onnx(model, cfg.opset)
 
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".digitloc-export-") as tmp:

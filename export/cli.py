@@ -33,7 +33,8 @@ from digitloc.runtime.options import fail, force_option, needs_extras, output_op
                    "val photos).")
 @click.option("--parity-random", is_flag=True, help="Allow the parity check on random noise when no photos are found.")
 @click.option("--parity-size", default=256, show_default=True, help="Images in the parity check.")
-@click.option("--min-agreement", type=float, default=None, help="Least class agreement with Keras (default per precision).")
+@click.option("--min-agreement", type=float, default=None,
+              help="Least class agreement with Keras (a detector: the same number read; default per precision).")
 @click.option("--min-box-iou", type=float, default=None, help="Least mean box IoU with Keras (default per precision).")
 @click.option("--max-accuracy-drop", type=float, default=None,
               help="Largest accuracy drop below Keras on labelled photos, as a fraction (default per precision).")
@@ -68,7 +69,7 @@ def main(model: Path, output: Path, opset: int, precision: str, calib: str | Non
         size = check_two_head(keras_model, str(model))
         if is_detector(keras_model):
             report = _export_detector(model, keras_model, size, output, precision, calib, calib_size, calib_method,
-                                      parity_data, parity_size, opset, force)
+                                      parity_data, parity_size, opset, force, min_agreement, min_box_iou)
         else:
             if precision == Int8StaticConfig.name:
                 if not calib:
@@ -111,10 +112,12 @@ def main(model: Path, output: Path, opset: int, precision: str, calib: str | Non
 
 def _export_detector(model: Path, keras_model: object, size: tuple[int, int], output: Path, precision: str,
                      calib: str | None, calib_size: int, calib_method: str | None, parity_data: str | None, parity_size: int,
-                     opset: int, force: bool) -> dict:
+                     opset: int, force: bool, min_agreement: float | None = None,
+                     min_box_iou: float | None = None) -> dict:
     """A detector's export: calibration on the detection dataset's composed samples, the gate on its
-    validation photos (both letterboxed, as the runtime feeds them)."""
-    from digitloc.export.detector import DETECTOR_CALIBRATION, export_detector, parity_photos
+    validation photos (both letterboxed, as the runtime feeds them); --min-agreement and --min-box-iou
+    replace the gate's bounds."""
+    from digitloc.export.detector import DETECTOR_CALIBRATION, export_detector, gate_limits, parity_photos
 
     if precision == Int8StaticConfig.name:
         images = parity_photos(calib, model, size, calib_size, split="train")[0]
@@ -122,4 +125,5 @@ def _export_detector(model: Path, keras_model: object, size: tuple[int, int], ou
     else:
         quant = CONFIGS[precision]()
     parity, source = parity_photos(parity_data or calib, model, size, parity_size)
-    return export_detector(model, keras_model, output, quant, parity, source, opset, force)
+    return export_detector(model, keras_model, output, quant, parity, source, opset, force,
+                           gate_limits(quant.name, min_agreement, min_box_iou))

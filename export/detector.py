@@ -27,8 +27,9 @@ from digitloc.runtime.number import DEFAULT_MIN_SCORE
 # Layer-name parts of the nodes kept in float: the neck and heads (stride 4) and the decoding, and the
 # calibration: both chosen by the same number read against fp32 on the validation photos (238, this
 # run; model card): minmax with only the decoding float 0.933, + neck and heads 0.937, + blocks 4-5
-# 0.950; percentile with the decoding float 0.958, + neck and heads 0.975.
-DETECTOR_FLOAT = ("neck", "heat_conv", "box_conv", "heat_logits", "box_logits", "maps", "decode")
+# 0.950; percentile with the decoding float 0.958, + neck and heads 0.975 (head_conv: the shared head of
+# --shared-head).
+DETECTOR_FLOAT = ("neck", "heat_conv", "box_conv", "head_conv", "heat_logits", "box_logits", "maps", "decode")
 DETECTOR_CALIBRATION = "percentile"
 
 
@@ -49,6 +50,13 @@ DETECTOR_GATES = {
     Int8DynamicConfig.name: DetectorGate(0.95, 0.95),
     Int8StaticConfig.name: DetectorGate(0.97, 0.95),
 }
+
+
+def gate_limits(precision: str, min_agreement: float | None = None, min_box_iou: float | None = None) -> DetectorGate:
+    """The precision's own gate, with the bounds a caller gives in place of its defaults."""
+    default = DETECTOR_GATES.get(precision, DETECTOR_GATES[Int8StaticConfig.name])
+    return DetectorGate(default.min_number_agreement if min_agreement is None else min_agreement,
+                        default.min_box_iou if min_box_iou is None else min_box_iou)
 
 
 def run_threshold(keras_path: Path) -> float:

@@ -391,3 +391,36 @@ def test_detector_command_refuses_init_with_a_changed_design(tiny_detector: Path
                                        "--init", keras_path, "--init-layers", keras_path, "--stem-stride", "2"])
     assert result.exit_code != 0 and "--init-layers" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_every_head_layer_of_either_design_stays_float() -> None:
+    """int8 keeps the neck, the heads and the decoding float, whichever head design: no layer of them is
+    left to quantize because its name is new."""
+    from digitloc.export.detector import DETECTOR_FLOAT
+    from digitloc.train.detector import DetectorConfig, build_detector
+
+    for shared in (False, True):
+        model = build_detector(DetectorConfig(input_size=SIZE, width=0.125, neck=16, head=16, top_k=8,
+                                              shared_head=shared))
+        after_backbone = [layer.name for layer in model.layers if layer.weights and not layer.name.startswith("block")]
+        assert after_backbone and all(any(part in name for part in DETECTOR_FLOAT) for name in after_backbone)
+
+
+def test_export_command_applies_its_gate_bounds_to_a_detector(tiny_detector: Path, tmp_path: Path) -> None:
+    """--min-agreement reaches a detector's gate: a bound no export can meet (more than every photo)
+    refuses the file, and the default bound lets the same fp32 export through."""
+    from click.testing import CliRunner
+
+    from digitloc.export.cli import main
+    from digitloc.export.detector import DETECTOR_GATES, gate_limits
+
+    assert gate_limits("fp32") == DETECTOR_GATES["fp32"]
+    assert gate_limits("int8-static", 0.5).min_number_agreement == 0.5
+    assert gate_limits("int8-static", None, 0.4).min_box_iou == 0.4
+    out = tmp_path / "det.onnx"
+    args = [str(tiny_detector / "model.keras"), "-o", str(out), "--parity-size", "32"]
+    refused = CliRunner().invoke(main, [*args, "--min-agreement", "1.01"])
+    assert refused.exit_code != 0 and "below 1.01" in refused.output and not out.exists()
+    passed = CliRunner().invoke(main, args)
+    assert passed.exit_code == 0, passed.output
+    assert out.exists()
