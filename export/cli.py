@@ -68,6 +68,9 @@ def main(model: Path, output: Path, opset: int, precision: str, calib: str | Non
         keras_model = load_keras(model)
         size = check_two_head(keras_model, str(model))
         if is_detector(keras_model):
+            if max_accuracy_drop is not None or max_abs_diff is not None:
+                raise ExportError(f"{model}: a detector's gate is --min-agreement (the same number read) and "
+                                  "--min-box-iou; --max-accuracy-drop and --max-abs-diff are one-digit models' bounds")
             report = _export_detector(model, keras_model, size, output, precision, calib, calib_size, calib_method,
                                       parity_data, parity_size, opset, force, min_agreement, min_box_iou)
         else:

@@ -10,7 +10,8 @@ every digit is scored wrong there on "the number is the digit". This sheet shows
 model reads as more than one digit, unmarked (boxes and labels drawn over a 30-pixel photo hide
 it), with its file, SVHN's label (t) and the number read (r), so that a person can tell a digit
 added by the model from a digit SVHN left unboxed. A judgement made from it is kept beside it
-(``label-audit.csv``). Reads the photos through the runtime's Detector, as digitloc-bench photos does.
+(``label-audit.csv``: a person's judgement of the sheet the shipped int8 drew in session 13; judge again when
+the model changes). Reads the photos through the runtime's Detector, as digitloc-bench photos does.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def tile(image: np.ndarray, caption: str) -> np.ndarray:
               help="SVHN-format folder whose one-digit photos are read.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The sheet (PNG); a .txt beside it lists the photos.")
-@click.option("--columns", default=5, show_default=True)
+@click.option("--columns", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing sheet.")
 def main(model: Path, svhn: str, output: Path, columns: int, force: bool) -> None:
     """Draw the one-digit photos MODEL reads as more than one digit."""

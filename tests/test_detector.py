@@ -381,7 +381,8 @@ def test_stem_stride_and_shared_head_keep_the_maps_and_start_from_a_run(tiny_det
 
 
 def test_detector_command_refuses_init_with_a_changed_design(tiny_detector: Path, tmp_path: Path) -> None:
-    """--init continues a saved model as it is; asking for layers from it too is refused, naming both."""
+    """--init continues a saved model as it is; asking for layers from it too is refused, naming both;
+    and so is continuing it under options that name another design."""
     from click.testing import CliRunner
 
     from digitloc.train.cli import main
@@ -389,8 +390,16 @@ def test_detector_command_refuses_init_with_a_changed_design(tiny_detector: Path
     keras_path = str(tiny_detector / "model.keras")
     result = CliRunner().invoke(main, ["detector", "--data", str(tmp_path), "-o", str(tmp_path / "run"),
                                        "--init", keras_path, "--init-layers", keras_path, "--stem-stride", "2"])
-    assert result.exit_code != 0 and "--init-layers" in result.output
+    assert result.exit_code != 0 and "does not go with --init-layers" in result.output
     assert not (tmp_path / "run").exists()
+    from digitloc.train.detector import DetectorConfig, check_design
+    from digitloc.train.model import ModelError, load_model
+
+    saved = load_model(keras_path, training=True)
+    plain = DetectorConfig(input_size=SIZE, width=0.125, neck=16, head=16, top_k=8)
+    check_design(saved, plain, keras_path)  # the same design: nothing to say
+    with pytest.raises(ModelError, match="stem stride 1 and two head convs; the options ask for stem stride 2"):
+        check_design(saved, DetectorConfig(input_size=SIZE, width=0.125, stem_stride=2), keras_path)
 
 
 def test_every_head_layer_of_either_design_stays_float() -> None:
@@ -421,6 +430,8 @@ def test_export_command_applies_its_gate_bounds_to_a_detector(tiny_detector: Pat
     args = [str(tiny_detector / "model.keras"), "-o", str(out), "--parity-size", "32"]
     refused = CliRunner().invoke(main, [*args, "--min-agreement", "1.01"])
     assert refused.exit_code != 0 and "below 1.01" in refused.output and not out.exists()
+    other = CliRunner().invoke(main, [*args, "--max-accuracy-drop", "0.01"])
+    assert other.exit_code != 0 and "one-digit models' bounds" in other.output and not out.exists()
     passed = CliRunner().invoke(main, args)
     assert passed.exit_code == 0, passed.output
     assert out.exists()

@@ -233,6 +233,23 @@ def transfer_backbone(model: Any, source_path: str | os.PathLike[str]) -> int:
     return copied
 
 
+def design_of(model: Any) -> tuple[int, bool]:
+    """A built or saved detector's design: its stem stride and whether one convolution feeds both heads."""
+    stride = model.get_layer("block1_conv1").strides[0]
+    return int(stride), any(layer.name == "head_conv" for layer in model.layers)
+
+
+def check_design(model: Any, cfg: DetectorConfig, source: str) -> None:
+    """Refuse to continue a saved detector under options that name another design (the run record
+    would say one design and the weights be another's)."""
+    stride, shared = design_of(model)
+    if (stride, shared) != (cfg.stem_stride, cfg.shared_head):
+        raise ModelError(f"{source}: a detector of stem stride {stride} and {'a shared' if shared else 'two'} head "
+                         f"conv{'' if shared else 's'}; the options ask for stem stride {cfg.stem_stride} and "
+                         f"{'a shared' if cfg.shared_head else 'two'} head conv{'' if cfg.shared_head else 's'} "
+                         "(--init-layers starts a changed design from it)")
+
+
 # A layer of a changed design that starts from another layer of the saved detector.
 LAYER_SOURCES = {"head_conv": "heat_conv"}
 

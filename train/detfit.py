@@ -28,6 +28,7 @@ from digitloc.train.detector import (
     MAPS_OUTPUT,
     DetectorConfig,
     build_detector,
+    check_design,
     detection_loss,
     encode_targets,
     inference_detector,
@@ -110,6 +111,7 @@ def fit_detector(cfg: DetectorTrainConfig, out_dir: str | os.PathLike[str], forc
         from digitloc.train.model import load_model
 
         model = load_model(cfg.init, training=True)
+        check_design(model, cfg.model, cfg.init)
         if MAPS_OUTPUT not in model.output:
             model = keras.Model(model.inputs, {MAPS_OUTPUT: model.get_layer(MAPS_OUTPUT).output}, name=model.name)
     else:
