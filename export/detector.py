@@ -206,7 +206,7 @@ def export_detector(keras_path: Path, model: Any, output: Path, quant: Any, pari
         onnx.save(final, str(variant))
         min_score = run_threshold(keras_path)
         report = compare_detections(predict_detections(model, parity), onnx_detections(variant, parity), min_score)
-        limits = limits or DETECTOR_GATES.get(quant.name, DETECTOR_GATES[Int8StaticConfig.name])
+        limits = limits or gate_limits(quant.name)
         report.update({"precision": quant.name, "parity_inputs": parity_source, "opset": opset,
                        "size_bytes": variant.stat().st_size, "keras_model": str(keras_path), "gate": limits.to_dict(),
                        "excluded_nodes": extra.get("excluded_nodes", []), "cpu": cpu_report(),

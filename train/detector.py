@@ -242,11 +242,12 @@ def design_of(model: Any) -> tuple[int, bool]:
 def check_design(model: Any, cfg: DetectorConfig, source: str) -> None:
     """Refuse to continue a saved detector under options that name another design (the run record
     would say one design and the weights be another's)."""
-    stride, shared = design_of(model)
-    if (stride, shared) != (cfg.stem_stride, cfg.shared_head):
-        raise ModelError(f"{source}: a detector of stem stride {stride} and {'a shared' if shared else 'two'} head "
-                         f"conv{'' if shared else 's'}; the options ask for stem stride {cfg.stem_stride} and "
-                         f"{'a shared' if cfg.shared_head else 'two'} head conv{'' if cfg.shared_head else 's'} "
+    def words(stride: int, shared: bool) -> str:
+        return f"stem stride {stride} and {'a shared head conv' if shared else 'two head convs'}"
+
+    saved, asked = design_of(model), (cfg.stem_stride, cfg.shared_head)
+    if saved != asked:
+        raise ModelError(f"{source}: a detector of {words(*saved)}; the options ask for {words(*asked)} "
                          "(--init-layers starts a changed design from it)")
 
 
