@@ -251,6 +251,16 @@ def test_detector_export_parity_and_runtime(tiny_detector: Path, tmp_path: Path)
                              limits=DetectorGate(0.0, 0.0))
     assert report["excluded_nodes"] and all(any(p in n for p in DETECTOR_FLOAT) for n in report["excluded_nodes"])
     assert any("decode" in n for n in report["excluded_nodes"])  # the decoding stays float
+    # In the file itself: the heads' convolutions have float weights, every other convolution (the backbone
+    # and the neck's 3x3, renamed Conv__N by tf2onnx's BatchNorm folding) int8 weights (a DequantizeLinear).
+    proto = onnx.load(str(int8))
+    made_by = {out: node.op_type for node in proto.graph.node for out in node.output}
+    convs = {node.name: made_by.get(node.input[1]) == "DequantizeLinear" for node in proto.graph.node
+             if node.op_type == "Conv"}
+    heads = [name for name in convs if any(p in name for p in ("heat_", "box_", "head_conv"))]
+    assert len(heads) >= 3 and not any(convs[name] for name in heads)
+    assert all(quantized for name, quantized in convs.items() if not any(p in name for p in DETECTOR_FLOAT))
+    assert sum(1 for name in convs if name.startswith("Conv__")) > 1  # the BN-folded ones are there, int8
     assert 0.0 <= report["number_agreement"] <= 1.0
 
     # The runtime: a whole photo of another size is letterboxed, read, and its boxes come back in its pixels.

@@ -15,6 +15,7 @@ converges fast: this model trains on 2 CPU cores.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -217,20 +218,38 @@ def transfer_backbone(model: Any, source_path: str | os.PathLike[str]) -> int:
     from digitloc.train.model import load_model
 
     source = load_model(source_path)
+    copied, _, other_shape = copy_layers(model, source, lambda name: name.startswith("block"))
+    if other_shape:
+        raise ModelError(f"{source_path}: layer {other_shape[0]} has another shape; the widths differ")
+    if not copied:
+        raise ModelError(f"{source_path}: no conv block to take (not a VGG19 digitloc model)")
+    return len(copied)
+
+
+def copy_layers(model: Any, source: Any, chosen: Callable[[str], bool] = lambda name: True,
+                aliases: dict[str, str] | None = None) -> tuple[list[str], list[str], list[str]]:
+    """Copy into ``model``'s ``chosen`` layers with weights the weights of ``source``'s layer of the
+    same name (else of its name in ``aliases``) where the shapes agree: the one copy loop of
+    transfer_backbone and transfer_layers. Returns the layers copied, those with no source layer
+    and those whose source has another shape."""
     by_name = {layer.name: layer for layer in source.layers}
-    copied = 0
+    copied: list[str] = []
+    missing: list[str] = []
+    other_shape: list[str] = []
     for layer in model.layers:
-        src = by_name.get(layer.name)
-        if src is None or not layer.name.startswith("block") or not layer.weights:
+        if not layer.weights or not chosen(layer.name):
+            continue
+        src = by_name.get(layer.name) or by_name.get((aliases or {}).get(layer.name, ""))
+        if src is None:
+            missing.append(layer.name)
             continue
         weights = src.get_weights()
         if [w.shape for w in weights] != [w.shape for w in layer.get_weights()]:
-            raise ModelError(f"{source_path}: layer {layer.name} has another shape; the widths differ")
+            other_shape.append(layer.name)
+            continue
         layer.set_weights(weights)
-        copied += 1
-    if not copied:
-        raise ModelError(f"{source_path}: no conv block to take (not a VGG19 digitloc model)")
-    return copied
+        copied.append(layer.name)
+    return copied, missing, other_shape
 
 
 def design_of(model: Any) -> tuple[int, bool]:
@@ -264,17 +283,7 @@ def transfer_layers(model: Any, source_path: str | os.PathLike[str]) -> list[str
     source = load_model(source_path, training=True)
     if not is_detector(source):
         raise ModelError(f"{source_path}: not a digitloc detector")
-    by_name = {layer.name: layer for layer in source.layers}
-    left = []
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        src = by_name.get(layer.name) or by_name.get(LAYER_SOURCES.get(layer.name, ""))
-        weights = src.get_weights() if src is not None else None
-        if weights is None or [w.shape for w in weights] != [w.shape for w in layer.get_weights()]:
-            left.append(layer.name)
-            continue
-        layer.set_weights(weights)
-    if len(left) == sum(1 for layer in model.layers if layer.weights):
+    copied, missing, other_shape = copy_layers(model, source, aliases=LAYER_SOURCES)
+    if not copied:
         raise ModelError(f"{source_path}: no layer of this design to take (another width?)")
-    return left
+    return missing + other_shape
