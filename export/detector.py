@@ -29,9 +29,10 @@ from digitloc.runtime.number import DEFAULT_MIN_SCORE
 # photos (238, this run; model card): minmax with only the decoding float 0.933, + neck and heads 0.937,
 # + blocks 4-5 0.950; percentile with the decoding float 0.958, + neck and heads 0.975 (head_conv: the
 # shared head of --shared-head). The neck's 3x3 neck_conv is int8: tf2onnx folds its BatchNorm into it and
-# renames it Conv__N, so no name part reaches it. Kept float on stage 7 (session 14,
-# scripts/int8_detector_schemes.py) it read the same number as fp32 no more often and cost 4-9 % of the
-# int8 speed at batch 32, so it stays int8, and a test says so.
+# renames it Conv__N, so no name part reaches it. Kept float on stage 7 (session 14, the method of
+# scripts/int8_detector_schemes.py run from a draft, 833 photos: validation + fit/) it read the same number
+# as fp32 no more often (onnxruntime 0.976 either way) and cost 4 % / 9 % of the int8 speed at batch 32
+# through onnxruntime / OpenVINO (scripts/interleaved_rate.py, under load), so it stays int8; a test says so.
 DETECTOR_FLOAT = ("neck", "heat_conv", "box_conv", "head_conv", "heat_logits", "box_logits", "maps", "decode")
 DETECTOR_CALIBRATION = "percentile"
 
