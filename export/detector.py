@@ -101,11 +101,12 @@ def float_nodes(proto: Any) -> list[str]:
     return [n.name for n in proto.graph.node if any(part in n.name for part in DETECTOR_FLOAT)]
 
 
-def onnx_detections(path: Path, images: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
-    """boxes, scores, classes from ONNX Runtime (CPU) for letterboxed uint8 images."""
+def onnx_detections(path: Path, images: np.ndarray, batch_size: int = 64, provider: str = "cpu") -> dict[str, np.ndarray]:
+    """boxes, scores, classes from ONNX Runtime (CPU by default; any ``open_session`` provider, e.g.
+    openvino) for letterboxed uint8 images."""
     from digitloc.runtime.detector import open_session
 
-    session = open_session(path)
+    session = open_session(path, provider)
     names = [BOXES_OUTPUT, SCORES_OUTPUT, CLASSES_OUTPUT]
     parts: dict[str, list] = {k: [] for k in names}
     for start in range(0, len(images), batch_size):

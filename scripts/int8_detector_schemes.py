@@ -31,7 +31,6 @@ SCHEMES: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "s8s8": ({"activations": "int8"}, ()),
     "minmax": ({"method": "minmax"}, ()),
 }
-OUTPUTS = ("boxes", "scores", "classes")
 
 
 def float_convs(proto: Any, parts: tuple[str, ...]) -> list[str]:
@@ -43,15 +42,6 @@ def float_convs(proto: Any, parts: tuple[str, ...]) -> list[str]:
     if "neck" in parts:
         names += [c.name for c in convs if "neck" in made_by.get(c.input[0], "") and "neck" not in c.name]
     return names
-
-
-def detections(path: Path, engine: str, images: np.ndarray) -> dict[str, np.ndarray]:
-    from digitloc.runtime.contract import INPUT_NAME
-    from digitloc.runtime.detector import open_session
-
-    session = open_session(path, engine)
-    parts = [session.run(list(OUTPUTS), {INPUT_NAME: images[i:i + 64]}) for i in range(0, len(images), 64)]
-    return {k: np.concatenate([np.asarray(p[j]) for p in parts]) for j, k in enumerate(OUTPUTS)}
 
 
 @click.command()
@@ -70,7 +60,7 @@ def main(fp32: Path, calib: Path, calib_size: int, svhn: tuple[str, ...], scheme
     import onnx
 
     from digitloc.annotations.dataset.detection import load_detection, load_photos, photo_set
-    from digitloc.export.detector import compare_detections, float_nodes
+    from digitloc.export.detector import compare_detections, float_nodes, onnx_detections
     from digitloc.export.quantize import Int8StaticConfig, quantize
     from digitloc.runtime.contract import META_MIN_SCORE
     from digitloc.runtime.cpuinfo import cpu_report
@@ -82,7 +72,8 @@ def main(fp32: Path, calib: Path, calib_size: int, svhn: tuple[str, ...], scheme
     if any(Path(s).name == "eval" for s in svhn):
         raise click.BadParameter("svhn-test-sample/eval is measured only, never used to choose a scheme")
     output.mkdir(parents=True, exist_ok=True)
-    meta = {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}
+    proto = onnx.load(str(fp32))
+    meta = {p.key: p.value for p in proto.metadata_props}
     threshold = min_score if min_score is not None else float(meta.get(META_MIN_SCORE, DEFAULT_MIN_SCORE))
     val = load_detection(calib / "val.npz")["images"]
     size = val.shape[1:3]
@@ -91,8 +82,7 @@ def main(fp32: Path, calib: Path, calib_size: int, svhn: tuple[str, ...], scheme
     calibration = train[np.sort(np.random.default_rng(1).permutation(len(train))[:calib_size])]
     del train
     engines = ("cpu", "openvino")
-    reference = {e: detections(fp32, e, images) for e in engines}
-    proto = onnx.load(str(fp32))
+    reference = {e: onnx_detections(fp32, images, provider=e) for e in engines}
     rows = []
     for name in names:
         fields, parts = SCHEMES[name]
@@ -103,7 +93,7 @@ def main(fp32: Path, calib: Path, calib_size: int, svhn: tuple[str, ...], scheme
         quantize(fp32, path, config, extra_excluded=float_nodes(proto) + float_convs(proto, parts))
         row: dict[str, Any] = {"scheme": name, "fields": fields, "float_convs": list(parts)}
         for engine in engines:
-            found = detections(path, engine, images)
+            found = onnx_detections(path, images, provider=engine)
             every = compare_detections(reference[engine], found, threshold)
             first = {k: v[:len(val)] for k, v in reference[engine].items()}
             val_only = compare_detections(first, {k: v[:len(val)] for k, v in found.items()}, threshold)

@@ -32,7 +32,8 @@ def main(batch: int, models: tuple[Path, ...], engine: str, rounds: int) -> None
     first = next(iter(sessions.values()))
     _, h, w, _ = first.get_inputs()[0].shape
     x = np.random.default_rng(0).integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
-    runners = {name: (lambda images, s=s: s.run([o.name for o in s.get_outputs()], {INPUT_NAME: images}))
+    outputs = {name: [o.name for o in s.get_outputs()] for name, s in sessions.items()}
+    runners = {name: (lambda images, s=s, out=outputs[name]: s.run(out, {INPUT_NAME: images}))
                for name, s in sessions.items()}
     for name, rate in time_engines(runners, x, rounds).items():
         click.echo(f"{name}: {rate:.1f} img/s ({engine}, batch {batch}, median of {rounds} rounds)")
