@@ -211,7 +211,8 @@ class Detector:
     def __init__(self, model: str | os.PathLike[str] | None = None, provider: str = "auto",
                  threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, refine: bool = DEFAULT_REFINE,
                  refine_below: float = REFINE_BELOW, spin: bool = False, min_score: float | None = None,
-                 max_digits: int = DEFAULT_MAX_DIGITS, one_line: bool = True) -> None:
+                 max_digits: int = DEFAULT_MAX_DIGITS, one_line: bool = True,
+                 refine_share: float = DETECTOR_REFINE_SHARE) -> None:
         """``refine`` (one-digit models): a second pass, for photos whose first box is shorter than
         ``refine_below`` of the photo, on a window cut around that box so that the digit takes
         ``REFINE_SHARE`` of its height: small or off-centre digits are read at the size the model
@@ -220,11 +221,16 @@ class Detector:
         ``session_options``). ``min_score`` and ``max_digits`` (detectors): the score a digit needs
         to be read (default: the model's metadata, chosen on training data) and the most digits
         read per photo; ``one_line``: the number is the digits on the most confident digit's line and
-        of about its size (``read_digits``), False for numbers written on several lines."""
+        of about its size (``read_digits``), False for numbers written on several lines. ``refine_share``
+        (detectors): the share of the second pass's window height that the digits read first take
+        (``scripts/refine_share_sweep.py`` measures it per model on validation photos)."""
         import onnxruntime as ort
 
         self.refine = refine
         self.refine_below = refine_below
+        if not 0.0 < refine_share < 1.0:
+            raise ValueError(f"refine_share must be within 0..1 (exclusive), got {refine_share}")
+        self.refine_share = refine_share
         if min_score is not None and not 0.0 <= min_score <= 1.0:
             raise ValueError(f"min_score must be within 0..1, got {min_score}")
         if max_digits < 1:
@@ -358,7 +364,7 @@ class Detector:
     def _detect_batch(self, loaded: list[np.ndarray]) -> list[Detection]:
         """Version 2: every digit of each photo, read in order. With ``refine``, a photo whose digits
         read take less than ``DETECTOR_REFINE_BELOW`` of its height is read again from a window around
-        them (``DETECTOR_REFINE_SHARE`` of its height, cut from the photo): small digits are read at
+        them (``refine_share`` of its height, cut from the photo): small digits are read at
         the size the model reads best, and the second reading is kept where it reads any digit."""
         passes = self._detect_pass(loaded)
         todo, crops, offsets = [], [], []
@@ -371,7 +377,7 @@ class Detector:
             h, w = im.shape[:2]
             if union[3] - union[1] >= DETECTOR_REFINE_BELOW * h:
                 continue
-            x1, y1, x2, y2 = refine_window(union, self.input_size, DETECTOR_REFINE_SHARE)
+            x1, y1, x2, y2 = refine_window(union, self.input_size, self.refine_share)
             x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
             todo.append(i)
             crops.append(im[y1:y2, x1:x2])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import cv2
@@ -324,6 +325,24 @@ def test_detection_builds_with_other_seeds_keep_the_same_validation_photos(tmp_p
     held = CliRunner().invoke(bench, ["photos", str(tiny_onnx), "--validation-of", str(tmp_path / "det1"),
                                       "--held-out-only", "-o", str(tmp_path / "b3")])
     assert held.exit_code != 0 and "does not go with --validation-of" in held.output
+    # scripts/refine_share_sweep.py reads the same photos through the runtime, once per share and once in one pass.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    try:
+        from refine_share_sweep import main as sweep
+    finally:
+        sys.path.pop(0)
+    swept = CliRunner().invoke(sweep, [str(tiny_onnx), "--validation-of", str(tmp_path / "det1"), "--shares", "0.3,0.5",
+                                       "-o", str(tmp_path / "sweep")])
+    assert swept.exit_code == 0, swept.output
+    rows = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["rows"]
+    assert [r["refine_share"] for r in rows] == [None, 0.3, 0.5] and {r["photos"] for r in rows} == {len(val[1])}
+    swept_dir = tmp_path / "sweep"
+    assert (swept_dir / "sweep.png").stat().st_size > 0 and "| one pass |" in (swept_dir / "sweep.md").read_text()
+    again = CliRunner().invoke(sweep, [str(tiny_onnx), "--validation-of", str(tmp_path / "det1"), "-o", str(swept_dir)])
+    assert again.exit_code != 0 and "use --force" in again.output
+    bad = CliRunner().invoke(sweep, [str(tiny_onnx), "--validation-of", str(tmp_path / "det1"), "--shares", "0.3,1.2",
+                                     "-o", str(tmp_path / "sweep2")])
+    assert bad.exit_code != 0 and "within 0..1" in bad.output
     # --split-seed moves the split; a manifest from before split_seed existed splits on its seed.
     other = tmp_path / "det-split3"
     assert CliRunner().invoke(main, ["detection", "--svhn", str(folder), "--samples", "2", "--size", "64x32",

@@ -338,6 +338,16 @@ def test_detector_refine_reads_small_digits_again_from_a_window(tiny_detector: P
     assert refined[0].number == "3" and np.allclose(refined[0].digits[0].bbox, expected, atol=1e-3)
     assert not np.allclose(refined[0].digits[0].bbox, plain[0].digits[0].bbox, atol=1.0)
     assert refined[1] == plain[1]
+    # refine_share sets the window's size: the digits read take that share of its height.
+    seen.clear()
+    wide = Detector(fp32, provider="cpu", refine_share=0.25).predict_batch([small])
+    x1, y1, x2, y2 = refine_window(first, SIZE, 0.25)
+    x1, y1, x2, y2 = max(0, x1), max(0, y1), min(400, x2), min(200, y2)
+    shipped = refine_window(first, SIZE, DETECTOR_REFINE_SHARE)
+    assert seen == [[small.shape], [(y2 - y1, x2 - x1, 3)]] and y2 - y1 > shipped[3] - shipped[1]
+    assert wide[0].number == "3"
+    with pytest.raises(ValueError, match="refine_share"):
+        Detector(fp32, provider="cpu", refine_share=1.0)
 
 
 def keras_conv_macs(model: Any) -> float:
