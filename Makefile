@@ -167,8 +167,8 @@ detector-bench: venv
 		-o benchmarks/results/detector/drift --force
 	$(BIN)/digitloc-bench latency $(DETECTORS) --providers cpu,openvino --batches 1,32 --runs 30 --warmup 3 \
 		--refine-photos samples -o benchmarks/results/detector/latency --force
-	# The one-digit photos it reads as more than one digit, drawn clean (label-audit.csv and label-audit-stage7.csv
-	# beside it are a person's judgement of stage 4's and stage 7's sheets: judge again when the model changes).
+	# The one-digit photos it reads as more than one digit, drawn clean (label-audit.csv, -stage7.csv and -stage8.csv
+	# beside it are a person's judgement of stage 4's, 7's and 8's sheets: judge again when the model changes).
 	$(BIN)/python scripts/one_digit_sheet.py models/digitloc-detector-int8.onnx --svhn $(SAMPLE) \
 		-o benchmarks/results/detector/one-digit/read-as-more-digits.png --force
 	# The sample video through digitloc-run (annotated copy written; the budget is 100 frames/s): on a new machine the
