@@ -43,18 +43,21 @@ def main(models: tuple[Path, ...], build: Path, shares: str, output: Path, force
     from digitloc.benchmarks.numbers import read_photos
     from digitloc.runtime.cpuinfo import cpu_report
     from digitloc.runtime.detector import DETECTOR_REFINE_SHARE, Detector
-    from digitloc.runtime.fileio import atomic_write_text
+    from digitloc.runtime.fileio import OutputExistsError, atomic_write_text, check_writable
 
     values = _shares(shares)
-    if (output / "sweep.json").exists() and not force:
-        raise click.ClickException(f"{output / 'sweep.json'}: exists (use --force to overwrite)")
+    try:
+        check_writable(output / "sweep.json", force)
+    except (OutputExistsError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
     photos = validation_photos(build)
     rows = []
     for path in models:
         detector = Detector(path, provider="cpu")
         for share in (None, *values):
             detector.refine = share is not None
-            detector.refine_share = share if share is not None else DETECTOR_REFINE_SHARE
+            if share is not None:
+                detector.refine_share = share
             results, _ = read_photos(detector, photos)
             figures = detection_figures(results)
             exact = sum(r.number == r.true_number for r in results)
@@ -62,7 +65,6 @@ def main(models: tuple[Path, ...], build: Path, shares: str, output: Path, force
                          **{k: figures[k] for k in ("number_accuracy", "digit_recall", "digit_precision")}})
             click.echo(f"{path.name} {'one pass' if share is None else f'share {share:g}'}: {exact}/{len(results)} "
                        f"numbers, recall {figures['digit_recall']:.3f}, precision {figures['digit_precision']:.3f}")
-    output.mkdir(parents=True, exist_ok=True)
     command = ("python scripts/refine_share_sweep.py " + " ".join(str(m) for m in models)
                + f" --validation-of {build} --shares {shares} -o {output} --force")
     payload = {"command": command, "cpu": cpu_report()["summary"], "shipped_share": DETECTOR_REFINE_SHARE, "rows": rows}
@@ -80,12 +82,9 @@ def main(models: tuple[Path, ...], build: Path, shares: str, output: Path, force
 
 def _chart(rows: list[dict], shares: list[float], path: Path) -> None:
     """Numbers read per share, one line per model; its one-pass figure dashed in the same colour."""
-    import matplotlib
+    from digitloc.annotations.charts import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     for name in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == name]
         line = ax.plot(shares, [r["numbers_exact"] for r in mine if r["refine_share"] is not None], marker="o",
@@ -96,11 +95,7 @@ def _chart(rows: list[dict], shares: list[float], path: Path) -> None:
     ax.set_ylabel(f"numbers read exactly (of {rows[0]['photos']})")
     ax.set_title("Validation photos: refine share (dashed: one pass)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":
