@@ -382,3 +382,31 @@ def test_folder_weights_draw_a_folder_s_photos_more_often(tmp_path: Path) -> Non
                                        "--folder-weight", "2", "--samples", "2", "-o", str(tmp_path / "d")])
     assert result.exit_code != 0 and "one positive weight per --svhn folder (1)" in result.output
     assert not (tmp_path / "d").exists()  # refused before any output folder is made
+
+
+def test_detection_mix_sets_the_kinds_shares(tmp_path: Path) -> None:
+    from digitloc.annotations.dataset.detection import DetectionConfig, mix_with
+
+    mix = mix_with({"synth": 0.05, "empty": 0})
+    assert mix["synth"] == 0.05 and mix["empty"] == 0 and mix["photo"] == DetectionConfig().mix["photo"]
+    for bad, message in (({"words": 1.0}, "no such kind"), ({"zoom": -1.0}, "0 or more"),
+                         ({"zoom": float("nan")}, "0 or more"),
+                         (dict.fromkeys(DetectionConfig().mix, 0.0), "every share is 0")):
+        with pytest.raises(DatasetError, match=message):
+            mix_with(bad)
+    entries = [{"filename": f"{i}.png", "boxes": [{"label": 1 + i, "left": 10, "top": 8, "width": 12,
+                                                    "height": 24}, {"label": 3, "left": 40, "top": 8, "width": 12,
+                                                                    "height": 24}]} for i in range(16)]
+    folder = make_svhn_folder(tmp_path / "svhn", entries, size=(48, 100))
+    args = ["detection", "--svhn", str(folder), "--samples", "12", "--size", "64x32", "--val-share", "0.3",
+            "--workers", "1"]
+    result = CliRunner().invoke(main, [*args, "--mix", "photo=1", *(f"--mix={k}=0" for k in ("zoom", "mosaic", "crop",
+                                                                                             "synth", "empty")),
+                                       "-o", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert manifest["kinds"] == {"photo": 12} and manifest["config"]["mix"]["photo"] == 1.0
+    for bad in ("synth", "synth=x", "letters=0.1"):
+        result = CliRunner().invoke(main, [*args, "--mix", bad, "-o", str(tmp_path / "e")])
+        assert result.exit_code != 0 and result.output.startswith("error: ") and "mix" in result.output, result.output
+        assert not (tmp_path / "e").exists()  # refused before any output folder is made

@@ -155,24 +155,36 @@ def build(svhn: tuple[str, ...], synthetic: int, crops_per_digit: int, size: tup
                    "each; e.g. 1 and 3 draw the second folder's photos three times as often).")
 @click.option("--split-seed", default=0, show_default=True,
               help="Seed of the validation split alone: builds with other --seed values keep the same photos out.")
+@click.option("--mix", "mix", multiple=True, metavar="KIND=SHARE",
+              help="Set one kind's share of the samples (repeatable; kinds: photo, zoom, mosaic, crop, synth, "
+                   "empty; shares are relative, 0 leaves a kind out; the others keep the default mix "
+                   "photo=0.22 zoom=0.25 mosaic=0.2 crop=0.1 synth=0.18 empty=0.05).")
 @seed_option
 @WORKERS
 @output_option(help="Folder to write the detection set to.", required=True)
 @force_option
 def detection(svhn: tuple[str, ...], size: tuple[int, int], count: int, val_share: float,
-              folder_weights: tuple[float, ...], split_seed: int, seed: int, workers: int, output: Path,
-              force: bool) -> None:
+              folder_weights: tuple[float, ...], split_seed: int, mix: tuple[str, ...], seed: int, workers: int,
+              output: Path, force: bool) -> None:
     """Build a detection set into OUTPUT: train.npz (composed samples: whole photos letterboxed, zoom-out,
     mosaics, crops, synthetic numbers, empty windows; every digit boxed), val.npz (whole photos
     letterboxed), manifest.json and preview.png. The held-out one-digit photos of the folders are skipped."""
     from digitloc.annotations.dataset.data import DatasetError
-    from digitloc.annotations.dataset.detection import DetectionConfig, build_detection
+    from digitloc.annotations.dataset.detection import DetectionConfig, build_detection, mix_with
     from digitloc.annotations.dataset.detection import folder_weights as weights_of
 
-    cfg = DetectionConfig(svhn=tuple(svhn), size=size, count=count, val_share=val_share, seed=seed,
-                          split_seed=split_seed, folder_weights=tuple(folder_weights), workers=workers)
+    shares: dict[str, float] = {}
+    for item in mix:
+        kind, _, value = item.partition("=")
+        try:
+            shares[kind.strip()] = float(value)
+        except ValueError:
+            fail(f"--mix {item!r}: give KIND=SHARE, e.g. synth=0.05")
     try:
-        weights_of(cfg)  # a wrong count refused before the output folder is made
+        cfg = DetectionConfig(svhn=tuple(svhn), size=size, count=count, val_share=val_share, seed=seed,
+                              split_seed=split_seed, folder_weights=tuple(folder_weights), workers=workers,
+                              mix=mix_with(shares))
+        weights_of(cfg)  # a wrong count or mix refused before the output folder is made
         prepare_output_dir(output)
         manifest = build_detection(cfg, output, force=force)
     except (DatasetError, OutputExistsError, OSError) as exc:

@@ -385,6 +385,22 @@ def folder_weights(cfg: DetectionConfig) -> tuple[float, ...]:
     return tuple(weights)
 
 
+def mix_with(shares: dict[str, float], base: dict[str, float] | None = None) -> dict[str, float]:
+    """The composer's kinds and their shares: ``base`` (the default mix when None) with ``shares`` set.
+    A share is relative (the composer normalises them); 0 leaves a kind out. DatasetError for a kind
+    the composer does not make, a negative share, or no share left above 0."""
+    mix = dict(DetectionConfig().mix if base is None else base)
+    for kind, share in shares.items():
+        if kind not in KINDS:
+            raise DatasetError(f"mix {kind}={share:g}: no such kind (kinds: {', '.join(KINDS)})")
+        if not share >= 0:  # NaN too
+            raise DatasetError(f"mix {kind}={share:g}: a share must be a number of 0 or more")
+        mix[kind] = float(share)
+    if not any(v > 0 for v in mix.values()):
+        raise DatasetError("mix: every share is 0, nothing to compose")
+    return mix
+
+
 def build_detection(cfg: DetectionConfig, out_dir: str | os.PathLike[str], force: bool = False) -> dict[str, Any]:
     """Build ``train.npz`` (composed samples) and ``val.npz`` (whole validation photos letterboxed)
     into ``out_dir`` with a manifest; the held-out one-digit photos are never used."""
