@@ -46,6 +46,25 @@ from digitloc.runtime.sources import (
 )
 
 
+@contextlib.contextmanager
+def _sigterm_held() -> Iterator[None]:
+    """Run a block with SIGTERM's Python handler held: a SIGTERM that arrives meanwhile is handed to
+    the handler when the block ends (in the main thread only; elsewhere the block just runs)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    handler = signal.signal(signal.SIGTERM, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+        if pending and callable(handler):
+            handler(pending[0], None)
+        elif pending and handler == signal.SIG_DFL:
+            signal.raise_signal(signal.SIGTERM)
+
+
 class VideoOut:
     """An annotated copy of one video (mp4v), written to a temporary file and renamed when done."""
 
@@ -58,16 +77,14 @@ class VideoOut:
     def write(self, frame_bgr) -> None:
         if self._tmp is None:
             # The temporary file is made with SIGTERM held back, so a stop can never come between its
-            # creation and this object knowing it (close() then removes it).
-            mask = getattr(signal, "pthread_sigmask", None)  # POSIX only
-            held = mask(signal.SIG_BLOCK, {signal.SIGTERM}) if mask else None
-            try:
+            # creation and this object knowing it (close() then removes it). Held by swapping the Python
+            # handler, not by a thread's signal mask: the kernel hands a process's SIGTERM to any thread
+            # that does not block it (onnxruntime's and FFmpeg's threads), and the Python handler then runs
+            # in the main thread anyway, mask or not.
+            with _sigterm_held():
                 self._tmp = self._ctx.__enter__()
                 h, w = frame_bgr.shape[:2]
                 self.writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
-            finally:
-                if mask:
-                    mask(signal.SIG_SETMASK, held)
         self.writer.write(frame_bgr)
 
     def close(self, ok: bool) -> None:

@@ -385,6 +385,60 @@ def test_sigterm_during_a_video_leaves_no_temporary_file(tiny_onnx: Path, tmp_pa
     assert list(out.iterdir()) == []
 
 
+def test_a_sigterm_while_the_temporary_video_is_made_still_removes_it(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel may hand a process's SIGTERM to another thread (onnxruntime's, FFmpeg's) while the main thread
+    makes the temporary video: the stop must still wait until the video knows its file, so close() removes it."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from digitloc.runtime import cli as runtime_cli
+
+    go, sent = threading.Event(), threading.Event()
+
+    def killer() -> None:
+        if go.wait(10):
+            os.kill(os.getpid(), signal.SIGTERM)
+            sent.set()
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()  # made before the video, as onnxruntime's threads are: it does not block SIGTERM
+    real = runtime_cli.atomic_path
+
+    class StoppedWhileMade:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            self.ctx = real(*args, **kwargs)
+
+        def __enter__(self) -> Path:
+            path = self.ctx.__enter__()
+            go.set()
+            assert sent.wait(10)
+            for _ in range(200):  # a handler that is not held runs here, before the video knows its file
+                time.sleep(0.001)
+            return path
+
+        def __exit__(self, *exc: object) -> bool | None:
+            return self.ctx.__exit__(*exc)
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    monkeypatch.setattr(runtime_cli, "atomic_path", StoppedWhileMade)
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        video = runtime_cli.VideoOut(tmp_path / "v.mp4", 25.0)
+        with pytest.raises(SystemExit):
+            video.write(np.zeros((32, 48, 3), np.uint8))
+        assert video.writer is not None  # the stop came after the file was known
+        video.close(ok=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        thread.join(10)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_openvino_provider_serves_the_same_file(tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import builtins
 
