@@ -10,6 +10,7 @@ import click
 
 from digitloc.annotations.check import check_folder
 from digitloc.annotations.dataset.data import KIND_ALL
+from digitloc.annotations.dataset.detection import DEFAULT_MIX, KINDS
 from digitloc.annotations.dataset.options import kind_option, seed_option, svhn_option
 from digitloc.annotations.dataset.synth import SynthConfig
 from digitloc.annotations.digitstruct import AnnotationError, read_annotations, write_json
@@ -156,9 +157,9 @@ def build(svhn: tuple[str, ...], synthetic: int, crops_per_digit: int, size: tup
 @click.option("--split-seed", default=0, show_default=True,
               help="Seed of the validation split alone: builds with other --seed values keep the same photos out.")
 @click.option("--mix", "mix", multiple=True, metavar="KIND=SHARE",
-              help="Set one kind's share of the samples (repeatable; kinds: photo, zoom, mosaic, crop, synth, "
-                   "empty; shares are relative, 0 leaves a kind out; the others keep the default mix "
-                   "photo=0.22 zoom=0.25 mosaic=0.2 crop=0.1 synth=0.18 empty=0.05).")
+              help=f"Set one kind's share of the samples (repeatable; kinds: {', '.join(KINDS)}; shares are "
+                   "relative, 0 leaves a kind out; the others keep the default mix "
+                   f"{' '.join(f'{k}={v:g}' for k, v in DEFAULT_MIX.items())}).")
 @seed_option
 @WORKERS
 @output_option(help="Folder to write the detection set to.", required=True)

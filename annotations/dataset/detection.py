@@ -49,6 +49,8 @@ from digitloc.runtime.progress import progress
 
 MAX_DIGITS = 24  # boxes per sample in the npz (padded with label -1)
 KINDS = ("photo", "zoom", "mosaic", "crop", "synth", "empty")
+# Each kind's share of the composed samples (relative; ``digitloc-data detection --mix`` sets some of them).
+DEFAULT_MIX = {"photo": 0.22, "zoom": 0.25, "mosaic": 0.2, "crop": 0.1, "synth": 0.18, "empty": 0.05}
 
 
 @dataclass
@@ -70,8 +72,7 @@ class DetectionConfig:
     size: tuple[int, int] = (96, 192)  # (height, width)
     count: int = 40000
     val_share: float = 0.1  # photos (by a seeded hash of the name) kept for validation and thresholds
-    mix: dict[str, float] = field(default_factory=lambda: {"photo": 0.22, "zoom": 0.25, "mosaic": 0.2,
-                                                           "crop": 0.1, "synth": 0.18, "empty": 0.05})
+    mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
     zoom: tuple[float, float] = (0.3, 0.95)  # the photo's share of the input, zoom-out
     keep_visible: float = 0.7
     rotate: float = 5.0  # degrees
@@ -385,11 +386,11 @@ def folder_weights(cfg: DetectionConfig) -> tuple[float, ...]:
     return tuple(weights)
 
 
-def mix_with(shares: dict[str, float], base: dict[str, float] | None = None) -> dict[str, float]:
-    """The composer's kinds and their shares: ``base`` (the default mix when None) with ``shares`` set.
-    A share is relative (the composer normalises them); 0 leaves a kind out. DatasetError for a kind
-    the composer does not make, a negative share, or no share left above 0."""
-    mix = dict(DetectionConfig().mix if base is None else base)
+def mix_with(shares: dict[str, float]) -> dict[str, float]:
+    """The composer's kinds and their shares: ``DEFAULT_MIX`` with ``shares`` set. A share is relative
+    (the composer normalises them); 0 leaves a kind out. DatasetError for a kind the composer does not
+    make, a negative share, or no share left above 0."""
+    mix = dict(DEFAULT_MIX)
     for kind, share in shares.items():
         if kind not in KINDS:
             raise DatasetError(f"mix {kind}={share:g}: no such kind (kinds: {', '.join(KINDS)})")
