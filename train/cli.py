@@ -82,12 +82,17 @@ init_option = click.option("--init", type=click.Path(dir_okay=False, exists=True
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=300, show_default=True,
               help="Steps of linear learning-rate warm-up before the cosine decay.")
 @seed_option
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes encoding the batches' targets (several keep a GPU fed).")
 @force_option
 def detector(data: Path, output: Path, size: tuple[int, int], width: float, batchnorm: bool, top_k: int,
              epochs: int, steps_per_epoch: int | None, batch_size: int, learning_rate: float, max_minutes: float | None,
              init: str | None, init_backbone: str | None, init_layers: str | None, stem_stride: str,
-             shared_head: bool, freeze_blocks: int, warmup_steps: int, seed: int, force: bool) -> None:
-    """Train the digit detector (every digit: centre heatmap and box heads, stride 4); writes OUTPUT."""
+             shared_head: bool, freeze_blocks: int, warmup_steps: int, seed: int, workers: int, force: bool) -> None:
+    """Train the digit detector (every digit: centre heatmap and box heads, stride 4); writes OUTPUT.
+
+    Runs under any Keras backend (KERAS_BACKEND=jax on a GPU machine); under one other than
+    TensorFlow it stops at the trained weights, and finish-detector makes the inference form."""
     from digitloc.annotations.dataset.data import DatasetError
     from digitloc.train.detector import DetectorConfig
     from digitloc.train.detfit import DetectorTrainConfig, fit_detector
@@ -102,16 +107,43 @@ def detector(data: Path, output: Path, size: tuple[int, int], width: float, batc
                               steps_per_epoch=steps_per_epoch, max_minutes=max_minutes, init=init,
                               init_backbone=init_backbone, init_layers=init_layers, freeze_blocks=freeze_blocks,
                               warmup_steps=warmup_steps,
-                              seed=seed)
+                              seed=seed, workers=workers)
     try:
         evaluation = fit_detector(cfg, output, force=force)
     except (DatasetError, ModelError, OutputExistsError) as exc:
         fail(str(exc))
+    if not evaluation:
+        click.echo(f"wrote {output} (trained weights only; make the inference form with TensorFlow: "
+                   f"digitloc-train finish-detector {output})")
+        return
+    _say_evaluation(evaluation)
+    click.echo(f"wrote {output}")
+
+
+@main.command("finish-detector")
+@click.argument("run", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--data", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Detection build whose val.npz to read (default: the run's own, from its config.json).")
+def finish_detector_command(run: Path, data: str | None) -> None:
+    """Make RUN's inference form (model.keras) and threshold (evaluation.json) from its trained
+    weights: the last step of a stage trained under another Keras backend (JAX on a GPU machine)."""
+    from digitloc.annotations.dataset.data import DatasetError
+    from digitloc.train.detfit import finish_detector
+    from digitloc.train.model import ModelError
+
+    try:
+        evaluation = finish_detector(run, data=data)
+    except (DatasetError, ModelError, OSError, KeyError, ValueError) as exc:
+        fail(f"{run}: {exc}" if str(run) not in str(exc) else str(exc))
+    _say_evaluation(evaluation)
+    click.echo(f"wrote {run / 'model.keras'}")
+
+
+def _say_evaluation(evaluation: dict) -> None:
     fig = evaluation["figures"]
     click.echo(f"validation photos: {fig['photos']}, threshold {evaluation['min_score']}: numbers "
                f"{fig['number_accuracy']:.1%}, digit recall {fig['digit_recall']:.1%}, "
                f"precision {fig['digit_precision']:.1%}")
-    click.echo(f"wrote {output}")
 
 
 @main.command()

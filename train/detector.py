@@ -179,34 +179,35 @@ def cell_centres(size: tuple[int, int]) -> np.ndarray:
 
 
 def detection_loss(size: tuple[int, int]) -> Any:
-    """Focal loss on the heatmaps (CenterNet) plus weighted GIoU on the regressed boxes (TTFNet)."""
-    import tensorflow as tf
+    """Focal loss on the heatmaps (CenterNet) plus weighted GIoU on the regressed boxes (TTFNet).
+    Written in ``keras.ops``, so a stage trains under any Keras backend (JAX on a GPU machine)."""
+    from keras import ops
 
-    centres = tf.constant(cell_centres(size))
+    centres = cell_centres(size)
 
     def loss(y_true: Any, y_pred: Any) -> Any:
         gt = y_true[..., :NUM_CLASSES]
-        p = tf.clip_by_value(tf.sigmoid(y_pred[..., :NUM_CLASSES]), 1e-4, 1 - 1e-4)
-        pos = tf.cast(gt >= 1.0, tf.float32)
-        pos_loss = -tf.math.log(p) * (1 - p) ** 2 * pos
-        neg_loss = -tf.math.log(1 - p) * p ** 2 * (1 - gt) ** 4 * (1 - pos)
-        focal = (tf.reduce_sum(pos_loss) + tf.reduce_sum(neg_loss)) / tf.maximum(tf.reduce_sum(pos), 1.0)
+        p = ops.clip(ops.sigmoid(y_pred[..., :NUM_CLASSES]), 1e-4, 1 - 1e-4)
+        pos = ops.cast(gt >= 1.0, "float32")
+        pos_loss = -ops.log(p) * (1 - p) ** 2 * pos
+        neg_loss = -ops.log(1 - p) * p ** 2 * (1 - gt) ** 4 * (1 - pos)
+        focal = (ops.sum(pos_loss) + ops.sum(neg_loss)) / ops.maximum(ops.sum(pos), 1.0)
 
-        sides = tf.exp(tf.clip_by_value(y_pred[..., NUM_CLASSES:], -4.0, 4.0)) * SIDE_SCALE
-        pred = tf.concat([centres - sides[..., :2], centres + sides[..., 2:]], axis=-1)
+        sides = ops.exp(ops.clip(y_pred[..., NUM_CLASSES:], -4.0, 4.0)) * SIDE_SCALE
+        pred = ops.concatenate([centres - sides[..., :2], centres + sides[..., 2:]], axis=-1)
         true = y_true[..., NUM_CLASSES: NUM_CLASSES + 4]
         weight = y_true[..., NUM_CLASSES + 4]
-        ix1, iy1 = tf.maximum(pred[..., 0], true[..., 0]), tf.maximum(pred[..., 1], true[..., 1])
-        ix2, iy2 = tf.minimum(pred[..., 2], true[..., 2]), tf.minimum(pred[..., 3], true[..., 3])
-        inter = tf.maximum(ix2 - ix1, 0) * tf.maximum(iy2 - iy1, 0)
+        ix1, iy1 = ops.maximum(pred[..., 0], true[..., 0]), ops.maximum(pred[..., 1], true[..., 1])
+        ix2, iy2 = ops.minimum(pred[..., 2], true[..., 2]), ops.minimum(pred[..., 3], true[..., 3])
+        inter = ops.maximum(ix2 - ix1, 0) * ops.maximum(iy2 - iy1, 0)
         area_p = (pred[..., 2] - pred[..., 0]) * (pred[..., 3] - pred[..., 1])
         area_t = (true[..., 2] - true[..., 0]) * (true[..., 3] - true[..., 1])
         union = area_p + area_t - inter + 1e-6
-        ex1, ey1 = tf.minimum(pred[..., 0], true[..., 0]), tf.minimum(pred[..., 1], true[..., 1])
-        ex2, ey2 = tf.maximum(pred[..., 2], true[..., 2]), tf.maximum(pred[..., 3], true[..., 3])
+        ex1, ey1 = ops.minimum(pred[..., 0], true[..., 0]), ops.minimum(pred[..., 1], true[..., 1])
+        ex2, ey2 = ops.maximum(pred[..., 2], true[..., 2]), ops.maximum(pred[..., 3], true[..., 3])
         enclose = (ex2 - ex1) * (ey2 - ey1) + 1e-6
         giou = inter / union - (enclose - union) / enclose
-        box = tf.reduce_sum((1 - giou) * weight) / (tf.reduce_sum(weight) + 1e-4)
+        box = ops.sum((1 - giou) * weight) / (ops.sum(weight) + 1e-4)
         return focal + BOX_WEIGHT * box
 
     return loss

@@ -55,6 +55,7 @@ class DetectorTrainConfig:
     init_layers: str | None = None  # a saved detector whose layers (same name and shape) start this design
     freeze_blocks: int = 0  # conv blocks 1..N kept as they start (BatchNorm in inference mode): no backward pass there
     seed: int = 0
+    workers: int = 1  # processes encoding the batches' targets (a GPU outruns one)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -63,12 +64,12 @@ class DetectorTrainConfig:
 
 
 def _sequence(data: dict[str, np.ndarray], batch_size: int, size: tuple[int, int], shuffle: bool, seed: int,
-              steps: int | None = None) -> Any:
+              steps: int | None = None, workers: int = 1) -> Any:
     import keras
 
     class Batches(keras.utils.PyDataset):
         def __init__(self) -> None:
-            super().__init__()
+            super().__init__(workers=workers, use_multiprocessing=workers > 1)
             self.rng = np.random.default_rng(seed)
             self.order = np.arange(len(data["images"]))
             self.cursor = 0
@@ -154,22 +155,48 @@ def fit_detector(cfg: DetectorTrainConfig, out_dir: str | os.PathLike[str], forc
     best = out / "best-train.keras"
     callbacks = [keras.callbacks.ModelCheckpoint(best, monitor="val_loss", save_best_only=True),
                  keras.callbacks.CSVLogger(out / "history.csv"), Deadline(), Progress()]
-    history = model.fit(_sequence(train, cfg.batch_size, size, True, cfg.seed, cfg.steps_per_epoch), epochs=cfg.epochs,
-                        validation_data=_sequence(val, 64, size, False, 0), callbacks=callbacks, verbose=2)
+    history = model.fit(_sequence(train, cfg.batch_size, size, True, cfg.seed, cfg.steps_per_epoch, cfg.workers),
+                        epochs=cfg.epochs, validation_data=_sequence(val, 64, size, False, 0), callbacks=callbacks,
+                        verbose=2)
     model.save(out / "last.keras")
-    if best.exists():
-        model = keras.saving.load_model(best, compile=False)
-    infer = inference_detector(model, cfg.model)
-    infer.save(out / "model.keras")
+    atomic_write_text(out / "history.json", json.dumps({k: [float(v) for v in vals]
+                                                        for k, vals in history.history.items()}, indent=2))
+    _curves(history.history, out / "curves.png")
+    if keras.backend.backend() != "tensorflow":
+        return {}  # the decoded inference form is TensorFlow's: finish_detector makes it
+    return finish_detector(out, val)
+
+
+def finish_detector(run: str | os.PathLike[str], val: dict[str, np.ndarray] | None = None,
+                    data: str | None = None) -> dict[str, Any]:
+    """The run's inference form (``model.keras``, the best checkpoint decoded in the graph) and its
+    threshold chosen on the validation photos (``evaluation.json``). Needs the TensorFlow backend;
+    a stage trained under another one (JAX on a GPU machine) is finished here by ``digitloc-train
+    finish-detector``. ``data``: the detection build whose ``val.npz`` to read, instead of the run's own."""
+    import keras
+
+    from digitloc.train.model import load_model
+
+    run = Path(run)
+    if keras.backend.backend() != "tensorflow":
+        raise DatasetError(f"{run}: the inference form is built with the TensorFlow backend (KERAS_BACKEND="
+                           f"tensorflow), not {keras.backend.backend()}")
+    config = json.loads((run / "config.json").read_text())
+    model_cfg = DetectorConfig.from_dict(config["model"])
+    if val is None:
+        val = load_detection(Path(data or config["data"]) / "val.npz")
+    source = next((run / name for name in ("best-train.keras", "last.keras") if (run / name).exists()), None)
+    if source is None:
+        raise DatasetError(f"{run}: no best-train.keras or last.keras to finish")
+    model = load_model(source, training=True)
+    infer = inference_detector(model, model_cfg)
+    infer.save(run / "model.keras")
     det = predict_detections(infer, val["images"])
     threshold, rows = choose_threshold(det, val["boxes"], val["labels"])
     figures = detection_figures(photo_results(det, val["boxes"], val["labels"], threshold))
     evaluation = {"split": "val (the detection build's validation photos, letterboxed)", "min_score": threshold,
                   "thresholds": rows, "figures": figures}
-    atomic_write_text(out / "evaluation.json", json.dumps(evaluation, indent=2))
-    atomic_write_text(out / "history.json", json.dumps({k: [float(v) for v in vals]
-                                                        for k, vals in history.history.items()}, indent=2))
-    _curves(history.history, out / "curves.png")
+    atomic_write_text(run / "evaluation.json", json.dumps(evaluation, indent=2))
     return evaluation
 
 
