@@ -455,3 +455,30 @@ def test_export_command_applies_its_gate_bounds_to_a_detector(tiny_detector: Pat
     passed = CliRunner().invoke(main, args)
     assert passed.exit_code == 0, passed.output
     assert out.exists()
+
+
+def test_finish_detector_makes_the_inference_form_from_trained_weights(tiny_detector: Path, tmp_path: Path) -> None:
+    """A stage trained under another Keras backend leaves only its training form; finish-detector makes
+    the decoded inference form (the same detections) and the threshold from the validation photos, and
+    a run with no weights is refused in one line naming it."""
+    from click.testing import CliRunner
+
+    from digitloc.train.cli import main
+    from digitloc.train.model import load_model, predict_detections
+
+    run = tmp_path / "gpu-run"
+    run.mkdir()
+    load_model(tiny_detector / "model.keras", training=True).save(run / "best-train.keras")
+    (run / "config.json").write_text((tiny_detector / "config.json").read_text())
+    result = CliRunner().invoke(main, ["finish-detector", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "validation photos: 64" in result.output
+    images, _, _ = toy_detection(16, seed=5)
+    made = predict_detections(load_model(run / "model.keras"), images)
+    shipped = predict_detections(load_model(tiny_detector / "model.keras"), images)
+    np.testing.assert_allclose(made["scores"], shipped["scores"], atol=1e-5)
+    assert json.loads((run / "evaluation.json").read_text())["figures"]["photos"] == 64
+
+    (run / "best-train.keras").unlink()
+    refused = CliRunner().invoke(main, ["finish-detector", str(run), "--data", str(tmp_path)])
+    assert refused.exit_code != 0 and str(run) in refused.output and "no best-train.keras" in refused.output

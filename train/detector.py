@@ -132,6 +132,15 @@ def inference_detector(model: Any, cfg: DetectorConfig) -> Any:
     return keras.Model(model.inputs, {k: keras.layers.Identity(name=k)(v) for k, v in out.items()}, name=model.name)
 
 
+def training_form(model: Any) -> Any:
+    """A saved detector in either form as the training model (``image`` -> ``maps``)."""
+    import keras
+
+    if isinstance(model.output, dict) and MAPS_OUTPUT in model.output:
+        return model
+    return keras.Model(model.inputs, {MAPS_OUTPUT: model.get_layer(MAPS_OUTPUT).output}, name=model.name)
+
+
 def is_detector(model: Any) -> bool:
     """Whether a Keras model is a detector (training or inference form)."""
     outputs = model.output if isinstance(model.output, dict) else {}

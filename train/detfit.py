@@ -32,6 +32,7 @@ from digitloc.train.detector import (
     detection_loss,
     encode_targets,
     inference_detector,
+    training_form,
     transfer_backbone,
     transfer_layers,
 )
@@ -113,8 +114,7 @@ def fit_detector(cfg: DetectorTrainConfig, out_dir: str | os.PathLike[str], forc
 
         model = load_model(cfg.init, training=True)
         check_design(model, cfg.model, cfg.init)
-        if MAPS_OUTPUT not in model.output:
-            model = keras.Model(model.inputs, {MAPS_OUTPUT: model.get_layer(MAPS_OUTPUT).output}, name=model.name)
+        model = training_form(model)
     else:
         model = build_detector(cfg.model)
         if cfg.init_backbone:
@@ -183,13 +183,12 @@ def finish_detector(run: str | os.PathLike[str], val: dict[str, np.ndarray] | No
                            f"tensorflow), not {keras.backend.backend()}")
     config = json.loads((run / "config.json").read_text())
     model_cfg = DetectorConfig.from_dict(config["model"])
-    if val is None:
-        val = load_detection(Path(data or config["data"]) / "val.npz")
     source = next((run / name for name in ("best-train.keras", "last.keras") if (run / name).exists()), None)
     if source is None:
         raise DatasetError(f"{run}: no best-train.keras or last.keras to finish")
-    model = load_model(source, training=True)
-    infer = inference_detector(model, model_cfg)
+    if val is None:
+        val = load_detection(Path(data or config["data"]) / "val.npz")
+    infer = inference_detector(training_form(load_model(source, training=True)), model_cfg)
     infer.save(run / "model.keras")
     det = predict_detections(infer, val["images"])
     threshold, rows = choose_threshold(det, val["boxes"], val["labels"])
