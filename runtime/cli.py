@@ -19,7 +19,14 @@ import cv2
 from digitloc.runtime.contract import ContractError, size_text
 from digitloc.runtime.detector import DEFAULT_REFINE, Detection, Detector, ProviderError, available_providers
 from digitloc.runtime.draw import annotate
-from digitloc.runtime.fileio import OutputDirError, OutputRule, atomic_path, check_writable, prepare_output_dir
+from digitloc.runtime.fileio import (
+    OutputDirError,
+    OutputRule,
+    atomic_path,
+    check_writable,
+    prepare_output_dir,
+    sigterm_held,
+)
 from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS
 from digitloc.runtime.modelcheck import check_model, first_line
 from digitloc.runtime.options import (
@@ -46,25 +53,6 @@ from digitloc.runtime.sources import (
 )
 
 
-@contextlib.contextmanager
-def _sigterm_held() -> Iterator[None]:
-    """Run a block with SIGTERM's Python handler held: a SIGTERM that arrives meanwhile is handed to
-    the handler when the block ends (in the main thread only; elsewhere the block just runs)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[int] = []
-    handler = signal.signal(signal.SIGTERM, lambda signum, frame: pending.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, handler)
-        if pending and callable(handler):
-            handler(pending[0], None)
-        elif pending and handler == signal.SIG_DFL:
-            signal.raise_signal(signal.SIGTERM)
-
-
 class VideoOut:
     """An annotated copy of one video (mp4v), written to a temporary file and renamed when done."""
 
@@ -76,12 +64,9 @@ class VideoOut:
 
     def write(self, frame_bgr) -> None:
         if self._tmp is None:
-            # The temporary file is made with SIGTERM held back, so a stop can never come between its
-            # creation and this object knowing it (close() then removes it). Held by swapping the Python
-            # handler, not by a thread's signal mask: the kernel hands a process's SIGTERM to any thread
-            # that does not block it (onnxruntime's and FFmpeg's threads), and the Python handler then runs
-            # in the main thread anyway, mask or not.
-            with _sigterm_held():
+            # The temporary file is made with SIGTERM held back (see sigterm_held), so a stop can never come
+            # between its creation and this object knowing it (close() then removes it).
+            with sigterm_held():
                 self._tmp = self._ctx.__enter__()
                 h, w = frame_bgr.shape[:2]
                 self.writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -132,16 +134,46 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.",
-                               suffix=suffix if suffix is not None else path.suffix)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
+    tmp: str | None = None
     try:
+        # SIGTERM is held while the file is made, so a stop (digitloc-run raises on it) cannot come between
+        # its creation and ``tmp`` naming it; a held one is raised at the end of the block, and removes it.
+        with sigterm_held():
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.",
+                                       suffix=suffix if suffix is not None else path.suffix)
+            os.close(fd)
+        tmp_path = Path(tmp)
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         yield tmp_path
         os.replace(tmp_path, path)
     finally:
-        tmp_path.unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def sigterm_held() -> Iterator[None]:
+    """Run a block with SIGTERM's Python handler held: a SIGTERM that arrives meanwhile is handed to
+    the handler when the block ends, so a block that makes a file is not cut before its caller knows it.
+
+    Held by swapping the Python handler, not by a thread's signal mask: the kernel hands a process's
+    SIGTERM to any thread that does not block it (onnxruntime's, FFmpeg's), and Python then runs the
+    handler in the main thread anyway. Handlers can only be swapped in the main thread, and one not set
+    from Python cannot be put back: in those cases the block just runs.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is None:
+        yield
+        return
+    pending: list[int] = []
+    handler = signal.signal(signal.SIGTERM, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+        if pending and callable(handler):
+            handler(pending[0], None)
+        elif pending and handler == signal.SIG_DFL:
+            signal.raise_signal(signal.SIGTERM)
 
 
 def _umask() -> int:

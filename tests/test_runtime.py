@@ -730,3 +730,37 @@ def test_a_prediction_that_fails_is_one_line_and_the_batch_goes_on(tiny_onnx: Pa
     assert (f"error: {tmp_path / 'poison.png'}: prediction failed (RuntimeError: [ONNXRuntimeError] : 6 : "
             "RUNTIME_EXCEPTION : boom)") in result.stderr
     assert sorted(json.loads(line)["source"] for line in jsonl.read_text().splitlines()) == [str(p) for p in photos]
+
+
+def test_a_sigterm_while_atomic_path_makes_its_file_leaves_none_behind(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGTERM that a raising handler turns into an exception just after mkstemp made the temporary file
+    (before atomic_path knows its name) still comes out of atomic_path, and the file is removed."""
+    import os
+    import signal
+    import tempfile
+
+    from digitloc.runtime import fileio
+
+    real = tempfile.mkstemp
+
+    def stopped_after_mkstemp(*args: object, **kwargs: object) -> tuple[int, str]:
+        made = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return made
+
+    class Stopped(Exception):
+        pass
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped
+
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", stopped_after_mkstemp)
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(Stopped), fileio.atomic_path(tmp_path / "out.json") as tmp:
+            tmp.write_text("{}")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is previous
