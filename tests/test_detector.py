@@ -482,3 +482,33 @@ def test_finish_detector_makes_the_inference_form_from_trained_weights(tiny_dete
     (run / "best-train.keras").unlink()
     refused = CliRunner().invoke(main, ["finish-detector", str(run), "--data", str(tmp_path)])
     assert refused.exit_code != 0 and str(run) in refused.output and "no best-train.keras" in refused.output
+
+
+def test_activation_noise_trains_the_same_layers_and_vanishes_at_inference(tiny_detector: Path, tmp_path: Path) -> None:
+    """--act-noise wraps every ReLU of the backbone and neck with noise of the asked int8 steps: the
+    wrapped model shares the plain model's layers, reads exactly as it does at inference (and after a
+    save and load), and in training moves each ReLU's output by at most half the noise's width."""
+    import keras
+
+    from digitloc.train.detector import activation_steps, training_form, with_activation_noise
+    from digitloc.train.model import load_model
+
+    plain = training_form(load_model(tiny_detector / "model.keras", training=True))
+    images, _, _ = toy_detection(32, seed=4)
+    steps = activation_steps(plain, images)
+    relus = [layer.name for layer in plain.layers if layer.name.endswith("_relu")]
+    assert sorted(steps) == sorted(relus) and len(relus) >= 17 and min(steps.values()) > 0
+    noisy = with_activation_noise(plain, steps, scale=2.0, seed=3)
+    assert noisy.get_layer("block1_conv1") is plain.get_layer("block1_conv1")
+    np.testing.assert_array_equal(np.asarray(noisy(images, training=False)["maps"]),
+                                  np.asarray(plain(images, training=False)["maps"]))
+    noisy.save(tmp_path / "noisy.keras")
+    again = load_model(tmp_path / "noisy.keras", training=True)
+    np.testing.assert_allclose(np.asarray(again(images, training=False)["maps"]),
+                               np.asarray(plain(images, training=False)["maps"]), atol=1e-6)
+    first = relus[0]
+    layer = noisy.get_layer(f"{first}_noise")
+    x = np.asarray(plain.get_layer(first).output.shape[1:])  # a shape, to make a tensor of
+    ones = np.ones((2, *x), np.float32)
+    moved = np.asarray(layer(keras.ops.convert_to_tensor(ones), training=True)) - ones
+    assert 0 < np.abs(moved).max() <= steps[first] * 2.0 / 2 + 1e-6

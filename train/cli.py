@@ -84,11 +84,15 @@ init_option = click.option("--init", type=click.Path(dir_okay=False, exists=True
 @seed_option
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes encoding the batches' targets (several keep a GPU fed).")
+@click.option("--act-noise", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Uniform noise of this many int8 steps after each ReLU in training (0: none): decisions that "
+                   "int8's rounding does not move.")
 @force_option
 def detector(data: Path, output: Path, size: tuple[int, int], width: float, batchnorm: bool, top_k: int,
              epochs: int, steps_per_epoch: int | None, batch_size: int, learning_rate: float, max_minutes: float | None,
              init: str | None, init_backbone: str | None, init_layers: str | None, stem_stride: str,
-             shared_head: bool, freeze_blocks: int, warmup_steps: int, seed: int, workers: int, force: bool) -> None:
+             shared_head: bool, freeze_blocks: int, warmup_steps: int, seed: int, workers: int, act_noise: float,
+             force: bool) -> None:
     """Train the digit detector (every digit: centre heatmap and box heads, stride 4); writes OUTPUT.
 
     Runs under any Keras backend (KERAS_BACKEND=jax on a GPU machine); under one other than
@@ -107,7 +111,7 @@ def detector(data: Path, output: Path, size: tuple[int, int], width: float, batc
                               steps_per_epoch=steps_per_epoch, max_minutes=max_minutes, init=init,
                               init_backbone=init_backbone, init_layers=init_layers, freeze_blocks=freeze_blocks,
                               warmup_steps=warmup_steps,
-                              seed=seed, workers=workers)
+                              seed=seed, workers=workers, act_noise=act_noise)
     try:
         evaluation = fit_detector(cfg, output, force=force)
     except (DatasetError, ModelError, OutputExistsError) as exc:

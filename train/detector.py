@@ -15,6 +15,7 @@ converges fast: this model trains on 2 CPU cores.
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -130,6 +131,38 @@ def inference_detector(model: Any, cfg: DetectorConfig) -> Any:
     out = decode(model.output[MAPS_OUTPUT] if isinstance(model.output, dict) else model.output)
     # One named layer per output: the ONNX outputs take the contract's names from them.
     return keras.Model(model.inputs, {k: keras.layers.Identity(name=k)(v) for k, v in out.items()}, name=model.name)
+
+
+def activation_steps(model: Any, images: np.ndarray, percentile: float = 99.999) -> dict[str, float]:
+    """One int8 step (the calibrated range / 255, as percentile calibration sets it) of every ReLU
+    output of the backbone and neck (``*_relu`` layers: the tensors the int8 file rounds)."""
+    import keras
+
+    relus = [layer for layer in model.layers if layer.name.endswith("_relu")]
+    probe = keras.Model(model.inputs, [layer.output for layer in relus])
+    outs = [[] for _ in relus]
+    for start in range(0, len(images), 64):
+        for k, out in enumerate(probe(images[start:start + 64], training=False)):
+            outs[k].append(np.asarray(out).ravel())
+    return {layer.name: max(float(np.percentile(np.concatenate(o), percentile)) / 255.0, 1e-6)
+            for layer, o in zip(relus, outs, strict=True)}
+
+
+def with_activation_noise(model: Any, steps: dict[str, float], scale: float, seed: int = 0) -> Any:
+    """``model`` with an ActivationNoise layer after each ReLU named in ``steps``; the layers (and
+    so the weights) are ``model``'s own, so training one trains the other."""
+    import keras
+
+    from digitloc.train.layers import ActivationNoise
+
+    def call(layer: Any, *args: Any, **kwargs: Any) -> Any:
+        out = layer(*args, **kwargs)
+        if layer.name in steps:
+            out = ActivationNoise(steps[layer.name], scale, seed=seed + zlib.crc32(layer.name.encode()) % 100003,
+                                  name=f"{layer.name}_noise")(out)
+        return out
+
+    return keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call)
 
 
 def training_form(model: Any) -> Any:

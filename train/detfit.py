@@ -27,6 +27,7 @@ from digitloc.runtime.progress import progress
 from digitloc.train.detector import (
     MAPS_OUTPUT,
     DetectorConfig,
+    activation_steps,
     build_detector,
     check_design,
     detection_loss,
@@ -35,6 +36,7 @@ from digitloc.train.detector import (
     training_form,
     transfer_backbone,
     transfer_layers,
+    with_activation_noise,
 )
 from digitloc.train.model import predict_detections
 
@@ -57,6 +59,7 @@ class DetectorTrainConfig:
     freeze_blocks: int = 0  # conv blocks 1..N kept as they start (BatchNorm in inference mode): no backward pass there
     seed: int = 0
     workers: int = 1  # processes encoding the batches' targets (a GPU outruns one)
+    act_noise: float = 0.0  # int8 steps of uniform noise after each ReLU in training (0: none)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -122,6 +125,11 @@ def fit_detector(cfg: DetectorTrainConfig, out_dir: str | os.PathLike[str], forc
         if cfg.init_layers:
             left = transfer_layers(model, cfg.init_layers)
             print(f"started from {cfg.init_layers}; layers left as built: {', '.join(left) or 'none'}")
+    if cfg.act_noise > 0:
+        pick = np.sort(np.random.default_rng(cfg.seed).permutation(len(train["images"]))[:256])
+        steps = activation_steps(model, train["images"][pick])
+        model = with_activation_noise(model, steps, cfg.act_noise, cfg.seed)
+        print(f"activation noise: {cfg.act_noise:g} int8 steps after {len(steps)} ReLUs")
     for layer in model.layers:
         if any(layer.name.startswith(f"block{b}_") for b in range(1, cfg.freeze_blocks + 1)):
             layer.trainable = False

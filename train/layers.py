@@ -111,3 +111,24 @@ class DecodeDetections(keras.layers.Layer):
         digit = first / (tf.reduce_sum(first, axis=-1, keepdims=True) + 1e-6)
         return {BOXES_OUTPUT: boxes, SCORES_OUTPUT: scores, CLASSES_OUTPUT: classes,
                 BBOX_OUTPUT: boxes[:, 0, :], DIGIT_OUTPUT: digit}
+
+
+@keras.saving.register_keras_serializable(package="digitloc")
+class ActivationNoise(keras.layers.Layer):
+    """Uniform noise of ``scale`` int8 steps (``step``: the tensor's calibrated range / 255) added in
+    training only, so the model learns decisions that int8's rounding does not move (the int8 file
+    then reads the same numbers as fp32 more often). The identity at inference: nothing is exported."""
+
+    def __init__(self, step: float, scale: float = 1.0, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.step, self.scale, self.seed = float(step), float(scale), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, x: Any, training: bool | None = None) -> Any:
+        if not training:
+            return x
+        noise = keras.random.uniform(ops.shape(x), -0.5, 0.5, seed=self.seed_generator)
+        return x + noise * (self.step * self.scale)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "step": self.step, "scale": self.scale, "seed": self.seed}
