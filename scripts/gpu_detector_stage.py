@@ -5,7 +5,7 @@ The GPU machine has JAX and no TensorFlow, so the stage trains under Keras's JAX
 machine's cores, times a short probe of training batches, sizes the cosine schedule to the time
 left, and runs ``digitloc-train detector`` (the same ``fit_detector``, loss and checkpoints as on
 a CPU). What comes back is the run's training form without optimizer state; ``digitloc-train
-finish-detector RUN --data BUILD`` then makes the inference form and threshold with TensorFlow.
+finish-detector RUN --val-data BUILD`` then makes the inference form and threshold with TensorFlow.
 
     KERAS_BACKEND=jax python3 scripts/gpu_detector_stage.py --init S.keras --svhn A --svhn B \
         --out RUN --budget-s 420 [--samples 200000 --batch 128 --lr 3e-4 ...]

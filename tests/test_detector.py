@@ -480,7 +480,7 @@ def test_finish_detector_makes_the_inference_form_from_trained_weights(tiny_dete
     assert json.loads((run / "evaluation.json").read_text())["figures"]["photos"] == 64
 
     (run / "best-train.keras").unlink()
-    refused = CliRunner().invoke(main, ["finish-detector", str(run), "--data", str(tmp_path)])
+    refused = CliRunner().invoke(main, ["finish-detector", str(run), "--val-data", str(tmp_path)])
     assert refused.exit_code != 0 and str(run) in refused.output and "no best-train.keras" in refused.output
 
 

@@ -126,7 +126,7 @@ def detector(data: Path, output: Path, size: tuple[int, int], width: float, batc
 
 @main.command("finish-detector")
 @click.argument("run", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--data", type=click.Path(file_okay=False, exists=True), default=None,
+@click.option("--val-data", "data", type=click.Path(file_okay=False, exists=True), default=None,
               help="Detection build whose val.npz to read (default: the run's own, from its config.json).")
 def finish_detector_command(run: Path, data: str | None) -> None:
     """Make RUN's inference form (model.keras) and threshold (evaluation.json) from its trained
