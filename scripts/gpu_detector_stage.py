@@ -36,11 +36,11 @@ def probe_seconds_per_batch(data: str, init: str, batch: int, workers: int, batc
     import keras
 
     from digitloc.annotations.dataset.detection import load_detection
-    from digitloc.train.detector import MAPS_OUTPUT, detection_loss
+    from digitloc.train.detector import MAPS_OUTPUT, detection_loss, training_form
     from digitloc.train.detfit import _sequence
     from digitloc.train.model import load_model
 
-    model = load_model(init, training=True)
+    model = training_form(load_model(init, training=True))  # as fit_detector continues it
     size = tuple(model.input_shape[1:3])
     with_val = load_detection(Path(data) / "val.npz")  # small; the probe repeats its photos
     model.compile(optimizer=keras.optimizers.Adam(0.0), loss={MAPS_OUTPUT: detection_loss(size)})
