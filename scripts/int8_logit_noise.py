@@ -16,8 +16,6 @@ from typing import Any
 import click
 import numpy as np
 
-HEAD_WORDS = ("head", "heat", "box")  # convolutions the int8 export keeps in float (by their Keras names)
-
 
 def heat_maps(model: Any, images: np.ndarray) -> np.ndarray:
     """The ``maps`` tensor (NHWC: 10 heat logits, 4 box logits) of an ONNX detector, exposed as an output."""
@@ -44,11 +42,14 @@ def rounded_weights(model: Any, bits: int = 7) -> int:
     """Round ``model``'s quantized convolutions' weights in place as the int8 export does; returns how many."""
     from onnx import numpy_helper
 
+    from digitloc.export.detector import float_nodes
+
+    kept = set(float_nodes(model))  # the nodes the int8 export keeps in float
     inits = {i.name: i for i in model.graph.initializer}
     top = 2 ** (bits - 1) - 1
     count = 0
     for node in model.graph.node:
-        if node.op_type != "Conv" or any(w in node.name for w in HEAD_WORDS) or node.input[1] not in inits:
+        if node.op_type != "Conv" or node.name in kept or node.input[1] not in inits:
             continue
         w = numpy_helper.to_array(inits[node.input[1]])
         step = np.maximum(np.abs(w).reshape(len(w), -1).max(1) / top, 1e-12).reshape(-1, *([1] * (w.ndim - 1)))
