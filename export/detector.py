@@ -24,16 +24,16 @@ from digitloc.runtime import contract
 from digitloc.runtime.contract import BOXES_OUTPUT, CLASSES_OUTPUT, INPUT_NAME, SCORES_OUTPUT, box_iou
 from digitloc.runtime.number import DEFAULT_MIN_SCORE
 
-# Layer-name parts of the nodes kept in float: the neck's 1x1 laterals and adds, the heads (stride 4) and
-# the decoding, and the calibration: both chosen by the same number read against fp32 on the validation
-# photos (238, this run; model card): minmax with only the decoding float 0.933, + neck and heads 0.937,
-# + blocks 4-5 0.950; percentile with the decoding float 0.958, + neck and heads 0.975 (head_conv: the
-# shared head of --shared-head). The neck's 3x3 neck_conv is int8: tf2onnx folds its BatchNorm into it and
-# renames it Conv__N, so no name part reaches it. Kept float on stage 7 (session 14, the method of
-# scripts/int8_detector_schemes.py run from a draft, 833 photos: validation + fit/) it read the same number
-# as fp32 no more often (onnxruntime 0.976 either way) and cost 4 % / 9 % of the int8 speed at batch 32
-# through onnxruntime / OpenVINO (scripts/interleaved_rate.py, under load), so it stays int8; a test says so.
-DETECTOR_FLOAT = ("neck", "heat_conv", "box_conv", "head_conv", "heat_logits", "box_logits", "maps", "decode")
+# The nodes kept in float (train.detector.DETECTOR_FLOAT, beside the layers it names): the neck's 1x1
+# laterals and adds, the heads (stride 4) and the decoding. They and the calibration were chosen by the
+# same number read against fp32 on the validation photos (238, this run; model card): minmax with only
+# the decoding float 0.933, + neck and heads 0.937, + blocks 4-5 0.950; percentile with the decoding float
+# 0.958, + neck and heads 0.975 (head_conv: the shared head of --shared-head). The neck's 3x3 neck_conv is
+# int8: tf2onnx folds its BatchNorm into it and renames it Conv__N, so no name part reaches it. Kept float
+# on stage 7 (session 14, the method of scripts/int8_detector_schemes.py run from a draft, 833 photos:
+# validation + fit/) it read the same number as fp32 no more often (onnxruntime 0.976 either way) and cost
+# 4 % / 9 % of the int8 speed at batch 32 through onnxruntime / OpenVINO (scripts/interleaved_rate.py, under
+# load), so it stays int8; a test says so.
 DETECTOR_CALIBRATION = "percentile"
 
 
@@ -98,6 +98,8 @@ def detector_metadata(keras_path: Path, size: tuple[int, int], precision: str, t
 
 def float_nodes(proto: Any) -> list[str]:
     """Nodes of the heads' last layers and of the decoding, kept in float by int8 quantization."""
+    from digitloc.train.detector import DETECTOR_FLOAT
+
     return [n.name for n in proto.graph.node if any(part in n.name for part in DETECTOR_FLOAT)]
 
 

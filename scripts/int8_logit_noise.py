@@ -3,7 +3,9 @@
 For each FP32,INT8 pair: the spread (std) of the int8 minus fp32 best-class heat logit at the cells where fp32
 scores over ``--min-score`` (where a digit is or nearly is), and of every heat logit; with ``--weights-only``, the
 same for the fp32 file with its convolution weights rounded as the int8 export rounds them (per output channel,
-7 bits: reduce_range) and everything else float. Photos: a detection build's validation photos.
+-64..64 steps: reduce_range) and everything else float. Photos: a detection build's validation photos. A pair
+exported from a ``digitloc-train snap-weights`` run holds the same weights in both files: its spread is the
+activations' alone.
 
     python scripts/int8_logit_noise.py s10-fp32.onnx,s10-int8.onnx s14-fp32.onnx,s14-int8.onnx \
         --data data/det192x96-d --weights-only
@@ -38,23 +40,26 @@ def spread(reference: np.ndarray, other: np.ndarray, min_score: float) -> dict[s
             "heat_std": float((oth - ref).std())}
 
 
-def rounded_weights(model: Any, bits: int = 7) -> int:
-    """Round ``model``'s quantized convolutions' weights in place as the int8 export does; returns how many."""
+def rounded_weights(model: Any) -> int:
+    """Round ``model``'s quantized convolutions' weights in place onto the int8 export's grid (per output
+    channel, -64..64 steps of the largest magnitude: onnxruntime's symmetric int8 with reduce_range, the
+    grid ``digitloc-train snap-weights`` puts a model on); returns how many."""
     from onnx import numpy_helper
 
     from digitloc.export.detector import float_nodes
+    from digitloc.train.detector import INT8_WEIGHT_LEVELS
 
     kept = set(float_nodes(model))  # the nodes the int8 export keeps in float
     inits = {i.name: i for i in model.graph.initializer}
-    top = 2 ** (bits - 1) - 1
     count = 0
     for node in model.graph.node:
         if node.op_type != "Conv" or node.name in kept or node.input[1] not in inits:
             continue
         w = numpy_helper.to_array(inits[node.input[1]])
-        step = np.maximum(np.abs(w).reshape(len(w), -1).max(1) / top, 1e-12).reshape(-1, *([1] * (w.ndim - 1)))
-        inits[node.input[1]].CopyFrom(numpy_helper.from_array((np.round(w / step) * step).astype(np.float32),
-                                                              node.input[1]))
+        step = np.maximum(np.abs(w).reshape(len(w), -1).max(1) / INT8_WEIGHT_LEVELS, 1e-12)
+        step = step.reshape(-1, *([1] * (w.ndim - 1)))
+        grid = np.clip(np.round(w / step), -INT8_WEIGHT_LEVELS, INT8_WEIGHT_LEVELS) * step
+        inits[node.input[1]].CopyFrom(numpy_helper.from_array(grid.astype(np.float32), node.input[1]))
         count += 1
     return count
 
@@ -81,7 +86,7 @@ def main(pairs: tuple[str, ...], data: str, min_score: float, weights_only: bool
             model = onnx.load(fp32)
             count = rounded_weights(model)
             w = spread(reference, heat_maps(model, images), min_score)
-            text += (f"; weights alone ({count} convolutions, 7 bits per channel): {w['best_logit_std']:.4f} / "
+            text += (f"; weights alone ({count} convolutions on the int8 grid): {w['best_logit_std']:.4f} / "
                      f"{w['heat_std']:.4f}")
         click.echo(text)
 

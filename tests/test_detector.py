@@ -222,10 +222,11 @@ def test_keras_detector_finds_toy_blocks(tiny_detector: Path) -> None:
 def test_detector_export_parity_and_runtime(tiny_detector: Path, tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from digitloc.export.detector import DETECTOR_FLOAT, DetectorGate, export_detector, parity_photos
+    from digitloc.export.detector import DetectorGate, export_detector, parity_photos
     from digitloc.export.quantize import Fp32Config, Int8StaticConfig
     from digitloc.runtime import contract
     from digitloc.runtime.detector import Detector
+    from digitloc.train.detector import DETECTOR_FLOAT
     from digitloc.train.model import load_model
 
     keras_path = tiny_detector / "model.keras"
@@ -425,8 +426,7 @@ def test_detector_command_refuses_init_with_a_changed_design(tiny_detector: Path
 def test_every_head_layer_of_either_design_stays_float() -> None:
     """int8 keeps the neck, the heads and the decoding float, whichever head design: no layer of them is
     left to quantize because its name is new."""
-    from digitloc.export.detector import DETECTOR_FLOAT
-    from digitloc.train.detector import DetectorConfig, build_detector
+    from digitloc.train.detector import DETECTOR_FLOAT, DetectorConfig, build_detector
 
     for shared in (False, True):
         model = build_detector(DetectorConfig(input_size=SIZE, width=0.125, neck=16, head=16, top_k=8,
@@ -512,3 +512,62 @@ def test_activation_noise_trains_the_same_layers_and_vanishes_at_inference(tiny_
     ones = np.ones((2, *x), np.float32)
     moved = np.asarray(layer(keras.ops.convert_to_tensor(ones), training=True)) - ones
     assert 0 < np.abs(moved).max() <= steps[first] * 2.0 / 2 + 1e-6
+
+
+def test_snap_weights_gives_the_fp32_file_the_int8_files_weights(tiny_detector: Path, tmp_path: Path) -> None:
+    """snap-weights moves every convolution the int8 export quantizes onto its grid (BatchNorm folded):
+    exported, the int8 file's dequantized weights are the fp32 file's, where before they were not; the
+    record is a new run with its threshold chosen again; the run itself and an existing output are refused."""
+    import onnx
+    from click.testing import CliRunner
+    from onnx import numpy_helper
+
+    from digitloc.export.detector import DetectorGate, export_detector, parity_photos
+    from digitloc.export.quantize import Fp32Config, Int8StaticConfig
+    from digitloc.train.cli import main
+    from digitloc.train.model import load_model
+
+    out = tmp_path / "snapped"
+    result = CliRunner().invoke(main, ["snap-weights", str(tiny_detector), str(out)])
+    assert result.exit_code == 0, result.output
+    assert "validation photos: 64" in result.output
+    config = json.loads((out / "config.json").read_text())
+    assert len(config["int8_grid"]["convolutions"]) == 17  # 16 VGG19 convolutions and the neck's 3x3
+    assert json.loads((out / "evaluation.json").read_text())["figures"]["photos"] == 64
+
+    def weights(path: Path) -> tuple[list[np.ndarray], list[bool]]:
+        """Each convolution's weights as the file computes with them (graph order: each export names its
+        BatchNorm-folded convolutions anew), and whether they are int8."""
+        proto = onnx.load(str(path))
+        inits = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in proto.graph.initializer}
+        deq = {n.output[0]: n for n in proto.graph.node if n.op_type == "DequantizeLinear"}
+        found, int8 = [], []
+        for node in (n for n in proto.graph.node if n.op_type == "Conv"):
+            int8.append(node.input[1] in deq)
+            if int8[-1]:
+                q, scale, zero = (inits[name] for name in deq[node.input[1]].input)
+                found.append((q - zero.reshape(-1, 1, 1, 1)) * scale.reshape(-1, 1, 1, 1))
+            else:
+                found.append(inits[node.input[1]])
+        return found, int8
+
+    images, source = parity_photos(None, tiny_detector / "model.keras", SIZE, 64)
+    calib = parity_photos(None, tiny_detector / "model.keras", SIZE, 64, split="train")[0]
+    gaps = {}
+    for name, run in (("plain", tiny_detector), ("snapped", out)):
+        model = load_model(run / "model.keras")
+        fp32, int8 = tmp_path / f"{name}-fp32.onnx", tmp_path / f"{name}-int8.onnx"
+        export_detector(run / "model.keras", model, fp32, Fp32Config(), images, source)
+        export_detector(run / "model.keras", model, int8, Int8StaticConfig(calibration=calib), images, source,
+                        limits=DetectorGate(0.0, 0.0))
+        (float_weights, _), (int8_weights, quantized) = weights(fp32), weights(int8)
+        assert len(float_weights) == len(int8_weights) and sum(quantized) == 17
+        gaps[name] = max(float(np.abs(q - f).max() / np.abs(f).max())
+                         for q, f, is_int8 in zip(int8_weights, float_weights, quantized, strict=True) if is_int8)
+    assert gaps["plain"] > 1e-3  # 7-bit rounding moves a weight by up to half a step (1/128 of the largest)
+    assert gaps["snapped"] < 1e-5, gaps  # float32 rounding of the BatchNorm folding alone
+
+    again = CliRunner().invoke(main, ["snap-weights", str(tiny_detector), str(out)])
+    assert again.exit_code != 0 and "model.keras exists" in again.output and "--force" in again.output
+    itself = CliRunner().invoke(main, ["snap-weights", str(out), str(out), "--force"])
+    assert itself.exit_code != 0 and "new folder" in itself.output

@@ -28,7 +28,8 @@ BELOW = {"runtime": (), "readers": ("runtime",), "shared": ("runtime", "readers"
          "serve": ("runtime", "readers", "shared", "train", "export")}
 # Export and benchmarks import train only to load and run a Keras model (and read the run folder it sits in).
 TRAIN_FOR_KERAS = {"digitloc.train.model": {"load_model", "keras_predict", "predict_detections", "ModelError"},
-                   "digitloc.train.record": {"RunRecord"}}
+                   "digitloc.train.record": {"RunRecord"},
+                   "digitloc.train.detector": {"DETECTOR_FLOAT"}}
 FOLDERS = {"runtime": "runtime", "annotations": "annotations", "train": "train", "export": "export",
            "benchmarks": "benchmarks", "serve": "serve"}
 

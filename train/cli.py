@@ -143,6 +143,30 @@ def finish_detector_command(run: Path, data: str | None) -> None:
     click.echo(f"wrote {run / 'model.keras'}")
 
 
+@main.command("snap-weights")
+@click.argument("run", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--val-data", "data", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Detection build whose val.npz to read (default: the run's own, from its config.json).")
+@force_option
+def snap_weights_command(run: Path, out: Path, data: str | None, force: bool) -> None:
+    """Write OUT: detector run RUN with the weights the int8 export quantizes moved onto its int8 grid
+    (per output channel, BatchNorm folded, -64..64 steps), and its threshold chosen again on the
+    validation photos. OUT's fp32 and int8 exports then hold the same weights, so they differ by
+    int8's activations alone."""
+    from digitloc.annotations.dataset.data import DatasetError
+    from digitloc.train.detfit import snap_detector
+    from digitloc.train.model import ModelError
+    from digitloc.train.record import RunError
+
+    try:
+        evaluation = snap_detector(run, out, data=data, force=force)
+    except (DatasetError, ModelError, RunError, OutputExistsError, OSError, KeyError, ValueError) as exc:
+        fail(str(exc))
+    _say_evaluation(evaluation)
+    click.echo(f"wrote {out / 'model.keras'}")
+
+
 def _say_evaluation(evaluation: dict) -> None:
     fig = evaluation["figures"]
     click.echo(f"validation photos: {fig['photos']}, threshold {evaluation['min_score']}: numbers "

@@ -31,6 +31,11 @@ from digitloc.train.layers import SIDE_SCALE, STRIDE
 from digitloc.train.model import VGG19_BLOCKS, ModelError
 
 MAPS_OUTPUT = "maps"
+# Name parts of the layers the int8 export keeps in float (the neck's 1x1 laterals and adds, the heads and
+# the decoding; export.detector says how they were chosen). The neck's 3x3 neck_conv is int8 all the same:
+# tf2onnx folds its BatchNorm into it and renames it, so no name part reaches it (``int8_convolutions``).
+DETECTOR_FLOAT = ("neck", "heat_conv", "box_conv", "head_conv", "heat_logits", "box_logits", "maps", "decode")
+INT8_WEIGHT_LEVELS = 64  # the int8 export's weights: per output channel, symmetric, -64..64 (reduce_range)
 GAUSS_ALPHA = 0.54  # TTFNet: Gaussian sigma = alpha * side / 6
 REG_CORE = 0.3  # box sides are regressed where the Gaussian is above this
 BOX_WEIGHT = 5.0
@@ -181,6 +186,39 @@ def is_detector(model: Any) -> bool:
 
 
 # -- targets and loss ---------------------------------------------------------------------------
+
+def int8_convolutions(model: Any) -> list[tuple[Any, Any]]:
+    """The convolutions the int8 export quantizes, each with the BatchNorm tf2onnx folds into it (or
+    None): those with a BatchNorm after them, and those whose name has no ``DETECTOR_FLOAT`` part."""
+    from keras import layers
+
+    names = {layer.name for layer in model.layers}
+    return [(layer, model.get_layer(f"{layer.name}_bn") if f"{layer.name}_bn" in names else None)
+            for layer in model.layers if isinstance(layer, layers.Conv2D)
+            and (f"{layer.name}_bn" in names or not any(part in layer.name for part in DETECTOR_FLOAT))]
+
+
+def snap_to_int8_grid(model: Any, levels: int = INT8_WEIGHT_LEVELS) -> list[str]:
+    """Move the weights of every convolution the int8 export quantizes onto the grid it quantizes
+    them to: per output channel, the BatchNorm-folded kernel rounded to ``levels`` steps of its
+    largest magnitude each way. The fp32 file exported afterwards then holds the weights the int8
+    file holds, and the two differ by int8's activations alone. Changes ``model`` in place; returns
+    the convolutions' names."""
+    names = []
+    for conv, bn in int8_convolutions(model):
+        kernel = np.asarray(conv.kernel.numpy(), dtype=np.float64)
+        fold = np.ones(kernel.shape[-1])
+        if bn is not None:
+            gamma = np.asarray(bn.gamma.numpy(), np.float64) if bn.scale else fold
+            fold = gamma / np.sqrt(np.asarray(bn.moving_variance.numpy(), np.float64) + bn.epsilon)
+        folded = (kernel * fold).astype(np.float32).astype(np.float64)  # as tf2onnx folds it, in float32
+        step = np.abs(folded).reshape(-1, kernel.shape[-1]).max(0) / levels
+        live = (step > 0) & (fold != 0)
+        grid = np.clip(np.round(folded / np.where(live, step, 1)), -levels, levels) * step
+        conv.kernel.assign(np.where(live, grid / np.where(live, fold, 1), kernel).astype(np.float32))
+        names.append(conv.name)
+    return names
+
 
 def encode_targets(boxes: np.ndarray, labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Targets of a batch: [N, H/4, W/4, 15] = 10 heatmaps, the box (x1, y1, x2, y2, input pixels)
