@@ -562,6 +562,8 @@ def test_snap_weights_gives_the_fp32_file_the_int8_files_weights(tiny_detector: 
                         limits=DetectorGate(0.0, 0.0))
         (float_weights, _), (int8_weights, quantized) = weights(fp32), weights(int8)
         assert len(float_weights) == len(int8_weights) and sum(quantized) == 17
+        training = json.loads({m.key: m.value for m in onnx.load(str(fp32)).metadata_props}["digitloc.training"])
+        assert (training["int8_grid"] is None) == (name == "plain")  # the file says its weights are snapped
         gaps[name] = max(float(np.abs(q - f).max() / np.abs(f).max())
                          for q, f, is_int8 in zip(int8_weights, float_weights, quantized, strict=True) if is_int8)
     assert gaps["plain"] > 1e-3  # 7-bit rounding moves a weight by up to half a step (1/128 of the largest)
