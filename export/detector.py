@@ -23,9 +23,10 @@ from digitloc.export.quantize import Fp16Config, Fp32Config, Int8DynamicConfig, 
 from digitloc.runtime import contract
 from digitloc.runtime.contract import BOXES_OUTPUT, CLASSES_OUTPUT, INPUT_NAME, SCORES_OUTPUT, box_iou
 from digitloc.runtime.number import DEFAULT_MIN_SCORE
+from digitloc.train.int8grid import DETECTOR_FLOAT
 
-# The nodes kept in float (train.detector.DETECTOR_FLOAT, beside the layers it names): the neck's 1x1
-# laterals and adds, the heads (stride 4) and the decoding. They and the calibration were chosen by the
+# The nodes kept in float (train.int8grid.DETECTOR_FLOAT, beside the snap onto the int8 grid): the neck's
+# 1x1 laterals and adds, the heads (stride 4) and the decoding. They and the calibration were chosen by the
 # same number read against fp32 on the validation photos (238, this run; model card): minmax with only
 # the decoding float 0.933, + neck and heads 0.937, + blocks 4-5 0.950; percentile with the decoding float
 # 0.958, + neck and heads 0.975 (head_conv: the shared head of --shared-head). The neck's 3x3 neck_conv is
@@ -98,8 +99,6 @@ def detector_metadata(keras_path: Path, size: tuple[int, int], precision: str, t
 
 def float_nodes(proto: Any) -> list[str]:
     """Nodes of the heads' last layers and of the decoding, kept in float by int8 quantization."""
-    from digitloc.train.detector import DETECTOR_FLOAT
-
     return [n.name for n in proto.graph.node if any(part in n.name for part in DETECTOR_FLOAT)]
 
 

@@ -47,7 +47,7 @@ def rounded_weights(model: Any) -> int:
     from onnx import numpy_helper
 
     from digitloc.export.detector import float_nodes
-    from digitloc.train.detector import INT8_WEIGHT_LEVELS
+    from digitloc.train.int8grid import INT8_WEIGHT_LEVELS
 
     kept = set(float_nodes(model))  # the nodes the int8 export keeps in float
     inits = {i.name: i for i in model.graph.initializer}

@@ -226,7 +226,7 @@ def test_detector_export_parity_and_runtime(tiny_detector: Path, tmp_path: Path)
     from digitloc.export.quantize import Fp32Config, Int8StaticConfig
     from digitloc.runtime import contract
     from digitloc.runtime.detector import Detector
-    from digitloc.train.detector import DETECTOR_FLOAT
+    from digitloc.train.int8grid import DETECTOR_FLOAT
     from digitloc.train.model import load_model
 
     keras_path = tiny_detector / "model.keras"
@@ -426,7 +426,8 @@ def test_detector_command_refuses_init_with_a_changed_design(tiny_detector: Path
 def test_every_head_layer_of_either_design_stays_float() -> None:
     """int8 keeps the neck, the heads and the decoding float, whichever head design: no layer of them is
     left to quantize because its name is new."""
-    from digitloc.train.detector import DETECTOR_FLOAT, DetectorConfig, build_detector
+    from digitloc.train.detector import DetectorConfig, build_detector
+    from digitloc.train.int8grid import DETECTOR_FLOAT
 
     for shared in (False, True):
         model = build_detector(DetectorConfig(input_size=SIZE, width=0.125, neck=16, head=16, top_k=8,
@@ -528,7 +529,7 @@ def test_snap_weights_gives_the_fp32_file_the_int8_files_weights(tiny_detector: 
     from digitloc.train.model import load_model
 
     out = tmp_path / "snapped"
-    result = CliRunner().invoke(main, ["snap-weights", str(tiny_detector), str(out)])
+    result = CliRunner().invoke(main, ["snap-weights", str(tiny_detector), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "validation photos: 64" in result.output
     config = json.loads((out / "config.json").read_text())
@@ -569,7 +570,15 @@ def test_snap_weights_gives_the_fp32_file_the_int8_files_weights(tiny_detector: 
     assert gaps["plain"] > 1e-3  # 7-bit rounding moves a weight by up to half a step (1/128 of the largest)
     assert gaps["snapped"] < 1e-5, gaps  # float32 rounding of the BatchNorm folding alone
 
-    again = CliRunner().invoke(main, ["snap-weights", str(tiny_detector), str(out)])
-    assert again.exit_code != 0 and "model.keras exists" in again.output and "--force" in again.output
-    itself = CliRunner().invoke(main, ["snap-weights", str(out), str(out), "--force"])
+    # Nothing there is replaced without --force; with it, a checkpoint left there that finish-detector would
+    # turn back into an unsnapped model.keras goes.
+    (out / "best-train.keras").write_text("an older run's checkpoint")
+    before = (out / "model.keras").stat().st_mtime_ns
+    again = CliRunner().invoke(main, ["snap-weights", str(tiny_detector), "-o", str(out)])
+    assert again.exit_code != 0 and "not empty" in again.output and "--force" in again.output
+    assert (out / "model.keras").stat().st_mtime_ns == before and (out / "best-train.keras").exists()
+    forced = CliRunner().invoke(main, ["snap-weights", str(tiny_detector), "-o", str(out), "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert not (out / "best-train.keras").exists() and not list(out.glob(".*"))  # no temporary file left
+    itself = CliRunner().invoke(main, ["snap-weights", str(out), "-o", str(out), "--force"])
     assert itself.exit_code != 0 and "new folder" in itself.output

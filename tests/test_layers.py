@@ -26,10 +26,11 @@ BELOW = {"runtime": (), "readers": ("runtime",), "shared": ("runtime", "readers"
          "train": ("runtime", "readers", "shared"), "export": ("runtime", "readers", "shared", "train"),
          "benchmarks": ("runtime", "readers", "shared", "train", "export"),
          "serve": ("runtime", "readers", "shared", "train", "export")}
-# Export and benchmarks import train only to load and run a Keras model (and read the run folder it sits in).
+# Export and benchmarks import train only to load and run a Keras model (and read the run folder it sits in),
+# and for the names of the detector's layers int8 keeps in float (a module without Keras).
 TRAIN_FOR_KERAS = {"digitloc.train.model": {"load_model", "keras_predict", "predict_detections", "ModelError"},
                    "digitloc.train.record": {"RunRecord"},
-                   "digitloc.train.detector": {"DETECTOR_FLOAT"}}
+                   "digitloc.train.int8grid": {"DETECTOR_FLOAT"}}
 FOLDERS = {"runtime": "runtime", "annotations": "annotations", "train": "train", "export": "export",
            "benchmarks": "benchmarks", "serve": "serve"}
 

@@ -145,26 +145,25 @@ def finish_detector_command(run: Path, data: str | None) -> None:
 
 @main.command("snap-weights")
 @click.argument("run", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@output_option(help="Run folder to write (the snapped model, its config, evaluation and RUN's record).", required=True)
 @click.option("--val-data", "data", type=click.Path(file_okay=False, exists=True), default=None,
               help="Detection build whose val.npz to read (default: the run's own, from its config.json).")
 @force_option
-def snap_weights_command(run: Path, out: Path, data: str | None, force: bool) -> None:
-    """Write OUT: detector run RUN with the weights the int8 export quantizes moved onto its int8 grid
+def snap_weights_command(run: Path, output: Path, data: str | None, force: bool) -> None:
+    """Write OUTPUT: detector run RUN with the weights the int8 export quantizes moved onto its int8 grid
     (per output channel, BatchNorm folded, -64..64 steps), and its threshold chosen again on the
-    validation photos. OUT's fp32 and int8 exports then hold the same weights, so they differ by
-    int8's activations alone."""
+    validation photos. OUTPUT's fp32 and int8 exports then hold the same convolution weights, so they
+    differ by int8's activations (and its int32 biases' rounding) alone."""
     from digitloc.annotations.dataset.data import DatasetError
     from digitloc.train.detfit import snap_detector
     from digitloc.train.model import ModelError
-    from digitloc.train.record import RunError
 
     try:
-        evaluation = snap_detector(run, out, data=data, force=force)
-    except (DatasetError, ModelError, RunError, OutputExistsError, OSError, KeyError, ValueError) as exc:
+        evaluation = snap_detector(run, output, data=data, force=force)
+    except (DatasetError, ModelError, OutputExistsError, OSError, ValueError) as exc:
         fail(str(exc))
     _say_evaluation(evaluation)
-    click.echo(f"wrote {out / 'model.keras'}")
+    click.echo(f"wrote {output / 'model.keras'}")
 
 
 def _say_evaluation(evaluation: dict) -> None:

@@ -27,15 +27,11 @@ from digitloc.runtime.contract import (
     INPUT_NAME,
     NUM_CLASSES,
 )
+from digitloc.train.int8grid import DETECTOR_FLOAT, INT8_WEIGHT_LEVELS
 from digitloc.train.layers import SIDE_SCALE, STRIDE
 from digitloc.train.model import VGG19_BLOCKS, ModelError
 
 MAPS_OUTPUT = "maps"
-# Name parts of the layers the int8 export keeps in float (the neck's 1x1 laterals and adds, the heads and
-# the decoding; export.detector says how they were chosen). The neck's 3x3 neck_conv is int8 all the same:
-# tf2onnx folds its BatchNorm into it and renames it, so no name part reaches it (``int8_convolutions``).
-DETECTOR_FLOAT = ("neck", "heat_conv", "box_conv", "head_conv", "heat_logits", "box_logits", "maps", "decode")
-INT8_WEIGHT_LEVELS = 64  # the int8 export's weights: per output channel, symmetric, -64..64 (reduce_range)
 GAUSS_ALPHA = 0.54  # TTFNet: Gaussian sigma = alpha * side / 6
 REG_CORE = 0.3  # box sides are regressed where the Gaussian is above this
 BOX_WEIGHT = 5.0

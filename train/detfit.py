@@ -200,49 +200,66 @@ def finish_detector(run: str | os.PathLike[str], val: dict[str, np.ndarray] | No
         val = load_detection(Path(data or config["data"]) / "val.npz")
     infer = inference_detector(training_form(load_model(source, training=True)), model_cfg)
     infer.save(run / "model.keras")
-    return _evaluate_detector(infer, val, run)
+    evaluation = _evaluation(infer, val)
+    atomic_write_text(run / "evaluation.json", json.dumps(evaluation, indent=2))
+    return evaluation
 
 
-def _evaluate_detector(model: Any, val: dict[str, np.ndarray], run: Path) -> dict[str, Any]:
-    """The threshold chosen on the validation photos and the figures there, written to evaluation.json."""
+def _evaluation(model: Any, val: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The threshold chosen on the validation photos, and the figures there (evaluation.json)."""
     det = predict_detections(model, val["images"])
     threshold, rows = choose_threshold(det, val["boxes"], val["labels"])
     figures = detection_figures(photo_results(det, val["boxes"], val["labels"], threshold))
-    evaluation = {"split": "val (the detection build's validation photos, letterboxed)", "min_score": threshold,
-                  "thresholds": rows, "figures": figures}
-    atomic_write_text(run / "evaluation.json", json.dumps(evaluation, indent=2))
-    return evaluation
+    return {"split": "val (the detection build's validation photos, letterboxed)", "min_score": threshold,
+            "thresholds": rows, "figures": figures}
+
+
+STALE_CHECKPOINTS = ("best-train.keras", "last.keras")  # finish-detector would make model.keras from them
 
 
 def snap_detector(run: str | os.PathLike[str], out: str | os.PathLike[str], data: str | None = None,
                   force: bool = False) -> dict[str, Any]:
     """A new run ``out``: ``run``'s record, and its model with the weights the int8 export quantizes
     moved onto the int8 grid (``snap_to_int8_grid``), its threshold chosen again on the validation
-    photos. Exported, its fp32 and int8 files hold the same weights. ``data``: the detection build
-    whose ``val.npz`` to read, instead of the run's own."""
+    photos. Exported, its fp32 and int8 files hold the same convolution weights. ``data``: the
+    detection build whose ``val.npz`` to read, instead of the run's own. Everything is computed
+    before anything is written; each file is written whole, ``model.keras`` last."""
+    from digitloc.runtime.contract import BOXES_OUTPUT
+    from digitloc.runtime.fileio import atomic_path
     from digitloc.train.model import load_model
     from digitloc.train.record import KEPT, OPTIONAL
 
     run, out = Path(run), Path(out)
     if out.resolve() == run.resolve():
         raise DatasetError(f"{out}: the snapped run must be a new folder, not {run} itself")
-    if (out / "model.keras").exists() and not force:
-        raise OutputExistsError(f"{out / 'model.keras'} exists (use --force to overwrite it)")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise OutputExistsError(f"{out} exists and is not empty (use --force to write the snapped run there)")
     model = load_model(run / "model.keras")
-    if not isinstance(model.output, dict) or MAPS_OUTPUT in model.output:
-        raise DatasetError(f"{run / 'model.keras'}: not a detector's inference form (run finish-detector first)")
+    if not isinstance(model.output, dict) or BOXES_OUTPUT not in model.output:
+        raise DatasetError(f"{run / 'model.keras'}: not a detector's inference form (a stage trained under JAX: "
+                           "run finish-detector first)")
     config = json.loads((run / "config.json").read_text())
+    if not (data or config.get("data")):
+        raise DatasetError(f"{run / 'config.json'} names no detection build: give --val-data")
     val = load_detection(Path(data or config["data"]) / "val.npz")
     names = snap_to_int8_grid(model)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in (*KEPT, *OPTIONAL):  # the record it came from, where there is one
-        if name not in ("config.json", "evaluation.json") and (run / name).is_file():
-            shutil.copy2(run / name, out / name)
+    if not names:
+        raise DatasetError(f"{run / 'model.keras'}: no convolution the int8 export quantizes was found to snap")
+    evaluation = _evaluation(model, val)
     config["int8_grid"] = {"from": str(run), "levels": "per output channel, -64..64 steps of the largest magnitude",
                            "convolutions": names}
+    out.mkdir(parents=True, exist_ok=True)
+    for name in STALE_CHECKPOINTS:
+        (out / name).unlink(missing_ok=True)
+    for name in (*KEPT, *OPTIONAL):  # the record it came from, where there is one
+        if name not in ("config.json", "evaluation.json") and (run / name).is_file():
+            with atomic_path(out / name) as tmp:
+                shutil.copy2(run / name, tmp)
     atomic_write_text(out / "config.json", json.dumps(config, indent=2))
-    model.save(out / "model.keras")
-    return _evaluate_detector(model, val, out)
+    atomic_write_text(out / "evaluation.json", json.dumps(evaluation, indent=2))
+    with atomic_path(out / "model.keras") as tmp:
+        model.save(tmp)
+    return evaluation
 
 
 def _curves(history: dict[str, list[float]], path: Path) -> None:
