@@ -47,7 +47,7 @@ def rounded_weights(model: Any) -> int:
     from onnx import numpy_helper
 
     from digitloc.export.detector import float_nodes
-    from digitloc.train.int8grid import INT8_WEIGHT_LEVELS
+    from digitloc.train.int8grid import snap_to_grid
 
     kept = set(float_nodes(model))  # the nodes the int8 export keeps in float
     inits = {i.name: i for i in model.graph.initializer}
@@ -55,11 +55,8 @@ def rounded_weights(model: Any) -> int:
     for node in model.graph.node:
         if node.op_type != "Conv" or node.name in kept or node.input[1] not in inits:
             continue
-        w = numpy_helper.to_array(inits[node.input[1]])
-        step = np.maximum(np.abs(w).reshape(len(w), -1).max(1) / INT8_WEIGHT_LEVELS, 1e-12)
-        step = step.reshape(-1, *([1] * (w.ndim - 1)))
-        grid = np.clip(np.round(w / step), -INT8_WEIGHT_LEVELS, INT8_WEIGHT_LEVELS) * step
-        inits[node.input[1]].CopyFrom(numpy_helper.from_array(grid.astype(np.float32), node.input[1]))
+        grid = snap_to_grid(numpy_helper.to_array(inits[node.input[1]]), axis=0)  # ONNX: output channels first
+        inits[node.input[1]].CopyFrom(numpy_helper.from_array(grid, node.input[1]))
         count += 1
     return count
 

@@ -124,10 +124,15 @@ def detector(data: Path, output: Path, size: tuple[int, int], width: float, batc
     click.echo(f"wrote {output}")
 
 
+# The detection build a finished stage is evaluated on (finish-detector, snap-weights): declared once.
+val_data_option = click.option(
+    "--val-data", "data", type=click.Path(file_okay=False, exists=True), default=None,
+    help="Detection build whose val.npz to read (default: the run's own, from its config.json).")
+
+
 @main.command("finish-detector")
 @click.argument("run", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--val-data", "data", type=click.Path(file_okay=False, exists=True), default=None,
-              help="Detection build whose val.npz to read (default: the run's own, from its config.json).")
+@val_data_option
 def finish_detector_command(run: Path, data: str | None) -> None:
     """Make RUN's inference form (model.keras) and threshold (evaluation.json) from its trained
     weights: the last step of a stage trained under another Keras backend (JAX on a GPU machine)."""
@@ -146,8 +151,7 @@ def finish_detector_command(run: Path, data: str | None) -> None:
 @main.command("snap-weights")
 @click.argument("run", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @output_option(help="Run folder to write (the snapped model, its config, evaluation and RUN's record).", required=True)
-@click.option("--val-data", "data", type=click.Path(file_okay=False, exists=True), default=None,
-              help="Detection build whose val.npz to read (default: the run's own, from its config.json).")
+@val_data_option
 @force_option
 def snap_weights_command(run: Path, output: Path, data: str | None, force: bool) -> None:
     """Write OUTPUT: detector run RUN with the weights the int8 export quantizes moved onto its int8 grid

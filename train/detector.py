@@ -27,7 +27,7 @@ from digitloc.runtime.contract import (
     INPUT_NAME,
     NUM_CLASSES,
 )
-from digitloc.train.int8grid import DETECTOR_FLOAT, INT8_WEIGHT_LEVELS
+from digitloc.train.int8grid import DETECTOR_FLOAT, INT8_WEIGHT_LEVELS, snap_to_grid
 from digitloc.train.layers import SIDE_SCALE, STRIDE
 from digitloc.train.model import VGG19_BLOCKS, ModelError
 
@@ -183,35 +183,24 @@ def is_detector(model: Any) -> bool:
 
 # -- targets and loss ---------------------------------------------------------------------------
 
-def int8_convolutions(model: Any) -> list[tuple[Any, Any]]:
-    """The convolutions the int8 export quantizes, each with the BatchNorm tf2onnx folds into it (or
-    None): those with a BatchNorm after them, and those whose name has no ``DETECTOR_FLOAT`` part."""
+def int8_convolutions(model: Any) -> list[Any]:
+    """The convolutions the int8 export quantizes: those with a BatchNorm after them (tf2onnx folds it in
+    and renames them), and those whose name has no ``DETECTOR_FLOAT`` part."""
     from keras import layers
 
     names = {layer.name for layer in model.layers}
-    return [(layer, model.get_layer(f"{layer.name}_bn") if f"{layer.name}_bn" in names else None)
-            for layer in model.layers if isinstance(layer, layers.Conv2D)
+    return [layer for layer in model.layers if isinstance(layer, layers.Conv2D)
             and (f"{layer.name}_bn" in names or not any(part in layer.name for part in DETECTOR_FLOAT))]
 
 
 def snap_to_int8_grid(model: Any, levels: int = INT8_WEIGHT_LEVELS) -> list[str]:
-    """Move the weights of every convolution the int8 export quantizes onto the grid it quantizes
-    them to: per output channel, the BatchNorm-folded kernel rounded to ``levels`` steps of its
-    largest magnitude each way. The fp32 file exported afterwards then holds the weights the int8
-    file holds, and the two differ by int8's activations alone. Changes ``model`` in place; returns
-    the convolutions' names."""
+    """Move the kernel of every convolution the int8 export quantizes onto the grid it quantizes it to
+    (``snap_to_grid``, per output channel). The BatchNorm folded in later scales each channel, and the grid
+    with it, so the fp32 file exported afterwards holds the weights the int8 file holds, and the two differ
+    by int8's activations alone. Changes ``model`` in place; returns the convolutions' names."""
     names = []
-    for conv, bn in int8_convolutions(model):
-        kernel = np.asarray(conv.kernel.numpy(), dtype=np.float64)
-        fold = np.ones(kernel.shape[-1])
-        if bn is not None:
-            gamma = np.asarray(bn.gamma.numpy(), np.float64) if bn.scale else fold
-            fold = gamma / np.sqrt(np.asarray(bn.moving_variance.numpy(), np.float64) + bn.epsilon)
-        folded = (kernel * fold).astype(np.float32).astype(np.float64)  # as tf2onnx folds it, in float32
-        step = np.abs(folded).reshape(-1, kernel.shape[-1]).max(0) / levels
-        live = (step > 0) & (fold != 0)
-        grid = np.clip(np.round(folded / np.where(live, step, 1)), -levels, levels) * step
-        conv.kernel.assign(np.where(live, grid / np.where(live, fold, 1), kernel).astype(np.float32))
+    for conv in int8_convolutions(model):
+        conv.kernel.assign(snap_to_grid(conv.kernel.numpy(), axis=-1, levels=levels))
         names.append(conv.name)
     return names
 
