@@ -169,7 +169,7 @@ detector-bench: venv
 		--refine-photos samples -o benchmarks/results/detector/latency --force
 	# The one-digit photos it reads as more than one digit, drawn clean (label-audit.csv, -stage7.csv and -stage8.csv
 	# beside it are a person's judgement of stage 4's, 7's and 8's sheets: judge again when the model changes).
-	$(BIN)/python scripts/one_digit_sheet.py models/digitloc-detector-int8.onnx --svhn $(SAMPLE) \
+	$(BIN)/python scripts/label_sheet.py models/digitloc-detector-int8.onnx --svhn $(SAMPLE) \
 		-o benchmarks/results/detector/one-digit/read-as-more-digits.png --force
 	# The sample video through digitloc-run (annotated copy written; the budget is 100 frames/s): on a new machine the
 	# first run also probes the engines (once per model and CPU), the second reads with the cached choice.

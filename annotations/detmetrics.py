@@ -14,11 +14,13 @@ from typing import Any
 import numpy as np
 
 from digitloc.runtime.contract import BOXES_OUTPUT, CLASSES_OUTPUT, NUM_CLASSES, SCORES_OUTPUT, box_iou
-from digitloc.runtime.number import read_digits
+from digitloc.runtime.number import DETECTOR_BOX_WIDTH, read_digits, widen_boxes
 
 IOU_THRESHOLD = 0.5
 LOOSE_IOU = 0.1  # a digit read over a true digit it misses (IoU under 0.5) but overlaps: a loose box
 SHARE_EDGES = (0.0, 0.2, 0.35, 0.5, 0.65, 0.8, 1.01)  # digit height / photo height bins
+# The tallest digit's height in the photo's own pixels (the photo's size where the digit is): what the reader had.
+PIXEL_EDGES = (0.0, 16.0, 24.0, 32.0, 48.0, float("inf"))
 THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.1, 0.71, 0.05))  # score thresholds tried
 
 
@@ -32,6 +34,7 @@ class PhotoResult:
     true_labels: np.ndarray  # [m]
     share: float = 0.0  # the tallest true digit's height / the photo's height
     origin: str = ""
+    digit_px: float = 0.0  # the tallest true digit's height in the photo's pixels (0: not known, e.g. letterboxed)
 
     @property
     def number(self) -> str:
@@ -105,8 +108,14 @@ def average_precision(scored: list[tuple[np.ndarray, np.ndarray, np.ndarray]], r
     return aps
 
 
+def pixel_bin(lo: float, hi: float) -> str:
+    """A PIXEL_EDGES bin's name: "16-24 px", "48+ px"."""
+    return f"{lo:.0f}+ px" if hi == float("inf") else f"{lo:.0f}-{hi:.0f} px"
+
+
 def detection_figures(results: list[PhotoResult], scored: list | None = None) -> dict:
-    """All figures: overall, by the tallest digit's height share, and AP@0.5 per class."""
+    """All figures: overall, by the tallest digit's height share, by its height in the photo's pixels
+    (``by_pixels``, where every result knows it), and AP@0.5 per class."""
     shares = np.array([r.share for r in results], np.float32)
     bins = []
     for lo, hi in zip(SHARE_EDGES[:-1], SHARE_EDGES[1:], strict=True):
@@ -114,6 +123,10 @@ def detection_figures(results: list[PhotoResult], scored: list | None = None) ->
         if sel:
             bins.append({"share": f"{lo:.2f}-{min(hi, 1.0):.2f}", **_counts(sel)})
     out = {**_counts(results), "by_share": bins}
+    if results and all(r.digit_px > 0 for r in results):
+        out["by_pixels"] = [{"pixels": pixel_bin(lo, hi), **_counts(sel)}
+                            for lo, hi in zip(PIXEL_EDGES[:-1], PIXEL_EDGES[1:], strict=True)
+                            if (sel := [r for r in results if lo <= r.digit_px < hi])]
     if scored is not None:
         aps = average_precision(scored, results)
         out["ap50"] = aps
@@ -165,10 +178,10 @@ def one_digit_figures(results: list[PhotoResult]) -> dict:
 
 
 def read_photo(det: dict[str, np.ndarray], n: int, min_score: float) -> tuple[np.ndarray, np.ndarray]:
-    """The digits photo ``n`` of a batch of detector outputs reads at ``min_score``: their boxes and
-    classes, in reading order."""
+    """The digits photo ``n`` of a batch of detector outputs reads at ``min_score``: their boxes (widened
+    by ``DETECTOR_BOX_WIDTH`` as the runtime widens them, within the input) and classes, in reading order."""
     order = read_digits(det[BOXES_OUTPUT][n], det[SCORES_OUTPUT][n], min_score)
-    return det[BOXES_OUTPUT][n][order], det[CLASSES_OUTPUT][n][order]
+    return np.clip(widen_boxes(det[BOXES_OUTPUT][n][order], DETECTOR_BOX_WIDTH), 0.0, 1.0), det[CLASSES_OUTPUT][n][order]
 
 
 def photo_results(det: dict[str, np.ndarray], boxes: np.ndarray, labels: np.ndarray, min_score: float,

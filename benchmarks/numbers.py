@@ -35,8 +35,9 @@ def read_photos(detector: Any, photos: list[Any], batch_size: int = 32) -> tuple
         for p, d in zip(chunk, detector.predict_batch([p.image for p in chunk]), strict=True):
             boxes = np.array([x.bbox for x in d.digits], np.float32).reshape(-1, 4)
             classes = np.array([x.digit for x in d.digits], np.int64)
-            share = float((p.boxes[:, 3] - p.boxes[:, 1]).max() / p.image.shape[0])
-            results.append(PhotoResult(boxes, classes, p.boxes, p.labels, share, p.origin))
+            tallest = float((p.boxes[:, 3] - p.boxes[:, 1]).max())
+            results.append(PhotoResult(boxes, classes, p.boxes, p.labels, tallest / p.image.shape[0], p.origin,
+                                       max(tallest, 1e-3)))
             detections.append(d)
     return results, detections
 
@@ -110,6 +111,16 @@ def numbers_markdown(rows: list[dict[str, Any]]) -> str:
                            if s in by else "-" for s in shares)
         body += (f"| {r['model']} | {r['number_accuracy']:.3f} ({r['photos']}) | {r['digit_recall']:.3f} | "
                  f"{r['digit_precision']:.3f} | {r['matched_iou']:.3f} | {cells} |\n")
+    pixels = list(dict.fromkeys(b["pixels"] for r in rows for b in r.get("by_pixels", [])))
+    if pixels:
+        body += ("\nBy the photo's size where the digits are: the tallest digit's height in the photo's own pixels "
+                 "(numbers exact / digit recall (photos)):\n\n| model | " + " | ".join(pixels) + " |\n|---|"
+                 + "---|" * len(pixels) + "\n")
+        for r in rows:
+            by = {b["pixels"]: b for b in r.get("by_pixels", [])}
+            body += (f"| {r['model']} | " + " | ".join(
+                f"{by[k]['number_accuracy']:.3f} / {by[k]['digit_recall']:.3f} ({by[k]['photos']})" if k in by else "-"
+                for k in pixels) + " |\n")
     body += ("\nWhere the wrong numbers go wrong (a digit is found at IoU >= 0.5; a loose box overlaps a true digit "
              "at IoU 0.1-0.5; a photo counts under each kind it shows):\n\n| model | wrong numbers | a digit missed | "
              "a digit misread | a loose box | a digit added | order only | digits missed / misread / loose / added "

@@ -38,7 +38,7 @@ from digitloc.runtime.contract import (
     relative_to_pixels,
 )
 from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS, check_image, read_image_file
-from digitloc.runtime.number import DEFAULT_MAX_DIGITS, DEFAULT_MIN_SCORE, read_digits
+from digitloc.runtime.number import DEFAULT_MAX_DIGITS, DEFAULT_MIN_SCORE, DETECTOR_BOX_WIDTH, read_digits, widen_boxes
 from digitloc.runtime.preprocess import letterbox, preprocess, unletterbox_boxes
 
 DEFAULT_MODEL_NAME = "digitloc-default-int8.onnx"
@@ -214,7 +214,7 @@ class Detector:
                  threads: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, refine: bool = DEFAULT_REFINE,
                  refine_below: float = REFINE_BELOW, spin: bool = False, min_score: float | None = None,
                  max_digits: int = DEFAULT_MAX_DIGITS, one_line: bool = True,
-                 refine_share: float = DETECTOR_REFINE_SHARE) -> None:
+                 refine_share: float = DETECTOR_REFINE_SHARE, box_width: float = DETECTOR_BOX_WIDTH) -> None:
         """``refine`` (one-digit models): a second pass, for photos whose first box is shorter than
         ``refine_below`` of the photo, on a window cut around that box so that the digit takes
         ``REFINE_SHARE`` of its height: small or off-centre digits are read at the size the model
@@ -225,7 +225,9 @@ class Detector:
         read per photo; ``one_line``: the number is the digits on the most confident digit's line and
         of about its size (``read_digits``), False for numbers written on several lines. ``refine_share``
         (detectors): the share of the second pass's window height that the digits read first take
-        (``scripts/refine_share_sweep.py`` measures it per model on validation photos)."""
+        (``scripts/refine_share_sweep.py`` measures it per model on validation photos). ``box_width``
+        (detectors): the digits' boxes are widened about their centres by this factor once read, toward
+        SVHN's box convention (``DETECTOR_BOX_WIDTH``; 1.0: the model's own boxes)."""
         import onnxruntime as ort
 
         self.refine = refine
@@ -233,6 +235,9 @@ class Detector:
         if not 0.0 < refine_share < 1.0:
             raise ValueError(f"refine_share must be within 0..1 (exclusive), got {refine_share}")
         self.refine_share = refine_share
+        if not 0.5 <= box_width <= 2.0:
+            raise ValueError(f"box_width must be within 0.5..2, got {box_width}")
+        self.box_width = box_width
         if min_score is not None and not 0.0 <= min_score <= 1.0:
             raise ValueError(f"min_score must be within 0..1, got {min_score}")
         if max_digits < 1:
@@ -389,7 +394,9 @@ class Detector:
                 if len(order):
                     passes[i] = (px + offset, s, c, p, order)
         out = []
-        for px, s, c, p, order in passes:
+        for im, (px, s, c, p, order) in zip(loaded, passes, strict=True):
+            h, w = im.shape[:2]
+            px = np.clip(widen_boxes(px, self.box_width), 0, np.array([w, h, w, h], np.float32))
             digits = tuple(Digit(int(c[i]), float(s[i]), tuple(float(v) for v in px[i])) for i in order)
             top = max(order, key=lambda i: s[i]) if len(order) else 0  # none read: the model's best peak
             out.append(Detection(int(c[top]), float(s[top]), tuple(float(v) for v in px[top]),

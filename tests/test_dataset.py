@@ -319,6 +319,10 @@ def test_detection_builds_with_other_seeds_keep_the_same_validation_photos(tmp_p
     assert payload["photos"] == len(val[1]) and "validation photos of" in payload["source"]
     assert payload["numbers"][0]["errors"]["wrong_numbers"] == len(payload["numbers"][0]["failures"])
     assert "Where the wrong numbers go wrong" in (out / "photos.md").read_text()
+    # ... and by the photo's size where the digits are (the tallest digit's height in its pixels), every photo once.
+    by_px = payload["numbers"][0]["by_pixels"]
+    assert sum(b["photos"] for b in by_px) == payload["photos"] and all(b["pixels"].endswith(" px") for b in by_px)
+    assert "the tallest digit's height in the photo's own pixels" in (out / "photos.md").read_text()
     both = CliRunner().invoke(bench, ["photos", str(tiny_onnx), "--validation-of", str(tmp_path / "det1"),
                                       "--svhn", str(folder), "-o", str(tmp_path / "b2")])
     assert both.exit_code != 0 and "one of the two" in both.output

@@ -16,7 +16,7 @@ from digitloc.annotations.detmetrics import (
     error_breakdown,
     greedy_match,
 )
-from digitloc.runtime.number import read_digits, reading_order, suppress
+from digitloc.runtime.number import read_digits, reading_order, suppress, widen_boxes
 from digitloc.runtime.preprocess import LETTERBOX_FILL, letterbox, letterbox_geometry, unletterbox_boxes
 
 SIZE = (32, 64)  # the tiny detector's input (height, width)
@@ -59,6 +59,14 @@ def test_read_digits_threshold_k_and_suppression() -> None:
     assert read_digits(boxes, scores, min_score=0.3, max_digits=2).tolist() == [0, 1]
     assert read_digits(boxes, scores, min_score=0.95).tolist() == []
     assert suppress(boxes, scores, iou=0.9).tolist() == [0, 3, 1, 4, 2]
+
+
+def test_widen_boxes_scales_the_width_about_the_centre_and_keeps_the_height() -> None:
+    boxes = np.array([[10, 5, 20, 25], [0, 0, 4, 8]], np.float32)
+    wide = widen_boxes(boxes, 1.5)
+    assert np.allclose(wide, [[7.5, 5, 22.5, 25], [-1, 0, 5, 8]])
+    assert np.allclose(widen_boxes(boxes[None], 1.5)[0], wide)  # any leading axes
+    assert np.array_equal(widen_boxes(boxes, 1.0), boxes)
 
 
 def test_read_digits_keeps_the_most_confident_digit_s_line_and_size() -> None:
@@ -124,6 +132,11 @@ def test_metrics_count_numbers_digits_and_ap() -> None:
     assert fig["number_accuracy"] == pytest.approx(1 / 3)
     assert fig["digit_recall"] == pytest.approx(4 / 6) and fig["digit_precision"] == pytest.approx(4 / 5)
     assert [b["photos"] for b in fig["by_share"]] == [1, 2]
+    assert "by_pixels" not in fig  # boxes relative to a letterboxed input: the photo's pixels are not known
+    for r, px in ((right, 20.0), (wrong_class, 20.0), (missed, 50.0)):
+        r.digit_px = px
+    by_px = detection_figures([right, wrong_class, missed])["by_pixels"]
+    assert [(b["pixels"], b["photos"], b["number_accuracy"]) for b in by_px] == [("16-24 px", 2, 0.5), ("48+ px", 1, 0.0)]
     assert greedy_match(t[::-1], t).tolist() == [1, 0]
     scored = [(t, np.array([0.9, 0.8]), np.array([3, 4]))]
     assert average_precision(scored, [right]) == {"3": 1.0, "4": 1.0}
@@ -275,6 +288,15 @@ def test_detector_export_parity_and_runtime(tiny_detector: Path, tmp_path: Path)
     assert record["number"] == d.number == "".join(str(x["digit"]) for x in record["digits"])
     xs = [x["bbox"][0] for x in record["digits"]]
     assert xs == sorted(xs) and all(0 <= v <= 100 for x in record["digits"] for v in x["bbox"][::2])
+    # Boxes come back widened about their centres by box_width (the model's own with 1.0), within the photo.
+    own, wide = (Detector(fp32, provider="cpu", min_score=0.0, **kw).predict(photo) for kw in ({"box_width": 1.0}, {}))
+    assert own.number == wide.number and len(own.digits) == len(wide.digits) >= 1
+    for a, b in zip((*own.digits, own), (*wide.digits, wide), strict=True):  # each digit, and the best one
+        want = np.clip(widen_boxes(np.array(a.bbox), det.box_width), 0, [100, 60, 100, 60])
+        assert np.allclose(b.bbox, want, atol=1e-3) and b.bbox[3] - b.bbox[1] == pytest.approx(a.bbox[3] - a.bbox[1])
+    assert det.box_width > 1.0 and not np.allclose(own.digits[0].bbox, wide.digits[0].bbox)
+    with pytest.raises(ValueError, match="box_width"):
+        Detector(fp32, provider="cpu", box_width=0.1)
     assert Detector(fp32, provider="cpu", min_score=1.0).predict(photo).number == ""
     assert len(Detector(fp32, provider="cpu", min_score=0.0, max_digits=1).predict(photo).digits) == 1
     with pytest.raises(ValueError, match="min_score"):
@@ -301,7 +323,8 @@ def test_detector_refine_reads_small_digits_again_from_a_window(tiny_detector: P
     images, source = parity_photos(None, keras_path, SIZE, 16)
     fp32 = tmp_path / "det.onnx"
     export_detector(keras_path, load_model(keras_path), fp32, Fp32Config(), images, source)
-    # The model's outputs are set here, so that the test checks the second pass itself: a dark input gets
+    # The model's outputs are set here, so that the test checks the second pass itself (the model's own boxes,
+    # box_width 1.0; the widening has its own test): a dark input gets
     # one digit 3 at the same place, 0.2 of the input's height (then a weaker candidate); a bright one a
     # digit 0.8 of the height.
     rel = np.array([[0.55, 0.5, 0.6, 0.7], [0.1, 0.1, 0.2, 0.2]], np.float32)
@@ -325,10 +348,10 @@ def test_detector_refine_reads_small_digits_again_from_a_window(tiny_detector: P
     small = np.zeros((200, 400, 3), np.uint8)  # the digit read is 0.2 of the height: read again
     tall = np.full((100, 200, 3), 50, np.uint8)  # its digit is 0.8 of the height: read once
 
-    plain = Detector(fp32, provider="cpu", refine=False).predict_batch([small, tall])
+    plain = Detector(fp32, provider="cpu", refine=False, box_width=1.0).predict_batch([small, tall])
     assert seen == [[small.shape, tall.shape]]  # --no-refine: one pass
     seen.clear()
-    refined = Detector(fp32, provider="cpu").predict_batch([small, tall])
+    refined = Detector(fp32, provider="cpu", box_width=1.0).predict_batch([small, tall])
     first = unletterbox_boxes(rel, small.shape[:2], SIZE)[0]
     x1, y1, x2, y2 = refine_window(first, SIZE, DETECTOR_REFINE_SHARE)
     x1, y1, x2, y2 = max(0, x1), max(0, y1), min(400, x2), min(200, y2)

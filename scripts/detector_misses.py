@@ -1,0 +1,207 @@
+"""Where a detector's misses are, on labelled photos: by the digit's size in pixels, in its boxes, in its scores.
+
+    python scripts/detector_misses.py models/digitloc-detector-int8.onnx --validation-of data/det192x96-d \\
+        -o models/det192x96-second-opinion-tried/misses-validation --force
+
+Each photo is read through the runtime's ``Detector`` as shipped (refine on), with the model's own boxes
+(``box_width=1.0``). Every true digit is then right (a digit read over it at IoU >= 0.5 with its class),
+misread (read over it at IoU >= 0.5 with another class) or missed. Written: misses.md and misses.json.
+
+- digits by their height in the photo's pixels: right / misread / missed;
+- the missed digits: the best IoU any digit read has with them, whether that digit has their class,
+  and whether the photo's number is read right anyway (a loose box, not a miss of the number);
+- the boxes read against SVHN's (the true digit's best-overlapping digit read, IoU >= 0.1): median
+  width and height ratios and width / height, per source folder (SVHN's train and test splits box
+  differently);
+- digit recall with the boxes widened about their centres by each ``--widths`` factor (the runtime's
+  ``DETECTOR_BOX_WIDTH`` is chosen here, on validation photos only);
+- the scores of the digits read that overlap no true digit (IoU < 0.1: added) against those that do;
+- loose.png: photos with a missed digit that a digit read overlaps at IoU 0.3-0.5, SVHN's boxes green and
+  the boxes read red, to see whether the box read is off or SVHN's box is loose.
+
+Choose nothing on svhn-test-sample/eval: read it after a choice, to report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+
+PIXEL_BINS = ((0, 16), (16, 24), (24, 32), (32, 48), (48, 10_000))
+
+
+def _median(values: list[float]) -> float:
+    return round(float(np.median(values)), 3) if values else float("nan")
+
+
+def _quartiles(values: list[float]) -> list[float]:
+    return [round(float(np.percentile(values, q)), 3) for q in (25, 50)] if values else []
+
+
+def analyse(photos: list, results: list, detections: list, widths: list[float]) -> dict:
+    """The figures the module docstring lists, from the runtime's reading of the photos."""
+    from digitloc.annotations.detmetrics import PhotoResult, detection_figures, greedy_match
+    from digitloc.runtime.contract import box_iou
+    from digitloc.runtime.number import widen_boxes
+
+    digits, missed, ratios, added, matched = [], [], {}, [], []
+    for p, r, d in zip(photos, results, detections, strict=True):
+        match = greedy_match(r.pred_boxes, r.true_boxes)
+        found = {int(j): int(r.pred_classes[i]) for i, j in enumerate(match) if j >= 0}
+        ious = (box_iou(r.pred_boxes[:, None, :], r.true_boxes[None, :, :]) if len(r.pred_boxes)
+                else np.zeros((0, len(r.true_boxes))))
+        source = p.origin.split("/")[0]
+        for j, (t, label) in enumerate(zip(r.true_boxes, r.true_labels, strict=True)):
+            h = float(t[3] - t[1])
+            kind = "right" if found.get(j) == int(label) else "misread" if j in found else "missed"
+            digits.append((h, kind))
+            best = int(np.argmax(ious[:, j])) if len(ious) else -1
+            best_iou = float(ious[best, j]) if best >= 0 else 0.0
+            if kind == "missed":
+                missed.append({"iou": best_iou, "class_right": best >= 0 and int(r.pred_classes[best]) == int(label),
+                               "number_right": r.number == r.true_number})
+            if best_iou >= 0.1:
+                b = r.pred_boxes[best]
+                ratios.setdefault(source, []).append(((b[2] - b[0]) / (t[2] - t[0]), (b[3] - b[1]) / h,
+                                                      (b[2] - b[0]) / (b[3] - b[1]), (t[2] - t[0]) / h))
+        for i, x in enumerate(d.digits):
+            (matched if len(ious) and ious[i].max(initial=0) >= 0.1 else added).append(x.confidence)
+    by_px = []
+    for lo, hi in PIXEL_BINS:
+        kinds = [k for h, k in digits if lo <= h < hi]
+        if kinds:
+            by_px.append({"pixels": f"{lo}-{hi}" if hi < 10_000 else f"{lo}+", "digits": len(kinds),
+                          **{k: round(kinds.count(k) / len(kinds), 3) for k in ("right", "misread", "missed")}})
+    iou_bins = {"under 0.1": 0, "0.1-0.3": 0, "0.3-0.5": 0}
+    for m in missed:
+        iou_bins["under 0.1" if m["iou"] < 0.1 else "0.1-0.3" if m["iou"] < 0.3 else "0.3-0.5"] += 1
+    overlapping = [m for m in missed if m["iou"] >= 0.1]
+    boxes = {s: {"digits": len(v), "width_ratio": _median([x[0] for x in v]), "height_ratio": _median([x[1] for x in v]),
+                 "read_w_over_h": _median([x[2] for x in v]), "true_w_over_h": _median([x[3] for x in v])}
+             for s, v in sorted(ratios.items())}
+    recall = {}
+    for f in widths:
+        wide = [PhotoResult(widen_boxes(r.pred_boxes, f), r.pred_classes, r.true_boxes, r.true_labels, r.share, r.origin)
+                for r in results]
+        recall[f"{f:g}"] = round(detection_figures(wide)["digit_recall"], 4)
+    lost = {"digits": len(missed), "best_iou": iou_bins,
+            "overlapping_with_their_class": sum(m["class_right"] for m in overlapping),
+            "overlapping_in_a_number_read_right": sum(m["number_right"] for m in overlapping)}
+    return {"by_pixels": by_px, "missed": lost,
+            "boxes_by_source": boxes, "recall_by_width": recall,
+            "scores": {"matched": len(matched), "added": len(added), "matched_p25_p50": _quartiles(matched),
+                       "added_p25_p50": _quartiles(added)}}
+
+
+def loose_sheet(photos: list, results: list, path: Path, count: int = 24) -> int:
+    """A PNG of up to ``count`` photos with a missed digit that a digit read overlaps at IoU 0.3-0.5: SVHN's
+    boxes green, the boxes read red (is the box read off, or SVHN's box loose?). Returns how many it shows."""
+    import cv2
+
+    from digitloc.annotations.detmetrics import greedy_match
+    from digitloc.runtime.contract import box_iou
+    from digitloc.runtime.fileio import atomic_write_bytes
+
+    tiles = []
+    for p, r in zip(photos, results, strict=True):
+        match = greedy_match(r.pred_boxes, r.true_boxes)
+        ious = box_iou(r.pred_boxes[:, None, :], r.true_boxes[None, :, :]) if len(r.pred_boxes) else None
+        if ious is None or not any(j not in match and 0.3 <= ious[:, j].max() < 0.5 for j in range(len(r.true_boxes))):
+            continue
+        f = 120 / p.image.shape[0]
+        im = cv2.resize(p.image, (max(8, round(p.image.shape[1] * f)), 120), interpolation=cv2.INTER_CUBIC)
+        for boxes, colour in ((r.true_boxes, (0, 200, 0)), (r.pred_boxes, (0, 0, 255))):
+            for x1, y1, x2, y2 in np.asarray(boxes, np.float32).reshape(-1, 4) * f:
+                cv2.rectangle(im, (int(x1), int(y1)), (int(x2), int(y2)), colour, 1)
+        tile = np.full((124, 304, 3), 255, np.uint8)
+        tile[2:122, 2:2 + min(300, im.shape[1])] = im[:, :300]
+        tiles.append(tile)
+        if len(tiles) == count:
+            break
+    if tiles:
+        tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % 4)
+        sheet = np.vstack([np.hstack(tiles[i:i + 4]) for i in range(0, len(tiles), 4)])
+        ok, png = cv2.imencode(".png", sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        if ok:
+            atomic_write_bytes(path, png.tobytes())
+    return len(tiles)
+
+
+def markdown(command: str, cpu: str, source: str, a: dict) -> str:
+    lines = [f"Command: `{command}`", "", f"CPU: {cpu}", "", f"Photos: {source}; read as shipped (refine on), the "
+             "model's own boxes (box_width 1.0).", "", "Digits by their height in the photo's pixels:", "",
+             "| pixels | digits | right | misread | missed |", "|---|---|---|---|---|"]
+    lines += [f"| {b['pixels']} | {b['digits']} | {b['right']:.3f} | {b['misread']:.3f} | {b['missed']:.3f} |"
+              for b in a["by_pixels"]]
+    m = a["missed"]
+    lines += ["", f"Missed digits: {m['digits']}; the best IoU a digit read has with them: "
+              + ", ".join(f"{k}: {v}" for k, v in m["best_iou"].items())
+              + f". Of those overlapping (IoU >= 0.1), {m['overlapping_with_their_class']} are read with their class "
+              f"and {m['overlapping_in_a_number_read_right']} lie in a number read right.", "",
+              "Boxes read against SVHN's (median ratios; per source folder):", "",
+              "| source | digits | width read / true | height read / true | w/h read | w/h true |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {s} | {b['digits']} | {b['width_ratio']} | {b['height_ratio']} | {b['read_w_over_h']} | "
+              f"{b['true_w_over_h']} |" for s, b in a["boxes_by_source"].items()]
+    lines += ["", "Digit recall with the boxes widened by: " + ", ".join(f"x{k} {v:.4f}"
+                                                                        for k, v in a["recall_by_width"].items()) + ".",
+              "", f"Scores (p25 / p50) of the {a['scores']['matched']} digits read over a true digit: "
+              f"{a['scores']['matched_p25_p50']}; of the {a['scores']['added']} over none: {a['scores']['added_p25_p50']}."]
+    return "\n".join(lines) + "\n"
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--validation-of", "build", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="A detection build: its validation photos are read.")
+@click.option("--svhn", multiple=True, help="SVHN-format folders whose photos are read (in place of --validation-of).")
+@click.option("--widths", default="1,1.05,1.1,1.15", show_default=True, help="Box width factors to score recall at.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite misses.json / misses.md already in OUTPUT.")
+def main(model: Path, build: Path | None, svhn: tuple[str, ...], widths: str, output: Path, force: bool) -> None:
+    """Read MODEL on labelled photos and break its misses down (see the module docstring)."""
+    import shlex
+    import sys
+
+    from digitloc.benchmarks.numbers import labelled_photos, read_photos
+    from digitloc.runtime.cpuinfo import cpu_report
+    from digitloc.runtime.detector import Detector
+    from digitloc.runtime.fileio import atomic_write_text, check_writable
+
+    if (build is None) == (not svhn):
+        raise click.UsageError("give one of --validation-of and --svhn")
+    try:
+        factors = [float(v) for v in widths.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{widths!r}: factors separated by commas") from None
+    for name in ("misses.json", "misses.md", "loose.png"):
+        try:
+            check_writable(output / name, force)
+        except OSError as exc:
+            raise click.ClickException(str(exc)) from None
+    if build is not None:
+        from digitloc.annotations.dataset.detection import validation_photos
+
+        photos, source = validation_photos(build), f"the validation photos of {build}"
+    else:
+        photos, source = labelled_photos(list(svhn)), ", ".join(svhn)
+    detector = Detector(model, provider="cpu", box_width=1.0)
+    if not detector.is_detector:
+        raise click.ClickException(f"{model}: not a detector (contract version 2)")
+    results, detections = read_photos(detector, photos)
+    figures = analyse(photos, results, detections, factors)
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    cpu = cpu_report()["summary"]
+    atomic_write_text(output / "misses.json", json.dumps({"command": command, "cpu": cpu, "source": source,
+                                                          "photos": len(photos), **figures}, indent=2) + "\n")
+    atomic_write_text(output / "misses.md", markdown(command, cpu, source, figures))
+    shown = loose_sheet(photos, results, output / "loose.png")
+    click.echo(f"wrote {output / 'misses.md'}, misses.json ({len(photos)} photos)"
+               + (f", loose.png ({shown} photos)" if shown else ""))
+
+
+if __name__ == "__main__":
+    main()
