@@ -388,6 +388,33 @@ def test_folder_weights_draw_a_folder_s_photos_more_often(tmp_path: Path) -> Non
     assert not (tmp_path / "d").exists()  # refused before any output folder is made
 
 
+def test_synth_distractors_draw_ink_outside_every_digit_box_and_box_no_more(tmp_path: Path) -> None:
+    from digitloc.annotations.dataset.detection import Composer, DetectionConfig, background_strips, load_photos
+
+    entries = [{"filename": "0.png", "boxes": [{"label": 1, "left": 10, "top": 8, "width": 12, "height": 24}]}]
+    photos = load_photos([str(make_svhn_folder(tmp_path / "svhn", entries, size=(48, 100)))], skip_held_out=False)
+
+    def outside_ink(distractors: float, seed: int) -> tuple[float, int, int]:
+        """The plate's ink outside the digits' boxes (share of all its ink), digits asked, boxes given."""
+        composer = Composer(photos, background_strips(photos), DetectionConfig(size=(32, 64), distractors=distractors))
+        rng = np.random.default_rng(seed)
+        digits = rng.integers(0, 10, 3)
+        _, alpha, boxes = composer.plate(rng, digits)
+        inside = np.zeros(alpha.shape, bool)
+        for x1, y1, x2, y2 in boxes.astype(int):
+            inside[max(0, y1):y2 + 1, max(0, x1):x2 + 1] = True
+        return float(alpha[~inside].sum() / alpha.sum()), len(digits), len(boxes)
+
+    plain = [outside_ink(0.0, seed) for seed in range(12)]
+    distracted = [outside_ink(1.0, seed) for seed in range(12)]
+    assert all(asked == boxed for _, asked, boxed in plain + distracted)  # letters and frames are never boxed
+    assert max(share for share, _, _ in plain) < 0.01  # without: the digits' ink is all inside their boxes
+    assert min(share for share, _, _ in distracted) > 0.05  # with: every plate shows ink no box covers
+    result = CliRunner().invoke(main, ["detection", "--svhn", str(tmp_path / "svhn"), "--synth-distractors", "1.5",
+                                       "--samples", "2", "-o", str(tmp_path / "d")])
+    assert result.exit_code != 0 and "--synth-distractors" in result.output and not (tmp_path / "d").exists()
+
+
 def test_detection_mix_sets_the_kinds_shares(tmp_path: Path) -> None:
     from digitloc.annotations.dataset.detection import DetectionConfig, mix_with
 

@@ -40,6 +40,8 @@ from digitloc.annotations.dataset.synth import (
     _contrasting_colour,
     _pick_style,
     _render_digit,
+    _render_hershey,
+    _render_ttf,
     find_fonts,
 )
 from digitloc.annotations.digitstruct import AnnotationError, Problem
@@ -49,6 +51,8 @@ from digitloc.runtime.progress import progress
 
 MAX_DIGITS = 24  # boxes per sample in the npz (padded with label -1)
 KINDS = ("photo", "zoom", "mosaic", "crop", "synth", "empty")
+DISTRACTORS = ("suffix", "line", "frame")  # what a synthetic plate may show beside its number (distractors)
+UPPER = "ABCDEFGHJKLMNPRSTUVWXY"  # letters for them (not I, O, Q, Z: too like 1, 0 and 2 in some faces)
 # Each kind's share of the composed samples (relative; ``digitloc-data detection --mix`` sets some of them).
 DEFAULT_MIX = {"photo": 0.22, "zoom": 0.25, "mosaic": 0.2, "crop": 0.1, "synth": 0.18, "empty": 0.05}
 
@@ -81,6 +85,10 @@ class DetectionConfig:
     split_seed: int = 0  # which photos are kept for validation: a second build with another seed keeps the same
     folder_weights: tuple[float, ...] = ()  # per svhn folder: how often its photos are drawn (default 1 each)
     workers: int = 2
+    # The chance that a synthetic number's plate also shows what is not a digit, unboxed: letters after the
+    # number ("11B"), a line of letters above or below it (a street or house name), or a frame around it (a
+    # plaque's edge); what the detector was seen to read as digits on real photos (session 19).
+    distractors: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -274,6 +282,19 @@ class Composer:
     def _synth(self, rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A rendered number of 1-5 digits on a plate, placed on real background."""
         digits = rng.integers(0, 10, int(rng.choice([1, 2, 3, 4, 5], p=[0.2, 0.3, 0.3, 0.15, 0.05])))
+        img, _, boxes = self.plate(rng, digits)
+        gh = RENDER_HEIGHT
+        canvas = self.background(rng, h, w)
+        share = rng.uniform(0.12, 0.85)  # digit height as a share of the input height
+        scale = min(share * h / gh, w / img.shape[1], h / img.shape[0])
+        x0 = int(rng.uniform(0, max(w - img.shape[1] * scale, 0) + 1))
+        y0 = int(rng.uniform(0, max(h - img.shape[0] * scale, 0) + 1))
+        b, keep = self.paste(canvas, img, boxes, scale, x0, y0, self.cfg.keep_visible)
+        return canvas, b[keep], digits[keep].astype(np.int64)
+
+    def plate(self, rng: np.random.Generator, digits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``digits`` rendered in one style on a plate (with ``cfg.distractors``, sometimes letters or a frame
+        beside them, unboxed): the plate image, its ink mask (0..1) and the digits' pixel boxes [n, 4]."""
         style = _pick_style(self.synth, rng)
         gh = RENDER_HEIGHT
         gap = gh * rng.uniform(0.04, 0.3)
@@ -282,26 +303,51 @@ class Composer:
             g = _render_digit(int(d), self.synth, rng, style)
             gw = max(2, int(round(g.shape[1] * gh / max(g.shape[0], 1) * style["stretch"])))
             glyphs.append(cv2.resize(g, (gw, gh), interpolation=cv2.INTER_AREA))
+        # (no draw at 0, so that builds made before distractors existed come out the same)
+        distractor = (str(rng.choice(DISTRACTORS)) if self.cfg.distractors > 0 and rng.random() < self.cfg.distractors
+                      else "")
+        suffix = [self._letters(rng, style, "".join(rng.choice(list(UPPER), int(rng.integers(1, 3)))), gh)
+                  ] if distractor == "suffix" else []
+        line = (self._letters(rng, style, "".join(rng.choice(list(UPPER), int(rng.integers(3, 9)))),
+                              int(gh * rng.uniform(0.3, 0.6))) if distractor == "line" else None)
         pad_x, pad_y = int(gh * rng.uniform(0.1, 0.6)), int(gh * rng.uniform(0.08, 0.4))
-        total_w = int(sum(g.shape[1] for g in glyphs) + gap * (len(glyphs) - 1)) + 2 * pad_x
-        plate = _background(gh + 2 * pad_y, total_w, rng)
-        ink = _contrasting_colour(plate[pad_y + gh // 2, pad_x], rng)
+        number_w = int(sum(g.shape[1] for g in glyphs + suffix) + gap * (len(glyphs) + len(suffix) - 1))
+        total_w = max(number_w, line.shape[1] if line is not None else 0) + 2 * pad_x
+        line_h = line.shape[0] + int(gh * 0.15) if line is not None else 0
+        top = pad_y + (line_h if line is not None and rng.random() < 0.5 else 0)  # the line above or below
+        plate = _background(gh + 2 * pad_y + line_h, total_w, rng)
+        ink = _contrasting_colour(plate[top + gh // 2, pad_x], rng)
         alpha = np.zeros(plate.shape[:2], np.float32)
         boxes, x = [], float(pad_x)
-        for g in glyphs:
+        for i, g in enumerate(glyphs + suffix):
             xi = int(round(x))
-            alpha[pad_y: pad_y + gh, xi: xi + g.shape[1]] = np.maximum(alpha[pad_y: pad_y + gh, xi: xi + g.shape[1]], g)
-            m = 0.03 * gh
-            boxes.append([xi - m, pad_y - m, xi + g.shape[1] + m, pad_y + gh + m])
+            alpha[top: top + gh, xi: xi + g.shape[1]] = np.maximum(alpha[top: top + gh, xi: xi + g.shape[1]], g)
+            if i < len(glyphs):  # the letters after the number are not boxed
+                m = 0.03 * gh
+                boxes.append([xi - m, top - m, xi + g.shape[1] + m, top + gh + m])
             x += g.shape[1] + gap
+        if line is not None:
+            ly = pad_y if top > pad_y else top + gh + int(gh * 0.15)
+            lx = pad_x + int(rng.uniform(0, max(total_w - 2 * pad_x - line.shape[1], 0) + 1))
+            alpha[ly: ly + line.shape[0], lx: lx + line.shape[1]] = np.maximum(
+                alpha[ly: ly + line.shape[0], lx: lx + line.shape[1]], line)
+        if distractor == "frame":  # a plaque's edge, a little inside the plate
+            t = max(1, int(gh * rng.uniform(0.03, 0.1)))
+            inset = int(min(pad_x, pad_y) * rng.uniform(0.2, 0.7))
+            cv2.rectangle(alpha, (inset, inset), (total_w - 1 - inset, alpha.shape[0] - 1 - inset), 1.0, t)
         img = np.clip(plate * (1 - alpha[:, :, None]) + ink * alpha[:, :, None], 0, 255).astype(np.uint8)
-        canvas = self.background(rng, h, w)
-        share = rng.uniform(0.12, 0.85)  # digit height as a share of the input height
-        scale = min(share * h / gh, w / img.shape[1], h / img.shape[0])
-        x0 = int(rng.uniform(0, max(w - img.shape[1] * scale, 0) + 1))
-        y0 = int(rng.uniform(0, max(h - img.shape[0] * scale, 0) + 1))
-        b, keep = self.paste(canvas, img, np.array(boxes, np.float32), scale, x0, y0, self.cfg.keep_visible)
-        return canvas, b[keep], digits[keep].astype(np.int64)
+        return img, alpha, np.array(boxes, np.float32)
+
+    def _letters(self, rng: np.random.Generator, style: dict, text: str, height: int) -> np.ndarray:
+        """``text`` in the number's style, ``height`` pixels high: one mask of the word."""
+        if style["font"] is None:
+            g = _render_hershey(text, style["face"], height, style["thickness"], style["italic"])
+        else:
+            g = _render_ttf(text, style["font"], height)
+        if g.size == 0:  # a font without these letters: a dash, still no digit
+            g = np.ones((max(2, height // 8), max(2, height)), np.float32)
+        gw = max(2, int(round(g.shape[1] * height / max(g.shape[0], 1) * style["stretch"] / self.synth.glyph_width)))
+        return cv2.resize(g, (gw, height), interpolation=cv2.INTER_AREA)
 
     def _jitter(self, rng: np.random.Generator, canvas: np.ndarray, boxes: np.ndarray,
                 labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
