@@ -16,6 +16,7 @@ import numpy as np
 from digitloc.annotations.dataset.options import data_option, framing_option, kind_option, svhn_option
 from digitloc.runtime.detector import OPENVINO, PROVIDERS, ProviderError
 from digitloc.runtime.options import (
+    box_width_option,
     fail,
     force_option,
     min_score_option,
@@ -376,12 +377,13 @@ def _detector_drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path
                    "from the folders its manifest names (never trained on; stages and thresholds are chosen there).")
 @min_score_option
 @one_line_option
+@box_width_option
 @provider_option(default="cpu")
 @output_option(default=Path("bench-out"), help="Folder for photos.json, photos.md and the PNG charts.")
 @force_option
 def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_out_only: bool,
-                   validation_of: Path | None, min_score: float | None, one_line: bool, provider: str, output: Path,
-                   force: bool) -> None:
+                   validation_of: Path | None, min_score: float | None, one_line: bool, box_width: float,
+                   provider: str, output: Path, force: bool) -> None:
     """House numbers, digits and one-digit figures of ONNX_MODELS through the runtime on your own
     labelled photos, as they are.
 
@@ -429,16 +431,16 @@ def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_ou
             if held_out_only:
                 held = {p.origin for p in one_digit}
                 photos = [p for p in photos if p.origin in held]
-        numbers, shown = numbers_table(list(onnx_models), photos, min_score, provider, one_line)
+        numbers, shown = numbers_table(list(onnx_models), photos, min_score, provider, one_line, box_width)
     except (DatasetError, ProviderError) as exc:
         fail(str(exc))
     source = f"the validation photos of {validation_of}" if validation_of is not None else ", ".join(svhn)
     payload = {"command": _command("photos"), "environment": environment(), "source": source, "photos": len(photos),
-               "provider": provider, "one_line": one_line, "numbers": numbers, "one_digit_photos": len(one_digit),
-               "rows": rows}
+               "provider": provider, "one_line": one_line, "box_width": box_width, "numbers": numbers,
+               "one_digit_photos": len(one_digit), "rows": rows}
     engines = ", ".join(dict.fromkeys(r["engine"] for r in numbers))
     markdown = (cpu_lines(payload) + f"Photos: {source}. Engine: --provider {provider} ({engines}). "
-                f"{'One line' if one_line else 'Every line (--all-lines)'}.\n\n"
+                f"{'One line' if one_line else 'Every line (--all-lines)'}. Detectors' boxes widened x{box_width:g}.\n\n"
                 "## House numbers\n\n" + numbers_markdown(numbers))
     if rows:
         markdown += "\n## One-digit photos (the most confident digit), one pass and with refine\n\n" + photos_markdown(rows)

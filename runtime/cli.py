@@ -30,6 +30,7 @@ from digitloc.runtime.fileio import (
 from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS
 from digitloc.runtime.modelcheck import check_model, first_line
 from digitloc.runtime.options import (
+    box_width_option,
     fail,
     force_option,
     max_digits_option,
@@ -121,10 +122,11 @@ def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
 @min_score_option
 @max_digits_option
 @one_line_option
+@box_width_option
 def main(sources: tuple[str, ...], model: str | None, provider: str, threads: int | None, spin: bool, batch: int,
          output: Path | None, as_json: bool, json_out: Path | None, summary: bool, max_pixels: int,
          max_frames: int | None, force: bool, list_providers: bool, refine: bool, min_score: float | None,
-         max_digits: int, one_line: bool) -> None:
+         max_digits: int, one_line: bool, box_width: float) -> None:
     """Find and read the house number in SOURCES: image files, folders, globs, videos, camera:N."""
     if list_providers:
         for name in available_providers():
@@ -136,7 +138,8 @@ def main(sources: tuple[str, ...], model: str | None, provider: str, threads: in
         raise click.BadParameter("must be at least 1", param_hint="--batch")
     try:
         detector = Detector(model, provider=provider, threads=threads, max_pixels=max_pixels, refine=refine,
-                            spin=spin, min_score=min_score, max_digits=max_digits, one_line=one_line)
+                            spin=spin, min_score=min_score, max_digits=max_digits, one_line=one_line,
+                            box_width=box_width)
         check_model(detector)  # a model that contradicts its metadata: one line now, not one per photo
     except (ContractError, ProviderError, FileNotFoundError) as exc:
         fail(str(exc), 2)

@@ -9,6 +9,8 @@ from typing import Any, NoReturn
 
 import click
 
+from digitloc.runtime.number import DETECTOR_BOX_WIDTH
+
 
 class SizeType(click.ParamType):
     """An input size: one number for a square (``64``) or WIDTHxHEIGHT (``128x64``), as images
@@ -81,6 +83,10 @@ min_score_option = click.option(
     help="Detectors: the score a digit needs to be read (default: the model's own, chosen on training photos).")
 max_digits_option = click.option("--max-digits", type=click.IntRange(min=1), default=8, show_default=True,
                                  help="Detectors: the most digits read per photo (the most confident).")
+box_width_option = click.option(
+    "--box-width", type=click.FloatRange(0.5, 2.0), default=DETECTOR_BOX_WIDTH, show_default=True,
+    help="Detectors: the digits' boxes are widened about their centres by this factor once read, toward SVHN's "
+         "box convention (1: the model's own boxes).")
 one_line_option = click.option("--one-line/--all-lines", default=True, show_default=True,
                                help="Detectors: the number is the digits on the most confident digit's line and of "
                                     "about its size (a lamp or plaque beside it is left out); --all-lines reads "

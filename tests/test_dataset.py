@@ -27,6 +27,7 @@ from digitloc.annotations.dataset.data import (
 from digitloc.annotations.dataset.stats import BoxStats
 from digitloc.annotations.dataset.synth import SynthConfig, synth_batch
 from digitloc.runtime.contract import box_iou
+from digitloc.runtime.number import DETECTOR_BOX_WIDTH
 
 from helpers import make_svhn_folder
 
@@ -323,6 +324,11 @@ def test_detection_builds_with_other_seeds_keep_the_same_validation_photos(tmp_p
     by_px = payload["numbers"][0]["by_pixels"]
     assert sum(b["photos"] for b in by_px) == payload["photos"] and all(b["pixels"].endswith(" px") for b in by_px)
     assert "the tallest digit's height in the photo's own pixels" in (out / "photos.md").read_text()
+    assert payload["box_width"] == DETECTOR_BOX_WIDTH
+    assert f"boxes widened x{DETECTOR_BOX_WIDTH:g}" in (out / "photos.md").read_text()
+    own = CliRunner().invoke(bench, ["photos", str(tiny_onnx), "--validation-of", str(tmp_path / "det1"),
+                                     "--box-width", "1", "-o", str(tmp_path / "own")])
+    assert own.exit_code == 0 and json.loads((tmp_path / "own" / "photos.json").read_text())["box_width"] == 1.0
     both = CliRunner().invoke(bench, ["photos", str(tiny_onnx), "--validation-of", str(tmp_path / "det1"),
                                       "--svhn", str(folder), "-o", str(tmp_path / "b2")])
     assert both.exit_code != 0 and "one of the two" in both.output
