@@ -30,8 +30,6 @@ from pathlib import Path
 import click
 import numpy as np
 
-PIXEL_BINS = ((0, 16), (16, 24), (24, 32), (32, 48), (48, 10_000))
-
 
 def _median(values: list[float]) -> float:
     return round(float(np.median(values)), 3) if values else float("nan")
@@ -43,11 +41,11 @@ def _quartiles(values: list[float]) -> list[float]:
 
 def analyse(photos: list, results: list, detections: list, widths: list[float]) -> dict:
     """The figures the module docstring lists, from the runtime's reading of the photos."""
-    from digitloc.annotations.detmetrics import PhotoResult, detection_figures, greedy_match
+    from digitloc.annotations.detmetrics import PIXEL_EDGES, PhotoResult, detection_figures, greedy_match, pixel_bin
     from digitloc.runtime.contract import box_iou
     from digitloc.runtime.number import widen_boxes
 
-    digits, missed, ratios, added, matched = [], [], {}, [], []
+    digits, missed, ratios, added, matched, shapes = [], [], {}, [], [], {}
     for p, r, d in zip(photos, results, detections, strict=True):
         match = greedy_match(r.pred_boxes, r.true_boxes)
         found = {int(j): int(r.pred_classes[i]) for i, j in enumerate(match) if j >= 0}
@@ -58,6 +56,7 @@ def analyse(photos: list, results: list, detections: list, widths: list[float]) 
             h = float(t[3] - t[1])
             kind = "right" if found.get(j) == int(label) else "misread" if j in found else "missed"
             digits.append((h, kind))
+            shapes.setdefault(source, []).append((h, float((t[2] - t[0]) / h)))
             best = int(np.argmax(ious[:, j])) if len(ious) else -1
             best_iou = float(ious[best, j]) if best >= 0 else 0.0
             if kind == "missed":
@@ -69,12 +68,16 @@ def analyse(photos: list, results: list, detections: list, widths: list[float]) 
                                                       (b[2] - b[0]) / (b[3] - b[1]), (t[2] - t[0]) / h))
         for i, x in enumerate(d.digits):
             (matched if len(ious) and ious[i].max(initial=0) >= 0.1 else added).append(x.confidence)
+    edges = list(zip(PIXEL_EDGES[:-1], PIXEL_EDGES[1:], strict=True))
     by_px = []
-    for lo, hi in PIXEL_BINS:
+    for lo, hi in edges:
         kinds = [k for h, k in digits if lo <= h < hi]
         if kinds:
-            by_px.append({"pixels": f"{lo}-{hi}" if hi < 10_000 else f"{lo}+", "digits": len(kinds),
+            by_px.append({"pixels": pixel_bin(lo, hi), "digits": len(kinds),
                           **{k: round(kinds.count(k) / len(kinds), 3) for k in ("right", "misread", "missed")}})
+    # SVHN's own boxes: width / height by the digit's pixel height, per source folder (the splits box differently)
+    true_shape = {s: {pixel_bin(lo, hi): {"digits": len(v), "w_over_h": _median(v)} for lo, hi in edges
+                      if (v := [r for h, r in rows if lo <= h < hi])} for s, rows in sorted(shapes.items())}
     iou_bins = {"under 0.1": 0, "0.1-0.3": 0, "0.3-0.5": 0}
     for m in missed:
         iou_bins["under 0.1" if m["iou"] < 0.1 else "0.1-0.3" if m["iou"] < 0.3 else "0.3-0.5"] += 1
@@ -82,16 +85,21 @@ def analyse(photos: list, results: list, detections: list, widths: list[float]) 
     boxes = {s: {"digits": len(v), "width_ratio": _median([x[0] for x in v]), "height_ratio": _median([x[1] for x in v]),
                  "read_w_over_h": _median([x[2] for x in v]), "true_w_over_h": _median([x[3] for x in v])}
              for s, v in sorted(ratios.items())}
-    recall = {}
-    for f in widths:
-        wide = [PhotoResult(widen_boxes(r.pred_boxes, f), r.pred_classes, r.true_boxes, r.true_labels, r.share, r.origin)
-                for r in results]
-        recall[f"{f:g}"] = round(detection_figures(wide)["digit_recall"], 4)
+    recall: dict[str, dict[str, float]] = {}
+    sources = sorted({p.origin.split("/")[0] for p in photos})
+    for f in widths:  # widened and clipped to the photo, as the runtime does
+        wide = [PhotoResult(np.clip(widen_boxes(r.pred_boxes, f), 0, np.array([w, h, w, h], np.float32)),
+                            r.pred_classes, r.true_boxes, r.true_labels, r.share, r.origin)
+                for r, (h, w) in zip(results, (p.image.shape[:2] for p in photos), strict=True)]
+        recall[f"{f:g}"] = {"all": round(detection_figures(wide)["digit_recall"], 4)}
+        if len(sources) > 1:
+            recall[f"{f:g}"].update({s: round(detection_figures([r for r in wide if r.origin.split("/")[0] == s])
+                                              ["digit_recall"], 4) for s in sources})
     lost = {"digits": len(missed), "best_iou": iou_bins,
             "overlapping_with_their_class": sum(m["class_right"] for m in overlapping),
             "overlapping_in_a_number_read_right": sum(m["number_right"] for m in overlapping)}
     return {"by_pixels": by_px, "missed": lost,
-            "boxes_by_source": boxes, "recall_by_width": recall,
+            "boxes_by_source": boxes, "true_w_over_h_by_pixels": true_shape, "recall_by_width": recall,
             "scores": {"matched": len(matched), "added": len(added), "matched_p25_p50": _quartiles(matched),
                        "added_p25_p50": _quartiles(added)}}
 
@@ -146,9 +154,14 @@ def markdown(command: str, cpu: str, source: str, a: dict) -> str:
               "|---|---|---|---|---|---|"]
     lines += [f"| {s} | {b['digits']} | {b['width_ratio']} | {b['height_ratio']} | {b['read_w_over_h']} | "
               f"{b['true_w_over_h']} |" for s, b in a["boxes_by_source"].items()]
-    lines += ["", "Digit recall with the boxes widened by: " + ", ".join(f"x{k} {v:.4f}"
-                                                                        for k, v in a["recall_by_width"].items()) + ".",
-              "", f"Scores (p25 / p50) of the {a['scores']['matched']} digits read over a true digit: "
+    bins = list(dict.fromkeys(k for v in a["true_w_over_h_by_pixels"].values() for k in v))
+    lines += ["", "SVHN's boxes, width / height (median) by the digit's height in pixels, per source folder:", "",
+              "| source | " + " | ".join(bins) + " |", "|---|" + "---|" * len(bins)]
+    lines += [f"| {s} | " + " | ".join(f"{v[b]['w_over_h']} ({v[b]['digits']})" if b in v else "-" for b in bins) + " |"
+              for s, v in a["true_w_over_h_by_pixels"].items()]
+    lines += ["", "Digit recall with the boxes widened by (clipped to the photo; per source folder where several):", ""]
+    lines += [f"- x{k}: " + ", ".join(f"{s} {v:.4f}" for s, v in r.items()) for k, r in a["recall_by_width"].items()]
+    lines += ["", f"Scores (p25 / p50) of the {a['scores']['matched']} digits read over a true digit: "
               f"{a['scores']['matched_p25_p50']}; of the {a['scores']['added']} over none: {a['scores']['added_p25_p50']}."]
     return "\n".join(lines) + "\n"
 
@@ -166,7 +179,10 @@ def main(model: Path, build: Path | None, svhn: tuple[str, ...], widths: str, ou
     import shlex
     import sys
 
+    from digitloc.annotations.dataset.data import DatasetError
+    from digitloc.annotations.dataset.detection import validation_photos
     from digitloc.benchmarks.numbers import labelled_photos, read_photos
+    from digitloc.runtime.contract import ContractError
     from digitloc.runtime.cpuinfo import cpu_report
     from digitloc.runtime.detector import Detector
     from digitloc.runtime.fileio import atomic_write_text, check_writable
@@ -176,21 +192,26 @@ def main(model: Path, build: Path | None, svhn: tuple[str, ...], widths: str, ou
     try:
         factors = [float(v) for v in widths.split(",") if v.strip()]
     except ValueError:
-        raise click.BadParameter(f"{widths!r}: factors separated by commas") from None
+        factors = []
+    if not factors or not all(0.5 <= f <= 2.0 for f in factors):
+        raise click.BadParameter(f"{widths!r}: give factors within 0.5..2, separated by commas", param_hint="--widths")
+    try:
+        if build is not None:
+            photos, source = validation_photos(build), f"the validation photos of {build}"
+        else:
+            photos, source = labelled_photos(list(svhn)), ", ".join(svhn)
+        detector = Detector(model, provider="cpu", box_width=1.0)
+    except (DatasetError, ContractError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if not detector.is_detector:
+        raise click.ClickException(f"{model}: not a detector (contract version 2)")
+    if not photos:
+        raise click.ClickException(f"{source}: no labelled photo to read")
     for name in ("misses.json", "misses.md", "loose.png"):
         try:
             check_writable(output / name, force)
         except OSError as exc:
             raise click.ClickException(str(exc)) from None
-    if build is not None:
-        from digitloc.annotations.dataset.detection import validation_photos
-
-        photos, source = validation_photos(build), f"the validation photos of {build}"
-    else:
-        photos, source = labelled_photos(list(svhn)), ", ".join(svhn)
-    detector = Detector(model, provider="cpu", box_width=1.0)
-    if not detector.is_detector:
-        raise click.ClickException(f"{model}: not a detector (contract version 2)")
     results, detections = read_photos(detector, photos)
     figures = analyse(photos, results, detections, factors)
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
@@ -199,6 +220,8 @@ def main(model: Path, build: Path | None, svhn: tuple[str, ...], widths: str, ou
                                                           "photos": len(photos), **figures}, indent=2) + "\n")
     atomic_write_text(output / "misses.md", markdown(command, cpu, source, figures))
     shown = loose_sheet(photos, results, output / "loose.png")
+    if not shown:  # no such photo now: a sheet left by an earlier run would say otherwise
+        (output / "loose.png").unlink(missing_ok=True)
     click.echo(f"wrote {output / 'misses.md'}, misses.json ({len(photos)} photos)"
                + (f", loose.png ({shown} photos)" if shown else ""))
 

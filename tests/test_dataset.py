@@ -290,7 +290,8 @@ def test_check_of_no_records_and_an_unwritable_output_fail_in_one_line(tmp_path:
         assert re.fullmatch(rf"error: {re.escape(str(bad))}: cannot write there \([A-Za-z][^()\n]*\)\n", result.output)
 
 
-def test_detection_builds_with_other_seeds_keep_the_same_validation_photos(tmp_path: Path, tiny_onnx: Path) -> None:
+def test_detection_builds_with_other_seeds_keep_the_same_validation_photos(tmp_path: Path, tiny_onnx: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from digitloc.annotations.dataset.detection import validation_photos
     from digitloc.benchmarks.cli import main as bench
 
@@ -326,9 +327,21 @@ def test_detection_builds_with_other_seeds_keep_the_same_validation_photos(tmp_p
     assert "the tallest digit's height in the photo's own pixels" in (out / "photos.md").read_text()
     assert payload["box_width"] == DETECTOR_BOX_WIDTH
     assert f"boxes widened x{DETECTOR_BOX_WIDTH:g}" in (out / "photos.md").read_text()
+    from digitloc.runtime.detector import Detector
+
+    widths: list[float | None] = []
+    made = Detector.__init__
+
+    def spy(self: Detector, *args: object, **kwargs: object) -> None:
+        widths.append(kwargs.get("box_width"))  # type: ignore[arg-type]
+        made(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Detector, "__init__", spy)
     own = CliRunner().invoke(bench, ["photos", str(tiny_onnx), "--validation-of", str(tmp_path / "det1"),
                                      "--box-width", "1", "-o", str(tmp_path / "own")])
     assert own.exit_code == 0 and json.loads((tmp_path / "own" / "photos.json").read_text())["box_width"] == 1.0
+    assert widths == [1.0]  # the width reaches the Detector that reads the photos
+    monkeypatch.undo()
     both = CliRunner().invoke(bench, ["photos", str(tiny_onnx), "--validation-of", str(tmp_path / "det1"),
                                       "--svhn", str(folder), "-o", str(tmp_path / "b2")])
     assert both.exit_code != 0 and "one of the two" in both.output

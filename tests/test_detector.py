@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
@@ -295,6 +296,24 @@ def test_detector_export_parity_and_runtime(tiny_detector: Path, tmp_path: Path)
         want = np.clip(widen_boxes(np.array(a.bbox), det.box_width), 0, [100, 60, 100, 60])
         assert np.allclose(b.bbox, want, atol=1e-3) and b.bbox[3] - b.bbox[1] == pytest.approx(a.bbox[3] - a.bbox[1])
     assert det.box_width > 1.0 and not np.allclose(own.digits[0].bbox, wide.digits[0].bbox)
+    # digitloc-run --box-width reaches the Detector: its JSON boxes are the model's own at 1, widened by default.
+    import json
+
+    from click.testing import CliRunner
+
+    from digitloc.runtime.cli import main as run_main
+
+    cv2.imwrite(str(tmp_path / "photo.png"), photo)
+    boxes = {}
+    for width in ("1", None):
+        args = [str(tmp_path / "photo.png"), "--model", str(fp32), "--provider", "cpu", "--json", "--min-score", "0"]
+        result = CliRunner().invoke(run_main, args + (["--box-width", width] if width else []))
+        assert result.exit_code == 0, result.output
+        line = json.loads(next(x for x in result.stdout.splitlines() if x.startswith("{")))
+        boxes[width] = [d["bbox"] for d in line["digits"]]
+    assert len(boxes["1"]) == len(boxes[None]) >= 1
+    assert np.allclose(boxes["1"], [d.bbox for d in own.digits], atol=0.01)
+    assert np.allclose(boxes[None], [d.bbox for d in wide.digits], atol=0.01)
     with pytest.raises(ValueError, match="box_width"):
         Detector(fp32, provider="cpu", box_width=0.1)
     assert Detector(fp32, provider="cpu", min_score=1.0).predict(photo).number == ""

@@ -52,7 +52,9 @@ from digitloc.runtime.progress import progress
 MAX_DIGITS = 24  # boxes per sample in the npz (padded with label -1)
 KINDS = ("photo", "zoom", "mosaic", "crop", "synth", "empty")
 DISTRACTORS = ("suffix", "line", "frame")  # what a synthetic plate may show beside its number (distractors)
-UPPER = "ABCDEFGHJKLMNPRSTUVWXY"  # letters for them (not I, O, Q, Z: too like 1, 0 and 2 in some faces)
+# Letters for them: not I, O, Q, Z (drawn as 1, 0 and 2 in some faces, they would teach that those digits are not
+# digits); B, G and S stay on purpose: "11B" and street names put them beside real numbers.
+UPPER = "ABCDEFGHJKLMNPRSTUVWXY"
 # Each kind's share of the composed samples (relative; ``digitloc-data detection --mix`` sets some of them).
 DEFAULT_MIX = {"photo": 0.22, "zoom": 0.25, "mosaic": 0.2, "crop": 0.1, "synth": 0.18, "empty": 0.05}
 
@@ -331,10 +333,13 @@ class Composer:
             lx = pad_x + int(rng.uniform(0, max(total_w - 2 * pad_x - line.shape[1], 0) + 1))
             alpha[ly: ly + line.shape[0], lx: lx + line.shape[1]] = np.maximum(
                 alpha[ly: ly + line.shape[0], lx: lx + line.shape[1]], line)
-        if distractor == "frame":  # a plaque's edge, a little inside the plate
-            t = max(1, int(gh * rng.uniform(0.03, 0.1)))
-            inset = int(min(pad_x, pad_y) * rng.uniform(0.2, 0.7))
-            cv2.rectangle(alpha, (inset, inset), (total_w - 1 - inset, alpha.shape[0] - 1 - inset), 1.0, t)
+        if distractor == "frame":  # a plaque's edge, a little inside the plate and outside every digit's box
+            thickness = max(1, int(gh * rng.uniform(0.03, 0.1)))
+            room = min(pad_x, pad_y) - int(np.ceil(0.03 * gh)) - 2  # plate edge to the nearest digit box, in pixels
+            inset = int(max(room, 0) * rng.uniform(0.2, 0.7) / 2)
+            t = max(1, min(thickness, room - inset))  # the line spreads both ways from its path: keep it in the room
+            cv2.rectangle(alpha, (inset + t // 2, inset + t // 2),
+                          (total_w - 1 - inset - t // 2, alpha.shape[0] - 1 - inset - t // 2), 1.0, t)
         img = np.clip(plate * (1 - alpha[:, :, None]) + ink * alpha[:, :, None], 0, 255).astype(np.uint8)
         return img, alpha, np.array(boxes, np.float32)
 
