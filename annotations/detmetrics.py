@@ -179,7 +179,9 @@ def one_digit_figures(results: list[PhotoResult]) -> dict:
 
 def read_photo(det: dict[str, np.ndarray], n: int, min_score: float) -> tuple[np.ndarray, np.ndarray]:
     """The digits photo ``n`` of a batch of detector outputs reads at ``min_score``: their boxes (widened
-    by ``DETECTOR_BOX_WIDTH`` as the runtime widens them, within the input) and classes, in reading order."""
+    by ``DETECTOR_BOX_WIDTH`` as the runtime widens them; clipped to the letterboxed input, where the runtime
+    clips to the photo, so a box at the photo's edge may reach into the padding here) and classes, in
+    reading order."""
     order = read_digits(det[BOXES_OUTPUT][n], det[SCORES_OUTPUT][n], min_score)
     return np.clip(widen_boxes(det[BOXES_OUTPUT][n][order], DETECTOR_BOX_WIDTH), 0.0, 1.0), det[CLASSES_OUTPUT][n][order]
 
