@@ -453,6 +453,74 @@ def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_ou
     click.echo("wrote " + ", ".join(str(p) for p in paths))
 
 
+@main.command("misses")
+@click.argument("onnx_model", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@svhn_option()
+@click.option("--validation-of", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="A detection build (digitloc-data detection) instead of --svhn: its validation photos, whole.")
+@click.option("--widths", default="1,1.05,1.1,1.15", show_default=True,
+              help="Box width factors (0.5-2, comma-separated) at which digit recall is scored.")
+@provider_option(default="cpu")
+@output_option(default=Path("bench-out"), help="Folder for misses.json, misses.md and misses-loose.png.")
+@force_option
+def misses_command(onnx_model: Path, svhn: tuple[str, ...], validation_of: Path | None, widths: str, provider: str,
+                   output: Path, force: bool) -> None:
+    """Where a detector's misses are, on your labelled photos (SVHN-format folders or a build's validation photos).
+
+    Each photo is read as shipped (refine on), with the model's own boxes. Every true digit is right, misread
+    or missed; the tables break them down by the digit's height in the photo's pixels, say how far the
+    missed digits' nearest boxes overlap them (a loose box is not a missed digit), compare the boxes read
+    with the folder's own boxes (SVHN's train and test splits box differently), score digit recall at
+    each --widths factor and compare the scores of digits read over a true digit with those read over
+    none. misses-loose.png draws the photos whose missed digit a box overlaps at IoU 0.3-0.5 (the
+    folder's boxes green, the boxes read red). Choose on validation photos, never on a test split.
+    Needs no TensorFlow."""
+    from digitloc.annotations.dataset.data import DatasetError
+    from digitloc.benchmarks.misses import analyse, loose_sheet, misses_markdown
+    from digitloc.benchmarks.numbers import labelled_photos, read_photos
+    from digitloc.benchmarks.report import cpu_lines, environment
+    from digitloc.runtime.contract import ContractError
+    from digitloc.runtime.detector import Detector
+
+    if bool(svhn) == (validation_of is not None):
+        fail("give --svhn folders or --validation-of a detection build (one of the two)")
+    try:
+        factors = [float(v) for v in widths.split(",") if v.strip()]
+    except ValueError:
+        factors = []
+    if not factors or not all(0.5 <= f <= 2.0 for f in factors):
+        fail(f"--widths {widths!r}: give factors within 0.5..2, separated by commas")
+    _refuse_existing(output, "misses", force)
+    try:
+        if validation_of is not None:
+            from digitloc.annotations.dataset.detection import validation_photos
+
+            photos, source = validation_photos(validation_of), f"the validation photos of {validation_of}"
+        else:
+            photos, source = labelled_photos(list(svhn)), ", ".join(svhn)
+        detector = Detector(onnx_model, provider=provider, box_width=1.0)
+    except (DatasetError, ContractError, ProviderError) as exc:
+        fail(str(exc))
+    if not detector.is_detector:
+        fail(f"{onnx_model}: not a detector (contract version 2): it reads one digit")
+    if not photos:
+        fail(f"{source}: no labelled photo to read")
+    results, detections = read_photos(detector, photos)
+    figures = analyse(photos, results, detections, factors)
+    payload = {"command": _command("misses"), "environment": environment(), "model": onnx_model.name,
+               "source": source, "photos": len(photos), "engine": detector.provider, **figures}
+    markdown = (cpu_lines(payload) + f"Model: {onnx_model.name}. Photos: {source}. Engine: --provider {provider} "
+                f"({detector.provider}).\n\n" + misses_markdown(figures))
+    paths = _write(output, "misses", payload, markdown, force)
+    sheet = output / "misses-loose.png"
+    if loose_sheet(photos, results, sheet):
+        paths.append(sheet)
+    else:  # no such photo now: a sheet left by an earlier run would say otherwise
+        sheet.unlink(missing_ok=True)
+    click.echo(markdown)
+    click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
 @main.command("probe-inputs")
 @data_option
 @kind_option()

@@ -21,7 +21,7 @@ LINE_HEIGHT_RATIO = 1.6
 LINE_CENTRE_SHARE = 0.5
 # A detector's digit boxes are widened about their centre by this factor once read: SVHN's test-split boxes (the
 # photos users frame) are wider than its train split's at the same pixel height (w/h median of 16-32 px digits
-# 0.53-0.58 against 0.452; scripts/detector_misses.py), and the detector's came out 5.5 % narrower than them on the
+# 0.53-0.58 against 0.452; digitloc-bench misses), and the detector's came out 5.5 % narrower than them on the
 # validation photos of svhn-test-sample/fit. Chosen on the detection build's 238 validation photos (session 19, see
 # the model card): digit recall 90.57 % -> 91.13 % (x1.1: 90.76 %), the train-split photos' too. 1.0 gives the
 # model's own boxes.

@@ -297,8 +297,6 @@ def test_detector_export_parity_and_runtime(tiny_detector: Path, tmp_path: Path)
         assert np.allclose(b.bbox, want, atol=1e-3) and b.bbox[3] - b.bbox[1] == pytest.approx(a.bbox[3] - a.bbox[1])
     assert det.box_width > 1.0 and not np.allclose(own.digits[0].bbox, wide.digits[0].bbox)
     # digitloc-run --box-width reaches the Detector: its JSON boxes are the model's own at 1, widened by default.
-    import json
-
     from click.testing import CliRunner
 
     from digitloc.runtime.cli import main as run_main
@@ -320,6 +318,44 @@ def test_detector_export_parity_and_runtime(tiny_detector: Path, tmp_path: Path)
     assert len(Detector(fp32, provider="cpu", min_score=0.0, max_digits=1).predict(photo).digits) == 1
     with pytest.raises(ValueError, match="min_score"):
         Detector(fp32, provider="cpu", min_score=2.0)
+
+
+def test_bench_misses_breaks_a_detector_s_misses_down(tiny_detector: Path, tiny_onnx: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from digitloc.benchmarks.cli import main as bench
+    from digitloc.export.detector import export_detector, parity_photos
+    from digitloc.export.quantize import Fp32Config
+    from digitloc.train.model import load_model
+
+    from helpers import make_svhn_folder
+
+    keras_path = tiny_detector / "model.keras"
+    images, source = parity_photos(None, keras_path, SIZE, 16)
+    onnx_path = tmp_path / "det.onnx"
+    export_detector(keras_path, load_model(keras_path), onnx_path, Fp32Config(), images, source)
+    entries = [{"filename": f"{i}.png", "boxes": [{"label": 3, "left": 10 + i, "top": 8, "width": 12, "height": 24},
+                                                   {"label": 7, "left": 40, "top": 8, "width": 12, "height": 24}]}
+               for i in range(4)]
+    folder = make_svhn_folder(tmp_path / "svhn", entries, size=(48, 100))
+    out = tmp_path / "misses"
+    args = ["misses", str(onnx_path), "--svhn", str(folder), "--widths", "1,1.2", "-o", str(out)]
+    result = CliRunner().invoke(bench, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads((out / "misses.json").read_text())
+    assert payload["photos"] == 4 and sum(b["digits"] for b in payload["by_pixels"]) == 8  # every true digit once
+    assert all(abs(b["right"] + b["misread"] + b["missed"] - 1) < 0.01 for b in payload["by_pixels"])
+    assert list(payload["recall_by_width"]) == ["1", "1.2"] and payload["boxes_by_source"] is not None
+    assert payload["missed"]["digits"] == round(sum(b["missed"] * b["digits"] for b in payload["by_pixels"]))
+    assert "Digits by their height in the photo's pixels" in (out / "misses.md").read_text()
+    again = CliRunner().invoke(bench, args)  # a report already there: refused before reading, in one line
+    assert again.exit_code != 0 and "already exists" in again.output
+    for bad, message in ((["--widths", "0"], "--widths"), (["--widths", "x"], "--widths")):
+        result = CliRunner().invoke(bench, [*args[:4], *bad, "-o", str(tmp_path / "m2")])
+        assert result.exit_code != 0 and message in result.output
+    one_digit = CliRunner().invoke(bench, ["misses", str(tiny_onnx), "--svhn", str(folder), "-o", str(tmp_path / "m3")])
+    assert one_digit.exit_code != 0 and "not a detector" in one_digit.output
+    assert not (tmp_path / "m2").exists() and not (tmp_path / "m3" / "misses.json").exists()
 
 
 def test_one_digit_model_reads_a_number_of_one_digit(tiny_onnx: Path) -> None:

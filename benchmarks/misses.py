@@ -1,33 +1,27 @@
 """Where a detector's misses are, on labelled photos: by the digit's size in pixels, in its boxes, in its scores.
 
-    python scripts/detector_misses.py models/digitloc-detector-int8.onnx --validation-of data/det192x96-d \\
-        -o models/det192x96-second-opinion-tried/misses-validation --force
-
-Each photo is read through the runtime's ``Detector`` as shipped (refine on), with the model's own boxes
-(``box_width=1.0``). Every true digit is then right (a digit read over it at IoU >= 0.5 with its class),
-misread (read over it at IoU >= 0.5 with another class) or missed. Written: misses.md and misses.json.
+``digitloc-bench misses`` reads each photo through the runtime's ``Detector`` as shipped (refine on) with the
+model's own boxes (``box_width=1.0``). Every true digit is then right (a digit read over it at IoU >= 0.5
+with its class), misread (read over it at IoU >= 0.5 with another class) or missed. ``analyse`` gives:
 
 - digits by their height in the photo's pixels: right / misread / missed;
 - the missed digits: the best IoU any digit read has with them, whether that digit has their class,
   and whether the photo's number is read right anyway (a loose box, not a miss of the number);
 - the boxes read against SVHN's (the true digit's best-overlapping digit read, IoU >= 0.1): median
-  width and height ratios and width / height, per source folder (SVHN's train and test splits box
-  differently);
-- digit recall with the boxes widened about their centres by each ``--widths`` factor (the runtime's
-  ``DETECTOR_BOX_WIDTH`` is chosen here, on validation photos only);
-- the scores of the digits read that overlap no true digit (IoU < 0.1: added) against those that do;
-- loose.png: photos with a missed digit that a digit read overlaps at IoU 0.3-0.5, SVHN's boxes green and
-  the boxes read red, to see whether the box read is off or SVHN's box is loose.
+  width and height ratios and width / height, per source folder, and SVHN's own width / height by
+  the digit's pixel height (SVHN's train and test splits box differently);
+- digit recall with the boxes widened about their centres (clipped to the photo, as the runtime does)
+  by each factor asked (the runtime's ``DETECTOR_BOX_WIDTH`` is chosen so, on validation photos only);
+- the scores of the digits read that overlap no true digit (IoU < 0.1: added) against those that do.
 
-Choose nothing on svhn-test-sample/eval: read it after a choice, to report.
+``loose_sheet`` draws the photos with a missed digit that a digit read overlaps at IoU 0.3-0.5 (SVHN's
+boxes green, the boxes read red): is the box read off, or SVHN's box loose? Needs no TensorFlow.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import click
 import numpy as np
 
 
@@ -138,9 +132,10 @@ def loose_sheet(photos: list, results: list, path: Path, count: int = 24) -> int
     return len(tiles)
 
 
-def markdown(command: str, cpu: str, source: str, a: dict) -> str:
-    lines = [f"Command: `{command}`", "", f"CPU: {cpu}", "", f"Photos: {source}; read as shipped (refine on), the "
-             "model's own boxes (box_width 1.0).", "", "Digits by their height in the photo's pixels:", "",
+def misses_markdown(a: dict) -> str:
+    """The tables of ``analyse``'s figures (``cpu_lines`` goes above them)."""
+    lines = ["Read as shipped (refine on), the model's own boxes (box width 1).", "",
+             "Digits by their height in the photo's pixels:", "",
              "| pixels | digits | right | misread | missed |", "|---|---|---|---|---|"]
     lines += [f"| {b['pixels']} | {b['digits']} | {b['right']:.3f} | {b['misread']:.3f} | {b['missed']:.3f} |"
               for b in a["by_pixels"]]
@@ -164,67 +159,3 @@ def markdown(command: str, cpu: str, source: str, a: dict) -> str:
     lines += ["", f"Scores (p25 / p50) of the {a['scores']['matched']} digits read over a true digit: "
               f"{a['scores']['matched_p25_p50']}; of the {a['scores']['added']} over none: {a['scores']['added_p25_p50']}."]
     return "\n".join(lines) + "\n"
-
-
-@click.command()
-@click.argument("model", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--validation-of", "build", type=click.Path(file_okay=False, exists=True, path_type=Path),
-              help="A detection build: its validation photos are read.")
-@click.option("--svhn", multiple=True, help="SVHN-format folders whose photos are read (in place of --validation-of).")
-@click.option("--widths", default="1,1.05,1.1,1.15", show_default=True, help="Box width factors to score recall at.")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--force", is_flag=True, help="Overwrite misses.json / misses.md already in OUTPUT.")
-def main(model: Path, build: Path | None, svhn: tuple[str, ...], widths: str, output: Path, force: bool) -> None:
-    """Read MODEL on labelled photos and break its misses down (see the module docstring)."""
-    import shlex
-    import sys
-
-    from digitloc.annotations.dataset.data import DatasetError
-    from digitloc.annotations.dataset.detection import validation_photos
-    from digitloc.benchmarks.numbers import labelled_photos, read_photos
-    from digitloc.runtime.contract import ContractError
-    from digitloc.runtime.cpuinfo import cpu_report
-    from digitloc.runtime.detector import Detector
-    from digitloc.runtime.fileio import atomic_write_text, check_writable
-
-    if (build is None) == (not svhn):
-        raise click.UsageError("give one of --validation-of and --svhn")
-    try:
-        factors = [float(v) for v in widths.split(",") if v.strip()]
-    except ValueError:
-        factors = []
-    if not factors or not all(0.5 <= f <= 2.0 for f in factors):
-        raise click.BadParameter(f"{widths!r}: give factors within 0.5..2, separated by commas", param_hint="--widths")
-    try:
-        if build is not None:
-            photos, source = validation_photos(build), f"the validation photos of {build}"
-        else:
-            photos, source = labelled_photos(list(svhn)), ", ".join(svhn)
-        detector = Detector(model, provider="cpu", box_width=1.0)
-    except (DatasetError, ContractError) as exc:
-        raise click.ClickException(str(exc)) from None
-    if not detector.is_detector:
-        raise click.ClickException(f"{model}: not a detector (contract version 2)")
-    if not photos:
-        raise click.ClickException(f"{source}: no labelled photo to read")
-    for name in ("misses.json", "misses.md", "loose.png"):
-        try:
-            check_writable(output / name, force)
-        except OSError as exc:
-            raise click.ClickException(str(exc)) from None
-    results, detections = read_photos(detector, photos)
-    figures = analyse(photos, results, detections, factors)
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    cpu = cpu_report()["summary"]
-    atomic_write_text(output / "misses.json", json.dumps({"command": command, "cpu": cpu, "source": source,
-                                                          "photos": len(photos), **figures}, indent=2) + "\n")
-    atomic_write_text(output / "misses.md", markdown(command, cpu, source, figures))
-    shown = loose_sheet(photos, results, output / "loose.png")
-    if not shown:  # no such photo now: a sheet left by an earlier run would say otherwise
-        (output / "loose.png").unlink(missing_ok=True)
-    click.echo(f"wrote {output / 'misses.md'}, misses.json ({len(photos)} photos)"
-               + (f", loose.png ({shown} photos)" if shown else ""))
-
-
-if __name__ == "__main__":
-    main()
