@@ -29,6 +29,12 @@ from digitloc.runtime.options import (
     threads_option,
 )
 
+# Shared by the commands that read labelled photos (photos, misses).
+validation_of_option = click.option(
+    "--validation-of", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+    help="A detection build (digitloc-data detection) instead of --svhn: its validation photos, whole, from the "
+         "folders its manifest names (never trained on; stages and thresholds are chosen there).")
+
 # Names of the emulated CPUs (benchmarks/emulate.py's TARGETS), without importing it at start-up.
 EMULATED = ("arm64", "arm64-a72", "arm64-max", "avx2")
 LATENCY_PROVIDERS = (*PROVIDERS, OPENVINO)  # latency times OpenVINO's own runtime beside onnxruntime's providers
@@ -372,9 +378,7 @@ def _detector_drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path
 @svhn_option()
 @click.option("--held-out-only", is_flag=True,
               help="Only the one-digit photos a default digitloc-data build holds out (val and test).")
-@click.option("--validation-of", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="A detection build (digitloc-data detection) instead of --svhn: its validation photos, whole, "
-                   "from the folders its manifest names (never trained on; stages and thresholds are chosen there).")
+@validation_of_option
 @min_score_option
 @one_line_option
 @box_width_option
@@ -456,8 +460,7 @@ def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_ou
 @main.command("misses")
 @click.argument("onnx_model", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @svhn_option()
-@click.option("--validation-of", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="A detection build (digitloc-data detection) instead of --svhn: its validation photos, whole.")
+@validation_of_option
 @click.option("--widths", default="1,1.05,1.1,1.15", show_default=True,
               help="Box width factors (0.5-2, comma-separated) at which digit recall is scored.")
 @provider_option(default="cpu")
