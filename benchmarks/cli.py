@@ -78,6 +78,13 @@ def _command(name: str) -> str:
     return f"digitloc-bench {name} " + " ".join(shlex.quote(a) for a in sys.argv[2:])
 
 
+def _photo_source(svhn: tuple[str, ...], validation_of: Path | None) -> str:
+    """What a photos-reading command reads, in words; both or neither of --svhn and --validation-of end it in one line."""
+    if bool(svhn) == (validation_of is not None):
+        fail("give --svhn folders or --validation-of a detection build (one of the two)")
+    return f"the validation photos of {validation_of}" if validation_of is not None else ", ".join(svhn)
+
+
 def _refuse_existing(output: Path, stem: str, force: bool) -> None:
     """Stop before any measuring when STEM's report is already in ``output`` and --force is not given."""
     from digitloc.runtime.fileio import OutputExistsError, check_writable
@@ -412,8 +419,7 @@ def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_ou
     )
     from digitloc.benchmarks.report import cpu_lines, environment
 
-    if bool(svhn) == (validation_of is not None):
-        fail("give --svhn folders or --validation-of a detection build (one of the two)")
+    source = _photo_source(svhn, validation_of)
     if held_out_only and validation_of is not None:
         fail("--held-out-only picks among --svhn photos: it does not go with --validation-of")
     split = ("val", "test") if held_out_only else SPLITS
@@ -438,7 +444,6 @@ def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_ou
         numbers, shown = numbers_table(list(onnx_models), photos, min_score, provider, one_line, box_width)
     except (DatasetError, ProviderError) as exc:
         fail(str(exc))
-    source = f"the validation photos of {validation_of}" if validation_of is not None else ", ".join(svhn)
     payload = {"command": _command("photos"), "environment": environment(), "source": source, "photos": len(photos),
                "provider": provider, "one_line": one_line, "box_width": box_width, "numbers": numbers,
                "one_digit_photos": len(one_digit), "rows": rows}
@@ -484,23 +489,24 @@ def misses_command(onnx_model: Path, svhn: tuple[str, ...], validation_of: Path 
     from digitloc.benchmarks.report import cpu_lines, environment
     from digitloc.runtime.contract import ContractError
     from digitloc.runtime.detector import Detector
+    from digitloc.runtime.number import BOX_WIDTH_RANGE
 
-    if bool(svhn) == (validation_of is not None):
-        fail("give --svhn folders or --validation-of a detection build (one of the two)")
+    source = _photo_source(svhn, validation_of)
     try:
         factors = [float(v) for v in widths.split(",") if v.strip()]
     except ValueError:
         factors = []
-    if not factors or not all(0.5 <= f <= 2.0 for f in factors):
-        fail(f"--widths {widths!r}: give factors within 0.5..2, separated by commas")
+    low, high = BOX_WIDTH_RANGE
+    if not factors or not all(low <= f <= high for f in factors):
+        fail(f"--widths {widths!r}: give factors within {low:g}..{high:g}, separated by commas")
     _refuse_existing(output, "misses", force)
     try:
         if validation_of is not None:
             from digitloc.annotations.dataset.detection import validation_photos
 
-            photos, source = validation_photos(validation_of), f"the validation photos of {validation_of}"
+            photos = validation_photos(validation_of)
         else:
-            photos, source = labelled_photos(list(svhn)), ", ".join(svhn)
+            photos = labelled_photos(list(svhn))
         detector = Detector(onnx_model, provider=provider, box_width=1.0)
     except (DatasetError, ContractError, ProviderError) as exc:
         fail(str(exc))

@@ -21,6 +21,7 @@ boxes green, the boxes read red): is the box read off, or SVHN's box loose? Need
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,26 +34,54 @@ def _quartiles(values: list[float]) -> list[float]:
     return [round(float(np.percentile(values, q)), 3) for q in (25, 50)] if values else []
 
 
+def outcomes(r: Any) -> tuple[np.ndarray, list[tuple[str, int, float]]]:
+    """For one PhotoResult: the IoUs [read, true], and per true digit whether it is right, misread or missed
+    (as digit recall counts it: one to one at IoU >= 0.5), the digit read nearest it (-1: none) and their IoU."""
+    from digitloc.annotations.detmetrics import greedy_match
+    from digitloc.runtime.contract import box_iou
+
+    match = greedy_match(r.pred_boxes, r.true_boxes)
+    found = {int(j): int(r.pred_classes[i]) for i, j in enumerate(match) if j >= 0}
+    ious = (box_iou(r.pred_boxes[:, None, :], r.true_boxes[None, :, :]) if len(r.pred_boxes)
+            else np.zeros((0, len(r.true_boxes))))
+    out = []
+    for j, label in enumerate(r.true_labels):
+        best = int(np.argmax(ious[:, j])) if len(ious) else -1
+        kind = "right" if found.get(j) == int(label) else "misread" if j in found else "missed"
+        out.append((kind, best, float(ious[best, j]) if best >= 0 else 0.0))
+    return ious, out
+
+
+def loose(r: Any) -> bool:
+    """Whether a photo has a missed digit that a digit read overlaps at IoU 0.3-0.5 (a loose box, not a miss)."""
+    return any(kind == "missed" and 0.3 <= iou < 0.5 for kind, _, iou in outcomes(r)[1])
+
+
+def boxed_photo(image: np.ndarray, true_boxes: np.ndarray, read_boxes: np.ndarray, height: int) -> np.ndarray:
+    """The photo scaled to ``height`` with the true boxes (green) and the digits read (red), one pixel wide."""
+    import cv2
+
+    f = height / image.shape[0]
+    out = cv2.resize(image, (max(8, round(image.shape[1] * f)), height), interpolation=cv2.INTER_CUBIC)
+    for boxes, colour in ((true_boxes, (0, 200, 0)), (read_boxes, (0, 0, 255))):
+        for x1, y1, x2, y2 in np.asarray(boxes, np.float32).reshape(-1, 4) * f:
+            cv2.rectangle(out, (int(x1), int(y1)), (int(x2), int(y2)), colour, 1)
+    return out
+
+
 def analyse(photos: list, results: list, detections: list, widths: list[float]) -> dict:
     """The figures the module docstring lists, from the runtime's reading of the photos."""
-    from digitloc.annotations.detmetrics import PIXEL_EDGES, PhotoResult, detection_figures, greedy_match, pixel_bin
-    from digitloc.runtime.contract import box_iou
+    from digitloc.annotations.detmetrics import PIXEL_EDGES, PhotoResult, detection_figures, pixel_bin
     from digitloc.runtime.number import widen_boxes
 
     digits, missed, ratios, added, matched, shapes = [], [], {}, [], [], {}
     for p, r, d in zip(photos, results, detections, strict=True):
-        match = greedy_match(r.pred_boxes, r.true_boxes)
-        found = {int(j): int(r.pred_classes[i]) for i, j in enumerate(match) if j >= 0}
-        ious = (box_iou(r.pred_boxes[:, None, :], r.true_boxes[None, :, :]) if len(r.pred_boxes)
-                else np.zeros((0, len(r.true_boxes))))
+        ious, per_digit = outcomes(r)
         source = p.origin.split("/")[0]
-        for j, (t, label) in enumerate(zip(r.true_boxes, r.true_labels, strict=True)):
+        for t, label, (kind, best, best_iou) in zip(r.true_boxes, r.true_labels, per_digit, strict=True):
             h = float(t[3] - t[1])
-            kind = "right" if found.get(j) == int(label) else "misread" if j in found else "missed"
             digits.append((h, kind))
             shapes.setdefault(source, []).append((h, float((t[2] - t[0]) / h)))
-            best = int(np.argmax(ious[:, j])) if len(ious) else -1
-            best_iou = float(ious[best, j]) if best >= 0 else 0.0
             if kind == "missed":
                 missed.append({"iou": best_iou, "class_right": best >= 0 and int(r.pred_classes[best]) == int(label),
                                "number_right": r.number == r.true_number})
@@ -103,21 +132,13 @@ def loose_sheet(photos: list, results: list, path: Path, count: int = 24) -> int
     boxes green, the boxes read red (is the box read off, or SVHN's box loose?). Returns how many it shows."""
     import cv2
 
-    from digitloc.annotations.detmetrics import greedy_match
-    from digitloc.runtime.contract import box_iou
     from digitloc.runtime.fileio import atomic_write_bytes
 
     tiles = []
     for p, r in zip(photos, results, strict=True):
-        match = greedy_match(r.pred_boxes, r.true_boxes)
-        ious = box_iou(r.pred_boxes[:, None, :], r.true_boxes[None, :, :]) if len(r.pred_boxes) else None
-        if ious is None or not any(j not in match and 0.3 <= ious[:, j].max() < 0.5 for j in range(len(r.true_boxes))):
+        if not loose(r):
             continue
-        f = 120 / p.image.shape[0]
-        im = cv2.resize(p.image, (max(8, round(p.image.shape[1] * f)), 120), interpolation=cv2.INTER_CUBIC)
-        for boxes, colour in ((r.true_boxes, (0, 200, 0)), (r.pred_boxes, (0, 0, 255))):
-            for x1, y1, x2, y2 in np.asarray(boxes, np.float32).reshape(-1, 4) * f:
-                cv2.rectangle(im, (int(x1), int(y1)), (int(x2), int(y2)), colour, 1)
+        im = boxed_photo(p.image, r.true_boxes, r.pred_boxes, 120)
         tile = np.full((124, 304, 3), 255, np.uint8)
         tile[2:122, 2:2 + min(300, im.shape[1])] = im[:, :300]
         tiles.append(tile)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from digitloc.annotations.detmetrics import PhotoResult, detection_figures, error_breakdown, one_digit_figures
+from digitloc.runtime.number import DETECTOR_BOX_WIDTH
 
 RESULT_KEYS = ("photos", "number_accuracy", "digit_recall", "digit_precision", "matched_iou")
 
@@ -44,7 +45,7 @@ def read_photos(detector: Any, photos: list[Any], batch_size: int = 32) -> tuple
 
 def numbers_table(onnx_paths: list[Path], photos: list[Any], min_score: float | None = None,
                   provider: str = "cpu", one_line: bool = True,
-                  box_width: float | None = None) -> tuple[list[dict[str, Any]], list[Any]]:
+                  box_width: float = DETECTOR_BOX_WIDTH) -> tuple[list[dict[str, Any]], list[Any]]:
     """One row per model (a detector: with and without its refine pass): whole-number accuracy, digit
     recall / precision, matched IoU, by height share; on the one-digit photos among them, the
     one-digit figures; what ran it (``provider`` as the Detector takes it); and, after the first model,
@@ -58,8 +59,7 @@ def numbers_table(onnx_paths: list[Path], photos: list[Any], min_score: float | 
     first_kind = False
     shown: list[Any] = []
     for path in onnx_paths:
-        detector = Detector(path, provider=provider, min_score=min_score, one_line=one_line,
-                            **({} if box_width is None else {"box_width": box_width}))
+        detector = Detector(path, provider=provider, min_score=min_score, one_line=one_line, box_width=box_width)
         # A detector also one pass alone (--no-refine), so that what its second pass adds is seen.
         for refine in ((False, True) if detector.is_detector else (True,)):
             detector.refine = refine

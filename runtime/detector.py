@@ -38,7 +38,14 @@ from digitloc.runtime.contract import (
     relative_to_pixels,
 )
 from digitloc.runtime.imageio import DEFAULT_MAX_PIXELS, check_image, read_image_file
-from digitloc.runtime.number import DEFAULT_MAX_DIGITS, DEFAULT_MIN_SCORE, DETECTOR_BOX_WIDTH, read_digits, widen_boxes
+from digitloc.runtime.number import (
+    BOX_WIDTH_RANGE,
+    DEFAULT_MAX_DIGITS,
+    DEFAULT_MIN_SCORE,
+    DETECTOR_BOX_WIDTH,
+    read_digits,
+    widen_boxes,
+)
 from digitloc.runtime.preprocess import letterbox, preprocess, unletterbox_boxes
 
 DEFAULT_MODEL_NAME = "digitloc-default-int8.onnx"
@@ -235,8 +242,8 @@ class Detector:
         if not 0.0 < refine_share < 1.0:
             raise ValueError(f"refine_share must be within 0..1 (exclusive), got {refine_share}")
         self.refine_share = refine_share
-        if not 0.5 <= box_width <= 2.0:
-            raise ValueError(f"box_width must be within 0.5..2, got {box_width}")
+        if not BOX_WIDTH_RANGE[0] <= box_width <= BOX_WIDTH_RANGE[1]:
+            raise ValueError(f"box_width must be within {BOX_WIDTH_RANGE[0]:g}..{BOX_WIDTH_RANGE[1]:g}, got {box_width}")
         self.box_width = box_width
         if min_score is not None and not 0.0 <= min_score <= 1.0:
             raise ValueError(f"min_score must be within 0..1, got {min_score}")

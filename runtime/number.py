@@ -26,6 +26,7 @@ LINE_CENTRE_SHARE = 0.5
 # the model card): digit recall 90.57 % -> 91.13 % (x1.1: 90.76 %), the train-split photos' too. 1.0 gives the
 # model's own boxes.
 DETECTOR_BOX_WIDTH = 1.05
+BOX_WIDTH_RANGE = (0.5, 2.0)  # the factors a caller may ask for (the Detector, --box-width, digitloc-bench misses)
 
 
 def suppress(boxes: np.ndarray, scores: np.ndarray, iou: float = DEFAULT_NMS_IOU) -> np.ndarray:

@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 
 import click
 
-from digitloc.runtime.number import DETECTOR_BOX_WIDTH
+from digitloc.runtime.number import BOX_WIDTH_RANGE, DETECTOR_BOX_WIDTH
 
 
 class SizeType(click.ParamType):
@@ -84,7 +84,7 @@ min_score_option = click.option(
 max_digits_option = click.option("--max-digits", type=click.IntRange(min=1), default=8, show_default=True,
                                  help="Detectors: the most digits read per photo (the most confident).")
 box_width_option = click.option(
-    "--box-width", type=click.FloatRange(0.5, 2.0), default=DETECTOR_BOX_WIDTH, show_default=True,
+    "--box-width", type=click.FloatRange(*BOX_WIDTH_RANGE), default=DETECTOR_BOX_WIDTH, show_default=True,
     help="Detectors: the digits' boxes are widened about their centres by this factor once read, toward SVHN's "
          "box convention (1: the model's own boxes).")
 one_line_option = click.option("--one-line/--all-lines", default=True, show_default=True,

@@ -46,26 +46,16 @@ def tile(image: np.ndarray, caption: str, height: int = TILE_H, width: int = TIL
     return out
 
 
-def boxed(image: np.ndarray, true_boxes: np.ndarray, read_boxes: np.ndarray, height: int) -> np.ndarray:
-    """The photo scaled to ``height`` with SVHN's boxes (green) and the digits read (red), one pixel wide."""
-    import cv2
-
-    f = height / image.shape[0]
-    out = cv2.resize(image, (max(8, round(image.shape[1] * f)), height), interpolation=cv2.INTER_CUBIC)
-    for boxes, colour in ((true_boxes, (0, 200, 0)), (read_boxes, (0, 0, 255))):
-        for x1, y1, x2, y2 in np.asarray(boxes, np.float32).reshape(-1, 4) * f:
-            cv2.rectangle(out, (int(x1), int(y1)), (int(x2), int(y2)), colour, 1)
-    return out
-
-
 def wrong_tile(image: np.ndarray, result, caption: str) -> np.ndarray:
     """A --wrong tile: the clean photo and the boxed one side by side (each cut at half the width)."""
     import cv2
 
+    from digitloc.benchmarks.misses import boxed_photo
+
     half = WRONG_TILE_W // 2
     clean = cv2.resize(image, (max(8, round(image.shape[1] * WRONG_TILE_H / image.shape[0])), WRONG_TILE_H),
                        interpolation=cv2.INTER_CUBIC)[:, :half - 2]
-    marked = boxed(image, result.true_boxes, result.pred_boxes, WRONG_TILE_H)[:, :half - 2]
+    marked = boxed_photo(image, result.true_boxes, result.pred_boxes, WRONG_TILE_H)[:, :half - 2]
     out = np.full((WRONG_TILE_H + CAPTION, WRONG_TILE_W, 3), 255, np.uint8)
     out[:WRONG_TILE_H, :clean.shape[1]] = clean
     out[:WRONG_TILE_H, half:half + marked.shape[1]] = marked

@@ -40,9 +40,8 @@ from digitloc.annotations.dataset.synth import (
     _contrasting_colour,
     _pick_style,
     _render_digit,
-    _render_hershey,
-    _render_ttf,
     find_fonts,
+    render_text,
 )
 from digitloc.annotations.digitstruct import AnnotationError, Problem
 from digitloc.runtime.fileio import OutputExistsError, atomic_path, atomic_write_text
@@ -345,10 +344,7 @@ class Composer:
 
     def _letters(self, rng: np.random.Generator, style: dict, text: str, height: int) -> np.ndarray:
         """``text`` in the number's style, ``height`` pixels high: one mask of the word."""
-        if style["font"] is None:
-            g = _render_hershey(text, style["face"], height, style["thickness"], style["italic"])
-        else:
-            g = _render_ttf(text, style["font"], height)
+        g = render_text(text, style, height)
         if g.size == 0:  # a font without these letters: a dash, still no digit
             g = np.ones((max(2, height // 8), max(2, height)), np.float32)
         gw = max(2, int(round(g.shape[1] * height / max(g.shape[0], 1) * style["stretch"] / self.synth.glyph_width)))

@@ -123,11 +123,15 @@ class SynthConfig:
     min_digit_height: int = 0  # native pixels (wide framing: 12, so a small digit stays readable)
 
 
-def _render_digit(digit: int, cfg: SynthConfig, rng: np.random.Generator, style: dict) -> np.ndarray:
-    text = str(digit)
+def render_text(text: str, style: dict, height: int = RENDER_HEIGHT) -> np.ndarray:
+    """A tight float mask of ``text`` in a ``_pick_style`` style (its font, or its Hershey face, stroke and slant)."""
     if style["font"] is None:
-        return _render_hershey(text, style["face"], RENDER_HEIGHT, style["thickness"], style["italic"])
-    return _render_ttf(text, style["font"], RENDER_HEIGHT)
+        return _render_hershey(text, style["face"], height, style["thickness"], style["italic"])
+    return _render_ttf(text, style["font"], height)
+
+
+def _render_digit(digit: int, cfg: SynthConfig, rng: np.random.Generator, style: dict) -> np.ndarray:
+    return render_text(str(digit), style)
 
 
 def _pick_style(cfg: SynthConfig, rng: np.random.Generator) -> dict:
