@@ -86,7 +86,7 @@ def detector_metadata(keras_path: Path, size: tuple[int, int], precision: str, t
         if key == contract.META_BACKBONE:
             meta[key] = json.dumps({"name": "vgg19-detector", **data.get("model", {})})
             meta[contract.META_TRAINING] = json.dumps({k: data.get(k) for k in ("data", "epochs", "steps_per_epoch",
-                                                                               "init_backbone", "int8_grid")})
+                                                                               "init_backbone", "int8_grid", "soup")})
         else:
             meta[key] = json.dumps({"val": {k: data.get("figures", {}).get(k) for k in
                                             ("photos", "number_accuracy", "digit_recall", "digit_precision")}})

@@ -660,3 +660,77 @@ def test_snap_weights_gives_the_fp32_file_the_int8_files_weights(tiny_detector: 
     assert not (out / "best-train.keras").exists() and not list(out.glob(".*"))  # no temporary file left
     itself = CliRunner().invoke(main, ["snap-weights", str(out), "-o", str(out), "--force"])
     assert itself.exit_code != 0 and "new folder" in itself.output
+
+
+def test_average_weights_makes_one_run_of_the_mean_of_several(tiny_detector: Path, tmp_path: Path) -> None:
+    """average-weights writes a run whose every weight (BatchNorm's moving statistics too) is the mean of
+    the runs named, its threshold chosen again on the validation photos; keep-run keeps it without a
+    history of its own; the exported file names the runs; a lone run, a run of another design, a folder
+    that is no run, the output being one of the runs and an existing output are each refused in one line."""
+    import onnx
+    from click.testing import CliRunner
+
+    from digitloc.export.detector import export_detector, parity_photos
+    from digitloc.export.quantize import Fp32Config
+    from digitloc.train.cli import main
+    from digitloc.train.model import load_model
+
+    other = tmp_path / "other"  # a second "fine-tuned" run: the tiny detector's weights moved
+    other.mkdir()
+    model = load_model(tiny_detector / "model.keras")
+    rng = np.random.default_rng(0)
+    moved = [w + rng.normal(0, 0.01, w.shape).astype(w.dtype) if w.dtype.kind == "f" else w
+             for w in model.get_weights()]
+    moved = [np.abs(w) if ("variance" in v.path) else w for w, v in zip(moved, model.weights, strict=True)]
+    model.set_weights(moved)
+    model.save(other / "model.keras")
+    config = json.loads((tiny_detector / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps(config))
+    (other / "history.json").write_text(json.dumps({"loss": [2.0, 1.5], "val_loss": [2.1, 1.7]}))
+    out = tmp_path / "soup"
+    result = CliRunner().invoke(main, ["average-weights", str(tiny_detector), str(other), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "validation photos: 64" in result.output
+    plain = load_model(tiny_detector / "model.keras")
+    soup = load_model(out / "model.keras")
+    names = [v.path for v in soup.weights]
+    assert any("moving_mean" in n for n in names) and any("moving_variance" in n for n in names)
+    for name, a, b, s in zip(names, plain.get_weights(), moved, soup.get_weights(), strict=True):
+        np.testing.assert_allclose(s, (a + b) / 2, rtol=0, atol=1e-6, err_msg=name)
+    assert not np.allclose(plain.get_weights()[0], soup.get_weights()[0])  # it moved: the mean is not a copy
+    record = json.loads((out / "config.json").read_text())
+    assert record["soup"]["runs"] == [str(tiny_detector), str(other)] and record["model"] == config["model"]
+    assert set(record["ingredients"]) == {str(tiny_detector), str(other)}
+    assert json.loads((out / "evaluation.json").read_text())["figures"]["photos"] == 64
+    assert (out / "curves.png").stat().st_size > 0  # the runs' validation loss (one of them has a history)
+
+    kept = tmp_path / "kept"
+    result = CliRunner().invoke(main, ["keep-run", str(out), str(kept), "--keep-weights"])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in kept.iterdir()} == {"config.json", "evaluation.json", "curves.png", "model.keras"}
+
+    images, source = parity_photos(None, out / "model.keras", SIZE, 32)
+    onnx_path = tmp_path / "soup.onnx"
+    export_detector(out / "model.keras", soup, onnx_path, Fp32Config(), images, source)
+    training = json.loads({m.key: m.value for m in onnx.load(str(onnx_path)).metadata_props}["digitloc.training"])
+    assert training["soup"]["runs"] == [str(tiny_detector), str(other)]
+
+    wide = tmp_path / "wide"  # another design
+    wide.mkdir()
+    (wide / "config.json").write_text(json.dumps({**config, "model": {**config["model"], "width": 0.25}}))
+    (wide / "model.keras").write_bytes((tiny_detector / "model.keras").read_bytes())
+    before = (out / "model.keras").stat().st_mtime_ns
+    for args, words in (([str(tiny_detector)], "two runs or more"),
+                        ([str(tiny_detector), str(tiny_detector)], "named twice"),
+                        ([str(tiny_detector), str(wide)], "another design"),
+                        ([str(tiny_detector), str(tmp_path / "kept" / "..")], "no readable config.json"),
+                        ([str(tiny_detector), str(other), "-o", str(other), "--force"], "new folder"),
+                        ([str(tiny_detector), str(other)], "not empty")):
+        if "-o" not in args:
+            args = [*args, "-o", str(out)]
+        refused = CliRunner().invoke(main, ["average-weights", *args])
+        assert refused.exit_code != 0 and words in refused.output, (args, refused.output)
+        assert len(refused.output.strip().splitlines()) == 1, refused.output
+    assert "width" in CliRunner().invoke(main, ["average-weights", str(tiny_detector), str(wide), "-o",
+                                                str(tmp_path / "x")]).output
+    assert (out / "model.keras").stat().st_mtime_ns == before  # nothing replaced without --force

@@ -170,6 +170,29 @@ def snap_weights_command(run: Path, output: Path, data: str | None, force: bool)
     click.echo(f"wrote {output / 'model.keras'}")
 
 
+@main.command("average-weights")
+@click.argument("runs", metavar="RUN...", nargs=-1, required=True,
+                type=click.Path(file_okay=False, exists=True, path_type=Path))
+@output_option(help="Run folder to write (the averaged model, its config naming the runs, its evaluation).",
+               required=True)
+@val_data_option
+@force_option
+def average_weights_command(runs: tuple[Path, ...], output: Path, data: str | None, force: bool) -> None:
+    """Write OUTPUT: the mean of the weights of detector runs RUN... (two or more of one design,
+    fine-tuned from one ancestor: a uniform "model soup"), BatchNorm's moving statistics included,
+    with its threshold chosen again on the validation photos. It costs what one of them costs to run."""
+    from digitloc.annotations.dataset.data import DatasetError
+    from digitloc.train.detfit import average_detectors
+    from digitloc.train.model import ModelError
+
+    try:
+        evaluation = average_detectors(list(runs), output, data=data, force=force)
+    except (DatasetError, ModelError, OutputExistsError, OSError, ValueError) as exc:
+        fail(str(exc))
+    _say_evaluation(evaluation)
+    click.echo(f"wrote {output / 'model.keras'}")
+
+
 def _say_evaluation(evaluation: dict) -> None:
     fig = evaluation["figures"]
     click.echo(f"validation photos: {fig['photos']}, threshold {evaluation['min_score']}: numbers "

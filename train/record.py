@@ -29,6 +29,9 @@ RUN_FILES = (MODEL, LAST, CONFIG, HISTORY_CSV, HISTORY_JSON, EVALUATION, *PLOTS,
 # curves but no confusion matrix or prediction grid (its figures are in evaluation.json).
 KEPT = (CONFIG, HISTORY_CSV, HISTORY_JSON, EVALUATION, PLOTS[0])
 OPTIONAL = (*PLOTS[1:], FAILURES_PLOT)
+# An averaged run (``digitloc-train average-weights``: config.json names its runs under "soup") was not
+# trained: it has no history of its own, and its curves are those of the runs averaged.
+AVERAGED_KEPT = (CONFIG, EVALUATION)
 
 
 class RunError(ValueError):
@@ -107,13 +110,16 @@ class RunRecord:
     def keep(self, to: str | os.PathLike[str], weights: bool = False) -> list[Path]:
         """Copy the record (config, history, evaluation, plots, failures plot and export parity
         reports where present) into ``to``; ``weights`` adds model.keras without optimizer state."""
-        missing = [name for name in KEPT if not self.path(name).is_file()]
+        config = self.config() if self.path(CONFIG).is_file() else None
+        averaged = isinstance(config, dict) and "soup" in config
+        required = AVERAGED_KEPT if averaged else KEPT
+        missing = [name for name in required if not self.path(name).is_file()]
         if missing:
             raise RunError(f"{self.folder}: not a finished run (no {', '.join(missing)})")
         to = Path(to)
         to.mkdir(parents=True, exist_ok=True)
-        sources = [self.path(name) for name in KEPT]
-        sources += [self.path(name) for name in OPTIONAL if self.path(name).is_file()]
+        sources = [self.path(name) for name in required]
+        sources += [self.path(name) for name in (*KEPT, *OPTIONAL) if name not in required and self.path(name).is_file()]
         sources += sorted((self.folder / "export").glob("*.parity.json"))
         written = [Path(shutil.copy2(src, to / src.name)) for src in sources]
         if weights:
