@@ -29,7 +29,7 @@ def main(runs: tuple[Path, ...], val_data: Path, output: Path, force: bool) -> N
     """Greedy and uniform weight averages of RUNS, scored on VAL_DATA's validation photos."""
     from digitloc.annotations.dataset.detection import load_detection
     from digitloc.runtime.fileio import atomic_write_text
-    from digitloc.train.detfit import _evaluation, mean_weights
+    from digitloc.train.detfit import mean_weights, validation_evaluation
     from digitloc.train.model import load_model
 
     if len(runs) < 2:
@@ -43,7 +43,7 @@ def main(runs: tuple[Path, ...], val_data: Path, output: Path, force: bool) -> N
 
     def numbers(names: list[Path]) -> tuple[int, float]:
         model.set_weights(mean_weights([weights[r] for r in names]))
-        ev = _evaluation(model, val)
+        ev = validation_evaluation(model, val)
         return round(ev["figures"]["number_accuracy"] * ev["figures"]["photos"]), ev["min_score"]
 
     order = sorted(runs, key=lambda r: -own[r])  # stable: ties keep the order given

@@ -704,6 +704,9 @@ def test_average_weights_makes_one_run_of_the_mean_of_several(tiny_detector: Pat
     assert json.loads((out / "evaluation.json").read_text())["figures"]["photos"] == 64
     assert (out / "curves.png").stat().st_size > 0  # the runs' validation loss (one of them has a history)
 
+    (out / "history.json").write_text("{}")  # an earlier trained run's history, left there: --force clears it
+    forced = CliRunner().invoke(main, ["average-weights", str(tiny_detector), str(other), "-o", str(out), "--force"])
+    assert forced.exit_code == 0, forced.output
     kept = tmp_path / "kept"
     result = CliRunner().invoke(main, ["keep-run", str(out), str(kept), "--keep-weights"])
     assert result.exit_code == 0, result.output

@@ -200,12 +200,12 @@ def finish_detector(run: str | os.PathLike[str], val: dict[str, np.ndarray] | No
         val = load_detection(Path(data or config["data"]) / "val.npz")
     infer = inference_detector(training_form(load_model(source, training=True)), model_cfg)
     infer.save(run / "model.keras")
-    evaluation = _evaluation(infer, val)
+    evaluation = validation_evaluation(infer, val)
     atomic_write_text(run / "evaluation.json", json.dumps(evaluation, indent=2))
     return evaluation
 
 
-def _evaluation(model: Any, val: dict[str, np.ndarray]) -> dict[str, Any]:
+def validation_evaluation(model: Any, val: dict[str, np.ndarray]) -> dict[str, Any]:
     """The threshold chosen on the validation photos, and the figures there (evaluation.json)."""
     det = predict_detections(model, val["images"])
     threshold, rows = choose_threshold(det, val["boxes"], val["labels"])
@@ -245,7 +245,7 @@ def snap_detector(run: str | os.PathLike[str], out: str | os.PathLike[str], data
     names = snap_to_int8_grid(model)
     if not names:
         raise DatasetError(f"{run / 'model.keras'}: no convolution the int8 export quantizes was found to snap")
-    evaluation = _evaluation(model, val)
+    evaluation = validation_evaluation(model, val)
     config["int8_grid"] = {"from": str(run), "levels": "per output channel, -64..64 steps of the largest magnitude",
                            "convolutions": names}
     out.mkdir(parents=True, exist_ok=True)
@@ -318,13 +318,13 @@ def average_detectors(runs: list[str | os.PathLike[str]], out: str | os.PathLike
     model = models[0]
     model.set_weights(mean_weights([m.get_weights() for m in models]))
     val_data = str(data or configs[0]["data"])
-    evaluation = _evaluation(model, load_detection(Path(val_data) / "val.npz"))
+    evaluation = validation_evaluation(model, load_detection(Path(val_data) / "val.npz"))
     config = {"data": val_data, "model": configs[0]["model"],
               "soup": {"runs": [str(p) for p in paths], "how": SOUP_HOW},
               "ingredients": {str(p): c for p, c in zip(paths, configs, strict=True)}}
     histories = {str(p): json.loads((p / "history.json").read_text()) for p in paths if (p / "history.json").is_file()}
     out.mkdir(parents=True, exist_ok=True)
-    for name in STALE_CHECKPOINTS:
+    for name in (*STALE_CHECKPOINTS, "history.csv", "history.json", "curves.png"):  # an earlier run's, kept by keep-run
         (out / name).unlink(missing_ok=True)
     if histories:
         _ingredient_curves(histories, out / "curves.png")
