@@ -1,7 +1,7 @@
 """Which detector runs to average (``digitloc-train average-weights``): a greedy model soup.
 
     python scripts/greedy_soup.py runs/det192x96-s9 runs/det192x96-s10 ... --val-data data/det192x96-d \\
-        -o models/det192x96-run/greedy --force
+        -o bench/greedy --force
 
 The runs (one design, fine-tuned from one ancestor) are ordered by the whole-number accuracy their own
 evaluation.json records on the validation photos; each is added to the average only if the average then
@@ -38,18 +38,20 @@ def main(runs: tuple[Path, ...], val_data: Path, output: Path, force: bool) -> N
         raise click.UsageError(f"{output}: greedy.json or greedy.md exists (use --force)")
     val = load_detection(val_data / "val.npz")
     own = {r: json.loads((r / "evaluation.json").read_text())["figures"]["number_accuracy"] for r in runs}
-    weights = {r: load_model(r / "model.keras").get_weights() for r in runs}
-    model = load_model(runs[0] / "model.keras")
+    models = {r: load_model(r / "model.keras") for r in runs}
+    weights = {r: m.get_weights() for r, m in models.items()}  # copies: the model set below is one of them
+    model = models[runs[0]]
 
     def numbers(names: list[Path]) -> tuple[int, float]:
         model.set_weights(mean_weights([weights[r] for r in names]))
         ev = validation_evaluation(model, val)
         return round(ev["figures"]["number_accuracy"] * ev["figures"]["photos"]), ev["min_score"]
 
+    alone = {r: numbers([r]) for r in runs}
     order = sorted(runs, key=lambda r: -own[r])  # stable: ties keep the order given
     steps = []
     chosen = [order[0]]
-    best, threshold = numbers(chosen)
+    best, threshold = alone[order[0]]
     steps.append({"runs": [str(r) for r in chosen], "numbers": best, "threshold": threshold, "kept": True})
     for run in order[1:]:
         read, threshold = numbers([*chosen, run])
@@ -58,7 +60,7 @@ def main(runs: tuple[Path, ...], val_data: Path, output: Path, force: bool) -> N
         click.echo(f"{' + '.join(r.name for r in (*chosen, run))}: {read} numbers {'(kept)' if kept else ''}")
         if kept:
             chosen, best = [*chosen, run], read
-    singles = {str(r): numbers([r])[0] for r in runs}
+    singles = {str(r): n for r, (n, _) in alone.items()}
     uniform = numbers(list(runs))[0]
     payload = {"val_data": str(val_data), "photos": int(len(val["images"])), "own_number_accuracy":
                {str(r): v for r, v in own.items()}, "alone": singles, "uniform": uniform, "steps": steps,

@@ -217,6 +217,34 @@ def validation_evaluation(model: Any, val: dict[str, np.ndarray]) -> dict[str, A
 STALE_CHECKPOINTS = ("best-train.keras", "last.keras")  # finish-detector would make model.keras from them
 
 
+def _refuse_filled(out: Path, what: str, force: bool) -> None:
+    """A run folder written from another (snapped, averaged) is not written over a filled folder without --force."""
+    if out.exists() and any(out.iterdir()) and not force:
+        raise OutputExistsError(f"{out} exists and is not empty (use --force to write the {what} run there)")
+
+
+def _inference_form(path: Path) -> Any:
+    """A finished detector run's model.keras, refused in one line when it is not the inference form."""
+    from digitloc.runtime.contract import BOXES_OUTPUT
+    from digitloc.train.model import load_model
+
+    model = load_model(path / "model.keras")
+    if not isinstance(model.output, dict) or BOXES_OUTPUT not in model.output:
+        raise DatasetError(f"{path / 'model.keras'}: not a detector's inference form (a stage trained under JAX: "
+                           "run finish-detector first)")
+    return model
+
+
+def _write_run(out: Path, config: dict[str, Any], evaluation: dict[str, Any], model: Any) -> None:
+    """config.json and evaluation.json, then model.keras last, each written whole."""
+    from digitloc.runtime.fileio import atomic_path
+
+    atomic_write_text(out / "config.json", json.dumps(config, indent=2))
+    atomic_write_text(out / "evaluation.json", json.dumps(evaluation, indent=2))
+    with atomic_path(out / "model.keras") as tmp:
+        model.save(tmp)
+
+
 def snap_detector(run: str | os.PathLike[str], out: str | os.PathLike[str], data: str | None = None,
                   force: bool = False) -> dict[str, Any]:
     """A new run ``out``: ``run``'s record, and its model with the weights the int8 export quantizes
@@ -224,20 +252,14 @@ def snap_detector(run: str | os.PathLike[str], out: str | os.PathLike[str], data
     photos. Exported, its fp32 and int8 files hold the same convolution weights. ``data``: the
     detection build whose ``val.npz`` to read, instead of the run's own. Everything is computed
     before anything is written; each file is written whole, ``model.keras`` last."""
-    from digitloc.runtime.contract import BOXES_OUTPUT
     from digitloc.runtime.fileio import atomic_path
-    from digitloc.train.model import load_model
     from digitloc.train.record import KEPT, OPTIONAL
 
     run, out = Path(run), Path(out)
     if out.resolve() == run.resolve():
         raise DatasetError(f"{out}: the snapped run must be a new folder, not {run} itself")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise OutputExistsError(f"{out} exists and is not empty (use --force to write the snapped run there)")
-    model = load_model(run / "model.keras")
-    if not isinstance(model.output, dict) or BOXES_OUTPUT not in model.output:
-        raise DatasetError(f"{run / 'model.keras'}: not a detector's inference form (a stage trained under JAX: "
-                           "run finish-detector first)")
+    _refuse_filled(out, "snapped", force)
+    model = _inference_form(run)
     config = json.loads((run / "config.json").read_text())
     if not (data or config.get("data")):
         raise DatasetError(f"{run / 'config.json'} names no detection build: give --val-data")
@@ -255,10 +277,7 @@ def snap_detector(run: str | os.PathLike[str], out: str | os.PathLike[str], data
         if name not in ("config.json", "evaluation.json") and (run / name).is_file():
             with atomic_path(out / name) as tmp:
                 shutil.copy2(run / name, tmp)
-    atomic_write_text(out / "config.json", json.dumps(config, indent=2))
-    atomic_write_text(out / "evaluation.json", json.dumps(evaluation, indent=2))
-    with atomic_path(out / "model.keras") as tmp:
-        model.save(tmp)
+    _write_run(out, config, evaluation, model)
     return evaluation
 
 
@@ -278,10 +297,6 @@ def average_detectors(runs: list[str | os.PathLike[str]], out: str | os.PathLike
     any one alone, at one model's cost. Its threshold is chosen again on the validation photos
     (``data``'s ``val.npz``, else the first run's build). Every run must be a finished detector of the
     same design; everything is computed before anything is written, ``model.keras`` last."""
-    from digitloc.runtime.contract import BOXES_OUTPUT
-    from digitloc.runtime.fileio import atomic_path
-    from digitloc.train.model import load_model
-
     paths, out = [Path(r) for r in runs], Path(out)
     if len(paths) < 2:
         raise DatasetError("averaging needs two runs or more")
@@ -306,15 +321,8 @@ def average_detectors(runs: list[str | os.PathLike[str]], out: str | os.PathLike
                                "only runs of one design can be averaged")
     if not (data or configs[0].get("data")):
         raise DatasetError(f"{paths[0] / 'config.json'} names no detection build: give --val-data")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise OutputExistsError(f"{out} exists and is not empty (use --force to write the averaged run there)")
-    models = []
-    for path in paths:
-        model = load_model(path / "model.keras")
-        if not isinstance(model.output, dict) or BOXES_OUTPUT not in model.output:
-            raise DatasetError(f"{path / 'model.keras'}: not a detector's inference form (a stage trained under "
-                               "JAX: run finish-detector first)")
-        models.append(model)
+    _refuse_filled(out, "averaged", force)
+    models = [_inference_form(path) for path in paths]
     model = models[0]
     model.set_weights(mean_weights([m.get_weights() for m in models]))
     val_data = str(data or configs[0]["data"])
@@ -328,10 +336,7 @@ def average_detectors(runs: list[str | os.PathLike[str]], out: str | os.PathLike
         (out / name).unlink(missing_ok=True)
     if histories:
         _ingredient_curves(histories, out / "curves.png")
-    atomic_write_text(out / "config.json", json.dumps(config, indent=2))
-    atomic_write_text(out / "evaluation.json", json.dumps(evaluation, indent=2))
-    with atomic_path(out / "model.keras") as tmp:
-        model.save(tmp)
+    _write_run(out, config, evaluation, model)
     return evaluation
 
 

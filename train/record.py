@@ -110,7 +110,7 @@ class RunRecord:
     def keep(self, to: str | os.PathLike[str], weights: bool = False) -> list[Path]:
         """Copy the record (config, history, evaluation, plots, failures plot and export parity
         reports where present) into ``to``; ``weights`` adds model.keras without optimizer state."""
-        config = self.config() if self.path(CONFIG).is_file() else None
+        config = self.config()
         averaged = isinstance(config, dict) and "soup" in config
         required = AVERAGED_KEPT if averaged else KEPT
         missing = [name for name in required if not self.path(name).is_file()]
