@@ -434,6 +434,36 @@ def test_synth_distractors_draw_ink_outside_every_digit_box_and_box_no_more(tmp_
     assert result.exit_code != 0 and "--synth-distractors" in result.output and not (tmp_path / "d").exists()
 
 
+def test_detection_rotate_turns_samples_with_their_boxes_and_is_recorded(tmp_path: Path) -> None:
+    from digitloc.annotations.dataset.detection import Composer, DetectionConfig, background_strips, load_photos
+
+    entries = [{"filename": "0.png", "boxes": [{"label": 1, "left": 10, "top": 8, "width": 12, "height": 24}]}]
+    photos = load_photos([str(make_svhn_folder(tmp_path / "svhn", entries, size=(48, 100)))], skip_held_out=False)
+    composer = Composer(photos, background_strips(photos), DetectionConfig(size=(64, 128), rotate=30.0))
+    canvas = np.full((64, 128, 3), 255, np.uint8)
+    canvas[16:48, 56:72] = 0  # one dark "digit", its box 56..72 x 16..48
+    turned = 0
+    for seed in range(40):
+        img, boxes, _ = composer._jitter(np.random.default_rng(seed), canvas, np.array([[56, 16, 72, 48]], np.float32),
+                                         np.array([1]))
+        ink = img.mean(axis=2) < 0.5 * float(np.median(img))
+        ys, xs = np.nonzero(ink)
+        x1, y1, x2, y2 = boxes[0]
+        assert abs((x1 + x2) / 2 - xs.mean()) < 2.5 and abs((y1 + y2) / 2 - ys.mean()) < 2.5  # the box follows
+        turned += int(abs(float(np.ptp(xs)) - 16) > 4)  # a turn of > ~8 degrees widens the ink's extent
+    assert turned >= 5  # half the samples turn, by up to 30 degrees: many well past the default 5
+    many = make_svhn_folder(tmp_path / "many", [{"filename": f"{i}.png", "boxes": [*entries[0]["boxes"], {
+        "label": 2, "left": 40, "top": 8, "width": 12, "height": 24}]} for i in range(12)], size=(48, 100))
+    result = CliRunner().invoke(main, ["detection", "--svhn", str(many), "--rotate", "20", "--size", "64x32",
+                                       "--val-share", "0.3", "--samples", "4", "--workers", "1", "-o",
+                                       str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "d" / "manifest.json").read_text())["config"]["rotate"] == 20.0
+    result = CliRunner().invoke(main, ["detection", "--svhn", str(tmp_path / "svhn"), "--rotate", "90",
+                                       "--samples", "2", "-o", str(tmp_path / "e")])
+    assert result.exit_code != 0 and "--rotate" in result.output and not (tmp_path / "e").exists()
+
+
 def test_detection_mix_sets_the_kinds_shares(tmp_path: Path) -> None:
     from digitloc.annotations.dataset.detection import DetectionConfig, mix_with
 
