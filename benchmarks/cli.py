@@ -34,6 +34,10 @@ validation_of_option = click.option(
     "--validation-of", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
     help="A detection build (digitloc-data detection) instead of --svhn: its validation photos, whole, from the "
          "folders its manifest names (never trained on; stages and thresholds are chosen there).")
+training_of_option = click.option(
+    "--training-of", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+    help="A detection build instead of --svhn: the whole photos its training samples were composed from. Read "
+         "beside its validation photos: much better there overfits, little better underfits.")
 
 # Names of the emulated CPUs (benchmarks/emulate.py's TARGETS), without importing it at start-up.
 EMULATED = ("arm64", "arm64-a72", "arm64-max", "avx2")
@@ -78,11 +82,26 @@ def _command(name: str) -> str:
     return f"digitloc-bench {name} " + " ".join(shlex.quote(a) for a in sys.argv[2:])
 
 
-def _photo_source(svhn: tuple[str, ...], validation_of: Path | None) -> str:
-    """What a photos-reading command reads, in words; both or neither of --svhn and --validation-of end it in one line."""
-    if bool(svhn) == (validation_of is not None):
-        fail("give --svhn folders or --validation-of a detection build (one of the two)")
-    return f"the validation photos of {validation_of}" if validation_of is not None else ", ".join(svhn)
+def _photo_source(svhn: tuple[str, ...], validation_of: Path | None, training_of: Path | None) -> str:
+    """What a photos-reading command reads, in words; more or fewer than one of --svhn, --validation-of and
+    --training-of end it in one line."""
+    if bool(svhn) + (validation_of is not None) + (training_of is not None) != 1:
+        fail("give --svhn folders, --validation-of or --training-of a detection build (one of the three)")
+    if validation_of is not None:
+        return f"the validation photos of {validation_of}"
+    return f"the training photos of {training_of}" if training_of is not None else ", ".join(svhn)
+
+
+def _labelled(svhn: tuple[str, ...], validation_of: Path | None, training_of: Path | None) -> list[Any]:
+    """The labelled photos --svhn, --validation-of or --training-of names (DatasetError where unreadable)."""
+    from digitloc.annotations.dataset.detection import build_photos
+    from digitloc.benchmarks.numbers import labelled_photos
+
+    if validation_of is not None:
+        return build_photos(validation_of, "validation")
+    if training_of is not None:
+        return build_photos(training_of, "training")
+    return labelled_photos(list(svhn))
 
 
 def _refuse_existing(output: Path, stem: str, force: bool) -> None:
@@ -386,6 +405,7 @@ def _detector_drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path
 @click.option("--held-out-only", is_flag=True,
               help="Only the one-digit photos a default digitloc-data build holds out (val and test).")
 @validation_of_option
+@training_of_option
 @min_score_option
 @one_line_option
 @box_width_option
@@ -393,7 +413,8 @@ def _detector_drift(keras_model: Path, onnx_models: tuple[Path, ...], data: Path
 @output_option(default=Path("bench-out"), help="Folder for photos.json, photos.md and the PNG charts.")
 @force_option
 def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_out_only: bool,
-                   validation_of: Path | None, min_score: float | None, one_line: bool, box_width: float,
+                   validation_of: Path | None, training_of: Path | None, min_score: float | None, one_line: bool,
+                   box_width: float,
                    provider: str, output: Path, force: bool) -> None:
     """House numbers, digits and one-digit figures of ONNX_MODELS through the runtime on your own
     labelled photos, as they are.
@@ -404,10 +425,11 @@ def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_ou
     wrong, and a table says where the wrong numbers go wrong (digits missed, misread, boxed loosely,
     added). With --svhn, the one-digit photos among them also get the one-digit table (one pass and
     with refine, by the digit's height share, where missed boxes lie); --validation-of reads a
-    detection build's validation photos instead. With more than one model, a table says on how many
-    photos each reads the same number as the first (an int8 file against its fp32 file), on the engine
-    --provider picks (onnxruntime by default; openvino or auto to measure what a user's CPU runs). Needs
-    no TensorFlow."""
+    detection build's validation photos instead, --training-of the photos its samples were composed from
+    (beside the validation figures: how far the model fits what it was trained on). With more than one
+    model, a table says on how many photos each reads the same number as the first (an int8 file against
+    its fp32 file), on the engine --provider picks (onnxruntime by default; openvino or auto to measure
+    what a user's CPU runs). Needs no TensorFlow."""
     from digitloc.annotations.dataset.data import SPLITS, DatasetError, held_out_photos, reframe_photos
     from digitloc.benchmarks.framing import photos_chart, photos_markdown, photos_table
     from digitloc.benchmarks.numbers import (
@@ -419,17 +441,15 @@ def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_ou
     )
     from digitloc.benchmarks.report import cpu_lines, environment
 
-    source = _photo_source(svhn, validation_of)
-    if held_out_only and validation_of is not None:
-        fail("--held-out-only picks among --svhn photos: it does not go with --validation-of")
+    source = _photo_source(svhn, validation_of, training_of)
+    if held_out_only and not svhn:
+        fail("--held-out-only picks among --svhn photos: it does not go with --validation-of or --training-of")
     split = ("val", "test") if held_out_only else SPLITS
     rows: list = []
     one_digit: list = []
     try:
-        if validation_of is not None:
-            from digitloc.annotations.dataset.detection import validation_photos
-
-            photos = validation_photos(validation_of)
+        if not svhn:
+            photos = _labelled(svhn, validation_of, training_of)
         else:
             try:
                 one_digit = reframe_photos(held_out_photos(list(svhn), split), as_is=True)
@@ -466,14 +486,16 @@ def photos_command(onnx_models: tuple[Path, ...], svhn: tuple[str, ...], held_ou
 @click.argument("onnx_model", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @svhn_option()
 @validation_of_option
+@training_of_option
 @click.option("--widths", default="1,1.05,1.1,1.15", show_default=True,
               help="Box width factors (0.5-2, comma-separated) at which digit recall is scored.")
 @provider_option(default="cpu")
 @output_option(default=Path("bench-out"), help="Folder for misses.json, misses.md and misses-loose.png.")
 @force_option
-def misses_command(onnx_model: Path, svhn: tuple[str, ...], validation_of: Path | None, widths: str, provider: str,
-                   output: Path, force: bool) -> None:
-    """Where a detector's misses are, on your labelled photos (SVHN-format folders or a build's validation photos).
+def misses_command(onnx_model: Path, svhn: tuple[str, ...], validation_of: Path | None, training_of: Path | None,
+                   widths: str, provider: str, output: Path, force: bool) -> None:
+    """Where a detector's misses are, on your labelled photos (SVHN-format folders or a build's validation or
+    training photos).
 
     Each photo is read as shipped (refine on), with the model's own boxes. Every true digit is right, misread
     or missed; the tables break them down by the digit's height in the photo's pixels, say how far the
@@ -485,13 +507,13 @@ def misses_command(onnx_model: Path, svhn: tuple[str, ...], validation_of: Path 
     Needs no TensorFlow."""
     from digitloc.annotations.dataset.data import DatasetError
     from digitloc.benchmarks.misses import analyse, loose_sheet, misses_markdown
-    from digitloc.benchmarks.numbers import labelled_photos, read_photos
+    from digitloc.benchmarks.numbers import read_photos
     from digitloc.benchmarks.report import cpu_lines, environment
     from digitloc.runtime.contract import ContractError
     from digitloc.runtime.detector import Detector
     from digitloc.runtime.number import BOX_WIDTH_RANGE
 
-    source = _photo_source(svhn, validation_of)
+    source = _photo_source(svhn, validation_of, training_of)
     try:
         factors = [float(v) for v in widths.split(",") if v.strip()]
     except ValueError:
@@ -501,12 +523,7 @@ def misses_command(onnx_model: Path, svhn: tuple[str, ...], validation_of: Path 
         fail(f"--widths {widths!r}: give factors within {low:g}..{high:g}, separated by commas")
     _refuse_existing(output, "misses", force)
     try:
-        if validation_of is not None:
-            from digitloc.annotations.dataset.detection import validation_photos
-
-            photos = validation_photos(validation_of)
-        else:
-            photos = labelled_photos(list(svhn))
+        photos = _labelled(svhn, validation_of, training_of)
         detector = Detector(onnx_model, provider=provider, box_width=1.0)
     except (DatasetError, ContractError, ProviderError) as exc:
         fail(str(exc))

@@ -292,7 +292,7 @@ def test_check_of_no_records_and_an_unwritable_output_fail_in_one_line(tmp_path:
 
 def test_detection_builds_with_other_seeds_keep_the_same_validation_photos(tmp_path: Path, tiny_onnx: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from digitloc.annotations.dataset.detection import validation_photos
+    from digitloc.annotations.dataset.detection import build_photos, validation_photos
     from digitloc.benchmarks.cli import main as bench
 
     entries = [{"filename": f"{i}.png", "boxes": [{"label": 1 + i % 9, "left": 10 + i, "top": 8, "width": 12,
@@ -344,10 +344,21 @@ def test_detection_builds_with_other_seeds_keep_the_same_validation_photos(tmp_p
     monkeypatch.undo()
     both = CliRunner().invoke(bench, ["photos", str(tiny_onnx), "--validation-of", str(tmp_path / "det1"),
                                       "--svhn", str(folder), "-o", str(tmp_path / "b2")])
-    assert both.exit_code != 0 and "one of the two" in both.output
+    assert both.exit_code != 0 and "one of the three" in both.output
     held = CliRunner().invoke(bench, ["photos", str(tiny_onnx), "--validation-of", str(tmp_path / "det1"),
                                       "--held-out-only", "-o", str(tmp_path / "b3")])
     assert held.exit_code != 0 and "does not go with --validation-of" in held.output
+    # --training-of reads the build's other photos: those its samples were composed from, none of the validation's.
+    trained = CliRunner().invoke(bench, ["photos", str(tiny_onnx), "--training-of", str(tmp_path / "det1"),
+                                         "-o", str(tmp_path / "trained")])
+    assert trained.exit_code == 0, trained.output
+    payload = json.loads((tmp_path / "trained" / "photos.json").read_text())
+    assert "training photos of" in payload["source"] and payload["photos"] == builds[1]["train_photos"]
+    assert payload["photos"] + len(val[1]) == 16
+    assert not {p.origin for p in build_photos(tmp_path / "det1", "training")} & set(val[1])
+    two = CliRunner().invoke(bench, ["misses", str(tiny_onnx), "--training-of", str(tmp_path / "det1"),
+                                     "--validation-of", str(tmp_path / "det1"), "-o", str(tmp_path / "b4")])
+    assert two.exit_code != 0 and "one of the three" in two.output
     # scripts/refine_share_sweep.py reads the same photos through the runtime, once per share and once in one pass.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     try:

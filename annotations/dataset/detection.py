@@ -121,22 +121,33 @@ def load_photos(folders: list[str] | tuple[str, ...], skip_held_out: bool = True
     return out
 
 
-def validation_photos(build: str | os.PathLike[str]) -> list[DetPhoto]:
-    """The whole validation photos of a detection build (``digitloc-data detection``), read again from
-    the folders its manifest names: never trained on; its stages and thresholds are chosen on them."""
+def build_photos(build: str | os.PathLike[str], split: str = "validation") -> list[DetPhoto]:
+    """A detection build's (``digitloc-data detection``) whole photos, read again from the folders its
+    manifest names: ``split`` "validation" (never trained on; stages and thresholds are chosen on them)
+    or "training" (those its samples were composed from: a model reading them much better than the
+    validation photos overfits, one reading them little better underfits)."""
+    if split not in ("validation", "training"):
+        raise ValueError(f"split must be validation or training, got {split!r}")
     path = Path(build) / "manifest.json"
+    key = "val_photos" if split == "validation" else "train_photos"
     try:
         manifest = json.loads(path.read_text())
-        config, expected = manifest["config"], int(manifest["val_photos"])
+        config, expected = manifest["config"], int(manifest[key])
         folders, share = list(config["svhn"]), float(config["val_share"])
         split_seed = int(config.get("split_seed", config["seed"]))  # builds before split_seed split on their seed
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DatasetError(f"{path}: not a detection build's manifest (digitloc-data detection): {exc!r}") from None
-    photos = [p for p in load_photos(folders) if val_photo(p.origin, share, split_seed)]
+    held = split == "validation"
+    photos = [p for p in load_photos(folders) if val_photo(p.origin, share, split_seed) == held]
     if len(photos) != expected:
-        raise DatasetError(f"{path}: the build held out {expected} validation photos, {len(photos)} are found in "
+        raise DatasetError(f"{path}: the build held out {expected} {split} photos, {len(photos)} are found in "
                            f"{', '.join(folders)} now (moved or changed folders?)")
     return photos
+
+
+def validation_photos(build: str | os.PathLike[str]) -> list[DetPhoto]:
+    """A detection build's validation photos (``build_photos``)."""
+    return build_photos(build, "validation")
 
 
 def background_strips(photos: list[DetPhoto], min_side: int = 12) -> list[np.ndarray]:
