@@ -1,34 +1,60 @@
-"""Numbers a detector reads (refine on) on a build's validation photos, and its training photos with ``train``, once
-per value of ``read_digits``' last keyword argument (the rule being tried, patched into runtime/number.py).
+"""Numbers a detector reads (refine on) on a detection build's validation photos, and with --training its training
+photos, once per value of one ``runtime.number.read_digits`` parameter (a reading rule being tried).
 
-Usage: python scripts/read_rule_sweep.py MODEL V1,V2,... [train] [OUT.json]  (from the repository root; the build is
-data/det192x96-d). Session 21's rules were patches to ``read_digits`` (``max_cover``, ``end_gap``), reverted; see
-models/det192x96-reading-rules-tried/README.md.
+    python scripts/read_rule_sweep.py models/digitloc-detector-int8.onnx --rule end_gap --values 0,0.5,1 \\
+        --build data/det192x96-d --training -o bench/end-gap.json
+
+The rule is a keyword parameter of ``read_digits`` (patch it in first: session 21's ``max_cover`` and ``end_gap``
+were such patches, reverted; models/det192x96-reading-rules-tried/README.md), one the Detector leaves at its default.
+A name ``read_digits`` lacks, or one the Detector sets itself, is refused: the sweep never reads without the rule.
+Choose on validation or training photos, never on a test split.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
-import sys
 from pathlib import Path
 
-from digitloc.annotations.dataset.detection import build_photos
-from digitloc.annotations.detmetrics import detection_figures, error_breakdown
-from digitloc.benchmarks.numbers import read_photos
-from digitloc.runtime import number
-from digitloc.runtime.detector import Detector
+import click
+
+# What runtime.detector.Detector passes to read_digits itself: a default patched there would change nothing read.
+SET_BY_DETECTOR = ("min_score", "max_digits", "one_line")
 
 
-def main() -> None:
-    model, values = Path(sys.argv[1]), [float(v) for v in sys.argv[2].split(",")]
-    sets = {"val": build_photos("data/det192x96-d", "validation")}
-    if len(sys.argv) > 3 and sys.argv[3] == "train":
-        sets["train"] = build_photos("data/det192x96-d", "training")
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--rule", required=True, help="The read_digits keyword parameter to sweep.")
+@click.option("--values", required=True, help="Its values, comma-separated.")
+@click.option("--build", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="A detection build (digitloc-data detection): its validation photos are read.")
+@click.option("--training", is_flag=True, help="Also read the build's training photos.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def main(model: Path, rule: str, values: str, build: Path, training: bool, output: Path) -> None:
+    """Read BUILD's photos with MODEL once per --values of read_digits' --rule; one line per reading."""
+    from digitloc.annotations.dataset.detection import build_photos
+    from digitloc.annotations.detmetrics import detection_figures, error_breakdown
+    from digitloc.benchmarks.numbers import read_photos
+    from digitloc.runtime import number
+    from digitloc.runtime.detector import Detector
+
+    named = [p.name for p in inspect.signature(number.read_digits).parameters.values() if p.default is not p.empty]
+    if rule not in named or rule in SET_BY_DETECTOR:
+        free = ", ".join(n for n in named if n not in SET_BY_DETECTOR)
+        raise click.BadParameter(f"{rule!r} is not a read_digits parameter the Detector leaves at its default "
+                                 f"(those: {free})", param_hint="--rule")
+    try:
+        swept = [float(v) for v in values.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{values!r}: give numbers separated by commas", param_hint="--values") from None
+    sets = {"val": build_photos(build, "validation")}
+    if training:
+        sets["train"] = build_photos(build, "training")
     detector = Detector(model, provider="cpu")
     defaults = list(number.read_digits.__defaults__ or ())
     out = {}
-    for value in values:
-        defaults[-1] = value
+    for value in swept:
+        defaults[named.index(rule)] = value
         number.read_digits.__defaults__ = tuple(defaults)
         for name, photos in sets.items():
             results, _ = read_photos(detector, photos)
@@ -36,9 +62,9 @@ def main() -> None:
             figures, errors = detection_figures(results), error_breakdown(results)
             out[f"{name} {value}"] = {"right": right, "photos": len(results), "recall": figures["digit_recall"],
                                       "precision": figures["digit_precision"], "digits": errors["digits"]}
-            print(name, value, right, len(results), round(figures["digit_recall"], 4),
-                  round(figures["digit_precision"], 4), errors["digits"], flush=True)
-    Path(sys.argv[4] if len(sys.argv) > 4 else "sweep.json").write_text(json.dumps(out, indent=1))
+            click.echo(f"{name} {value} {right} {len(results)} {figures['digit_recall']:.4f} "
+                       f"{figures['digit_precision']:.4f} {errors['digits']}")
+    output.write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

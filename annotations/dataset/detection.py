@@ -140,7 +140,8 @@ def build_photos(build: str | os.PathLike[str], split: str = "validation") -> li
     held = split == "validation"
     photos = [p for p in load_photos(folders) if val_photo(p.origin, share, split_seed) == held]
     if len(photos) != expected:
-        raise DatasetError(f"{path}: the build held out {expected} {split} photos, {len(photos)} are found in "
+        made = "held out" if held else "composed its samples from"
+        raise DatasetError(f"{path}: the build {made} {expected} {split} photos, {len(photos)} are found in "
                            f"{', '.join(folders)} now (moved or changed folders?)")
     return photos
 
