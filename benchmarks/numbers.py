@@ -43,6 +43,21 @@ def read_photos(detector: Any, photos: list[Any], batch_size: int = 32) -> tuple
     return results, detections
 
 
+def reading_summary(detector: Any, photos: list[Any]) -> dict[str, Any]:
+    """One reading of a sweep (a rule, a variant, a value): the photos through ``detector``, and the numbers
+    read right, digit recall / precision and the wrong numbers' digits by kind."""
+    results, _ = read_photos(detector, photos)
+    figures, errors = detection_figures(results), error_breakdown(results)
+    return {"right": sum(r.number == r.true_number for r in results), "photos": len(results),
+            "recall": figures["digit_recall"], "precision": figures["digit_precision"], "digits": errors["digits"]}
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """A reading_summary as one line: right, photos, recall, precision, digits by kind."""
+    return (f"{summary['right']} {summary['photos']} {summary['recall']:.4f} {summary['precision']:.4f} "
+            f"{summary['digits']}")
+
+
 def numbers_table(onnx_paths: list[Path], photos: list[Any], min_score: float | None = None,
                   provider: str = "cpu", one_line: bool = True,
                   box_width: float = DETECTOR_BOX_WIDTH) -> tuple[list[dict[str, Any]], list[Any]]:
@@ -82,12 +97,28 @@ def _numbers_row(path: Path, refine: bool, results: list[PhotoResult], detection
     """One model's row of numbers_table."""
     row: dict[str, Any] = {"model": path.name if refine else f"{path.name} --no-refine", "refine": refine,
                            **detection_figures(results), "errors": error_breakdown(results)}
+    folders = by_folder(results)
+    if len(folders) > 1:
+        row["by_folder"] = folders
     one = [(r, d) for r, d in zip(results, detections, strict=True) if len(r.true_labels) == 1]
     if one:
         row["one_digit"] = _one_digit(one)
     row["failures"] = [{"photo": r.origin, "true": r.true_number, "read": r.number}
                        for r in results if r.number != r.true_number]
     return row
+
+
+def by_folder(results: list[PhotoResult]) -> list[dict[str, Any]]:
+    """The figures per folder the photos came from (their origin's first part: a detection build's validation
+    photos mix the train sample's with svhn-test-sample/fit's, framed otherwise), in first-seen order."""
+    groups: dict[str, list[PhotoResult]] = {}
+    for r in results:
+        groups.setdefault(r.origin.split("/")[0] if "/" in r.origin else "", []).append(r)
+    out = []
+    for folder, sel in groups.items():
+        figures = detection_figures(sel)
+        out.append({"folder": folder, **{k: v for k, v in figures.items() if k not in ("by_share", "by_pixels")}})
+    return out
 
 
 def _one_digit(pairs: list[tuple[PhotoResult, Any]]) -> dict[str, Any]:
@@ -103,8 +134,8 @@ def numbers_markdown(rows: list[dict[str, Any]]) -> str:
     """Overall and per height share: whole numbers read exactly / digit recall (photos); where the
     wrong numbers go wrong; the one-digit photos' figures where there are any."""
     shares = [b["share"] for b in rows[0]["by_share"]]
-    head = ("| model | numbers exact | digit recall | digit precision | matched IoU | "
-            + " | ".join(f"share {s}: numbers / recall" for s in shares) + " |\n|---|---|---|---|---|"
+    head = ("| model | numbers exact | digit recall | digit recall at IoU 0.3 | digit precision | matched IoU | "
+            + " | ".join(f"share {s}: numbers / recall" for s in shares) + " |\n|---|---|---|---|---|---|"
             + "---|" * len(shares) + "\n")
     body = ""
     for r in rows:
@@ -112,7 +143,7 @@ def numbers_markdown(rows: list[dict[str, Any]]) -> str:
         cells = " | ".join(f"{by[s]['number_accuracy']:.3f} / {by[s]['digit_recall']:.3f} ({by[s]['photos']})"
                            if s in by else "-" for s in shares)
         body += (f"| {r['model']} | {r['number_accuracy']:.3f} ({r['photos']}) | {r['digit_recall']:.3f} | "
-                 f"{r['digit_precision']:.3f} | {r['matched_iou']:.3f} | {cells} |\n")
+                 f"{r['digit_recall_lenient']:.3f} | {r['digit_precision']:.3f} | {r['matched_iou']:.3f} | {cells} |\n")
     pixels = list(dict.fromkeys(b["pixels"] for r in rows for b in r.get("by_pixels", [])))
     if pixels:
         body += ("\nBy the photo's size where the digits are: the tallest digit's height in the photo's own pixels "
@@ -123,15 +154,25 @@ def numbers_markdown(rows: list[dict[str, Any]]) -> str:
             body += (f"| {r['model']} | " + " | ".join(
                 f"{by[k]['number_accuracy']:.3f} / {by[k]['digit_recall']:.3f} ({by[k]['photos']})" if k in by else "-"
                 for k in pixels) + " |\n")
+    folders = list(dict.fromkeys(b["folder"] for r in rows for b in r.get("by_folder", [])))
+    if folders:
+        body += ("\nBy the folder the photos came from (numbers exact / digit recall (photos)):\n\n| model | "
+                 + " | ".join(f or "(none)" for f in folders) + " |\n|---|" + "---|" * len(folders) + "\n")
+        for r in rows:
+            by = {b["folder"]: b for b in r.get("by_folder", [])}
+            body += (f"| {r['model']} | " + " | ".join(
+                f"{by[k]['number_accuracy']:.3f} / {by[k]['digit_recall']:.3f} ({by[k]['photos']})" if k in by else "-"
+                for k in folders) + " |\n")
     body += ("\nWhere the wrong numbers go wrong (a digit is found at IoU >= 0.5; a loose box overlaps a true digit "
              "at IoU 0.1-0.5; a photo counts under each kind it shows):\n\n| model | wrong numbers | a digit missed | "
              "a digit misread | a loose box | a digit added | order only | digits missed / misread / loose / added "
-             "|\n|---|---|---|---|---|---|---|---|\n")
+             "| right numbers: digits whose box misses IoU 0.5 |\n|---|---|---|---|---|---|---|---|---|\n")
     for r in rows:
         e = r["errors"]
         p, d = e["photos_with"], e["digits"]
         body += (f"| {r['model']} | {e['wrong_numbers']} | {p['missed']} | {p['misread']} | {p['loose']} | "
-                 f"{p['extra']} | {p['order']} | {d['missed']} / {d['misread']} / {d['loose']} / {d['extra']} |\n")
+                 f"{p['extra']} | {p['order']} | {d['missed']} / {d['misread']} / {d['loose']} / {d['extra']} | "
+                 f"{e['loose_in_right_numbers']} |\n")
     same = [r for r in rows if "same_number_as_first" in r]
     if same:
         reference = rows[0]["model"].removesuffix(" --no-refine")

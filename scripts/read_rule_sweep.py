@@ -33,8 +33,7 @@ SET_BY_DETECTOR = ("min_score", "max_digits", "one_line")
 def main(model: Path, rule: str, values: str, build: Path, training: bool, output: Path) -> None:
     """Read BUILD's photos with MODEL once per --values of read_digits' --rule; one line per reading."""
     from digitloc.annotations.dataset.detection import build_photos
-    from digitloc.annotations.detmetrics import detection_figures, error_breakdown
-    from digitloc.benchmarks.numbers import read_photos
+    from digitloc.benchmarks.numbers import reading_summary, summary_line
     from digitloc.runtime import number
     from digitloc.runtime.detector import Detector
 
@@ -57,13 +56,8 @@ def main(model: Path, rule: str, values: str, build: Path, training: bool, outpu
         defaults[named.index(rule)] = value
         number.read_digits.__defaults__ = tuple(defaults)
         for name, photos in sets.items():
-            results, _ = read_photos(detector, photos)
-            right = sum(r.number == r.true_number for r in results)
-            figures, errors = detection_figures(results), error_breakdown(results)
-            out[f"{name} {value}"] = {"right": right, "photos": len(results), "recall": figures["digit_recall"],
-                                      "precision": figures["digit_precision"], "digits": errors["digits"]}
-            click.echo(f"{name} {value} {right} {len(results)} {figures['digit_recall']:.4f} "
-                       f"{figures['digit_precision']:.4f} {errors['digits']}")
+            out[f"{name} {value}"] = summary = reading_summary(detector, photos)
+            click.echo(f"{name} {value} {summary_line(summary)}")
     output.write_text(json.dumps(out, indent=1))
 
 

@@ -445,6 +445,23 @@ def test_synth_distractors_draw_ink_outside_every_digit_box_and_box_no_more(tmp_
     assert result.exit_code != 0 and "--synth-distractors" in result.output and not (tmp_path / "d").exists()
 
 
+def check_detection_option(tmp_path: Path, option: str, good: str, bad: str, key: str, recorded: float) -> None:
+    """``digitloc-data detection OPTION GOOD`` builds and records ``key`` in the manifest; OPTION BAD is refused
+    in one line naming the option, before any output folder is made."""
+    boxes = [{"label": 1, "left": 10, "top": 8, "width": 12, "height": 24},
+             {"label": 2, "left": 40, "top": 8, "width": 12, "height": 24}]
+    many = make_svhn_folder(tmp_path / "many", [{"filename": f"{i}.png", "boxes": boxes} for i in range(12)],
+                            size=(48, 100))
+    result = CliRunner().invoke(main, ["detection", "--svhn", str(many), option, good, "--size", "64x32",
+                                       "--val-share", "0.3", "--samples", "4", "--workers", "1", "-o",
+                                       str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "d" / "manifest.json").read_text())["config"][key] == recorded
+    result = CliRunner().invoke(main, ["detection", "--svhn", str(many), option, bad, "--samples", "2",
+                                       "-o", str(tmp_path / "e")])
+    assert result.exit_code != 0 and option in result.output and not (tmp_path / "e").exists()
+
+
 def test_detection_rotate_turns_samples_with_their_boxes_and_is_recorded(tmp_path: Path) -> None:
     from digitloc.annotations.dataset.detection import Composer, DetectionConfig, background_strips, load_photos
 
@@ -463,16 +480,42 @@ def test_detection_rotate_turns_samples_with_their_boxes_and_is_recorded(tmp_pat
         assert abs((x1 + x2) / 2 - xs.mean()) < 2.5 and abs((y1 + y2) / 2 - ys.mean()) < 2.5  # the box follows
         turned += int(abs(float(np.ptp(xs)) - 16) > 4)  # a turn of > ~8 degrees widens the ink's extent
     assert turned >= 5  # half the samples turn, by up to 30 degrees: many well past the default 5
-    many = make_svhn_folder(tmp_path / "many", [{"filename": f"{i}.png", "boxes": [*entries[0]["boxes"], {
-        "label": 2, "left": 40, "top": 8, "width": 12, "height": 24}]} for i in range(12)], size=(48, 100))
-    result = CliRunner().invoke(main, ["detection", "--svhn", str(many), "--rotate", "20", "--size", "64x32",
-                                       "--val-share", "0.3", "--samples", "4", "--workers", "1", "-o",
-                                       str(tmp_path / "d")])
-    assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "d" / "manifest.json").read_text())["config"]["rotate"] == 20.0
-    result = CliRunner().invoke(main, ["detection", "--svhn", str(tmp_path / "svhn"), "--rotate", "90",
-                                       "--samples", "2", "-o", str(tmp_path / "e")])
-    assert result.exit_code != 0 and "--rotate" in result.output and not (tmp_path / "e").exists()
+    check_detection_option(tmp_path, "--rotate", "20", "90", "rotate", 20.0)
+
+
+def test_detection_degrade_blurs_samples_keeps_boxes_and_leaves_default_builds_alone(tmp_path: Path) -> None:
+    from digitloc.annotations.dataset.detection import (
+        Composer,
+        DetectionConfig,
+        background_strips,
+        degrade,
+        load_photos,
+    )
+
+    entries = [{"filename": "0.png", "boxes": [{"label": 1, "left": 10, "top": 8, "width": 12, "height": 24}]}]
+    photos = load_photos([str(make_svhn_folder(tmp_path / "svhn", entries, size=(48, 100)))], skip_held_out=False)
+    canvas = np.zeros((64, 128, 3), np.uint8)
+    canvas[:, ::2] = 255  # one-pixel stripes: all their energy at the highest frequency
+    box, label = np.array([[56, 16, 72, 48]], np.float32), np.array([1])
+
+    def sharpness(img: np.ndarray) -> float:
+        return float(np.abs(np.diff(img.astype(np.float32), axis=1)).mean())
+
+    plain = Composer(photos, background_strips(photos), DetectionConfig(size=(64, 128), rotate=0.0))
+    always = Composer(photos, background_strips(photos), DetectionConfig(size=(64, 128), rotate=0.0, degrade=1.0))
+    for seed in range(6):
+        out = degrade(canvas.astype(np.float32), np.random.default_rng(seed))
+        assert out.shape == canvas.shape and out.dtype == np.float32
+        assert sharpness(out) < 0.2 * sharpness(canvas)  # shrunk by at least 1.5: the stripes are gone
+        a, boxes_a, _ = plain._jitter(np.random.default_rng(seed), canvas, box, label)
+        b, boxes_b, _ = always._jitter(np.random.default_rng(seed), canvas, box, label)
+        assert np.array_equal(boxes_a, boxes_b)  # shrunk and scaled back: the digits stay where they were
+        assert not np.array_equal(a, b)
+    # At 0 (the default) no draw is made: a build's samples are those of a build from before the option.
+    zero = Composer(photos, background_strips(photos), DetectionConfig(size=(64, 128), rotate=0.0, degrade=0.0))
+    a, _, _ = plain._jitter(np.random.default_rng(3), canvas, box, label)
+    assert np.array_equal(a, zero._jitter(np.random.default_rng(3), canvas, box, label)[0])
+    check_detection_option(tmp_path, "--degrade", "0.4", "1.5", "degrade", 0.4)
 
 
 def test_detection_mix_sets_the_kinds_shares(tmp_path: Path) -> None:

@@ -141,6 +141,18 @@ def test_metrics_count_numbers_digits_and_ap() -> None:
     assert greedy_match(t[::-1], t).tolist() == [1, 0]
     scored = [(t, np.array([0.9, 0.8]), np.array([3, 4]))]
     assert average_precision(scored, [right]) == {"3": 1.0, "4": 1.0}
+    # A box drawn inside its digit's (IoU 0.4) is not found at 0.5 but is at the lenient 0.3.
+    short = PhotoResult(np.array([[0, 0, 10, 20], [12, 0, 22, 8]], np.float32), np.array([3, 4]), t, np.array([3, 4]),
+                        origin="fit/1.png")
+    fig = detection_figures([short])
+    assert fig["digit_recall"] == pytest.approx(0.5) and fig["digit_recall_lenient"] == pytest.approx(1.0)
+    assert detection_figures([wrong_class])["digit_recall_lenient"] == pytest.approx(0.5)  # the class still counts
+    # benchmarks' by_folder: the figures per folder of the photos' origin.
+    from digitloc.benchmarks.numbers import by_folder
+
+    right.origin, wrong_class.origin = "train/1.png", "train/2.png"
+    folders = by_folder([right, short, wrong_class])
+    assert [(f["folder"], f["photos"], f["number_accuracy"]) for f in folders] == [("train", 2, 0.5), ("fit", 1, 1.0)]
 
 
 def test_error_breakdown_names_what_each_wrong_number_got_wrong() -> None:
@@ -159,6 +171,7 @@ def test_error_breakdown_names_what_each_wrong_number_got_wrong() -> None:
     assert e["wrong_numbers"] == 6
     assert e["photos_with"] == {"missed": 2, "misread": 2, "loose": 1, "extra": 2, "order": 1}
     assert e["digits"] == {"missed": 2, "misread": 2, "loose": 1, "extra": 2}
+    assert e["loose_in_right_numbers"] == 1  # loose_but_right's second digit: its number is right, its box is not
 
 
 def test_composer_keeps_whole_digits_only(tmp_path: Path) -> None:
@@ -427,6 +440,52 @@ def test_detector_refine_reads_small_digits_again_from_a_window(tiny_detector: P
     assert wide[0].number == "3"
     with pytest.raises(ValueError, match="refine_share"):
         Detector(fp32, provider="cpu", refine_share=1.0)
+
+
+def test_pass_variants_base_reads_as_the_runtime_and_fuse_pools_both_passes(tiny_detector: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """scripts/pass_variants.py: its ``base`` must stay the runtime's own reading (else every variant is measured
+    against something no user runs); ``fuse`` pools the first pass's candidates with the refine pass's."""
+    import sys
+
+    from digitloc.export.detector import export_detector, parity_photos
+    from digitloc.export.quantize import Fp32Config
+    from digitloc.runtime.detector import Detector
+    from digitloc.train.model import load_model
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    try:
+        from pass_variants import variant_batch
+    finally:
+        sys.path.pop(0)
+    keras_path = tiny_detector / "model.keras"
+    images, source = parity_photos(None, keras_path, SIZE, 16)
+    fp32 = tmp_path / "det.onnx"
+    export_detector(keras_path, load_model(keras_path), fp32, Fp32Config(), images, source)
+    # The first pass reads a 3 (0.9) at 0.2 of the height; the refine pass reads the same place as a 5 (0.6).
+    rel = np.array([[0.55, 0.5, 0.6, 0.7], [0.1, 0.1, 0.2, 0.2]], np.float32)
+    calls = {"n": 0}
+
+    def fake_run(self: Detector, batch: np.ndarray) -> tuple[np.ndarray, ...]:
+        calls["n"] += 1
+        n = len(batch)
+        digit, score = (3, 0.9) if calls["n"] % 2 else (5, 0.6)
+        return (np.tile(rel, (n, 1, 1)), np.tile([score, 0.01], (n, 1)).astype(np.float32),
+                np.full((n, 2), digit, np.int64), np.tile(np.eye(10, dtype=np.float32)[digit], (n, 1)))
+
+    monkeypatch.setattr(Detector, "run_detector", fake_run)
+    photo = np.zeros((200, 400, 3), np.uint8)
+    detector = Detector(fp32, provider="cpu")
+    shipped = detector.predict_batch([photo])
+    assert calls["n"] == 2 and shipped[0].number == "5"  # the refine pass's reading replaces the first's
+    monkeypatch.setattr(Detector, "_detect_batch", variant_batch("base"))
+    calls["n"] = 0
+    assert detector.predict_batch([photo]) == shipped
+    monkeypatch.setattr(Detector, "_detect_batch", variant_batch("fuse"))
+    calls["n"] = 0
+    fused = detector.predict_batch([photo])
+    # Pooled, the first pass's more confident 3 suppresses the refine pass's 5 at the same place.
+    assert fused[0].number == "3" and fused[0].digits[0].confidence == pytest.approx(0.9)
 
 
 def keras_conv_macs(model: Any) -> float:

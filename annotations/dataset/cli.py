@@ -165,13 +165,16 @@ def build(svhn: tuple[str, ...], synthetic: int, crops_per_digit: int, size: tup
                    "of letters above or below it, or a frame around it (what is not a digit, beside one).")
 @click.option("--rotate", type=click.FloatRange(0, 45), default=5.0, show_default=True,
               help="Half of the samples are turned by up to this many degrees either way (boxes follow the digit).")
+@click.option("--degrade", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Chance that a sample is shrunk 1.5-4x and scaled back up, half of those JPEG-compressed "
+                   "between: small digits as the refine pass reads them, enlarged from few pixels.")
 @seed_option
 @WORKERS
 @output_option(help="Folder to write the detection set to.", required=True)
 @force_option
 def detection(svhn: tuple[str, ...], size: tuple[int, int], count: int, val_share: float,
               folder_weights: tuple[float, ...], split_seed: int, mix: tuple[str, ...], distractors: float,
-              rotate: float, seed: int, workers: int, output: Path, force: bool) -> None:
+              rotate: float, degrade: float, seed: int, workers: int, output: Path, force: bool) -> None:
     """Build a detection set into OUTPUT: train.npz (composed samples: whole photos letterboxed, zoom-out,
     mosaics, crops, synthetic numbers, empty windows; every digit boxed), val.npz (whole photos
     letterboxed), manifest.json and preview.png. The held-out one-digit photos of the folders are skipped."""
@@ -189,7 +192,8 @@ def detection(svhn: tuple[str, ...], size: tuple[int, int], count: int, val_shar
     try:
         cfg = DetectionConfig(svhn=tuple(svhn), size=size, count=count, val_share=val_share, seed=seed,
                               split_seed=split_seed, folder_weights=tuple(folder_weights), workers=workers,
-                              mix=mix_with(shares), distractors=distractors, rotate=rotate)
+                              mix=mix_with(shares), distractors=distractors, rotate=rotate,
+                              degrade=degrade)
         weights_of(cfg)  # a wrong count or mix refused before the output folder is made
         prepare_output_dir(output)
         manifest = build_detection(cfg, output, force=force)

@@ -90,6 +90,9 @@ class DetectionConfig:
     # number ("11B"), a line of letters above or below it (a street or house name), or a frame around it (a
     # plaque's edge); what the detector was seen to read as digits on real photos (session 19).
     distractors: float = 0.0
+    # The chance that a sample is shrunk 1.5-4x and scaled back up (half of those JPEG-compressed between): a
+    # small digit as the refine pass reads it, from a window cut around it and enlarged (session 22).
+    degrade: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -378,6 +381,8 @@ class Composer:
         img = img * rng.uniform(0.8, 1.2, 3)[None, None, :]
         if rng.random() < 0.15:
             img = np.repeat(img.mean(axis=2, keepdims=True), 3, axis=2)
+        if self.cfg.degrade > 0 and rng.random() < self.cfg.degrade:  # no draw at 0: builds as before
+            img = degrade(img, rng)
         if rng.random() < 0.3:
             img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.4, 1.4))
         if rng.random() < 0.3:
@@ -385,6 +390,19 @@ class Composer:
         out = np.clip(img, 0, 255).astype(np.uint8)
         ok = (boxes[:, 2] - boxes[:, 0] >= 2) & (boxes[:, 3] - boxes[:, 1] >= 3)
         return out, boxes[ok], labels[ok]
+
+
+def degrade(img: np.ndarray, rng: np.random.Generator, factor: tuple[float, float] = (1.5, 4.0)) -> np.ndarray:
+    """An image as if read from fewer pixels: shrunk by ``factor`` (area), half the time JPEG-compressed at
+    quality 30-90, and scaled back to its size (linear), float32."""
+    h, w = img.shape[:2]
+    f = rng.uniform(*factor)
+    small = cv2.resize(np.clip(img, 0, 255).astype(np.uint8), (max(4, round(w / f)), max(4, round(h / f))),
+                       interpolation=cv2.INTER_AREA)
+    if rng.random() < 0.5:
+        ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 91))])
+        small = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else small
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
 
 
 _COMPOSER: Composer | None = None  # one per worker process, set by _init_worker
