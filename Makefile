@@ -171,6 +171,12 @@ detector-bench: venv
 	# beside it are a person's judgement of stage 4's, 7's and 8's sheets: judge again when the model changes).
 	$(BIN)/python scripts/label_sheet.py models/digitloc-detector-int8.onnx --svhn $(SAMPLE) \
 		-o benchmarks/results/detector/one-digit/read-as-more-digits.png --force
+	# Eval's photos read wrong, and those read right with a digit's box under IoU 0.5 (digit recall lost to a box
+	# drawn otherwise than SVHN's): SVHN's boxes green, the digits read red.
+	$(BIN)/python scripts/label_sheet.py models/digitloc-detector-int8.onnx --wrong --svhn $(TEST_SAMPLE)/eval \
+		-o benchmarks/results/detector/eval/wrong-numbers.png --force
+	$(BIN)/python scripts/label_sheet.py models/digitloc-detector-int8.onnx --loose --svhn $(TEST_SAMPLE)/eval \
+		-o benchmarks/results/detector/eval/loose-boxes.png --force
 	# The sample video through digitloc-run (annotated copy written; the budget is 100 frames/s): on a new machine the
 	# first run also probes the engines (once per model and CPU), the second reads with the cached choice.
 	for run in first second; do out=$$($(BIN)/digitloc-run samples/sample-640x480.mp4 \

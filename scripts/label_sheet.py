@@ -14,6 +14,13 @@ every digit is scored wrong there on "the number is the digit".
 With ``--wrong``: every photo of the folder whose number is read wrong (the digits left to right
 against SVHN's, as ``digitloc-bench photos`` counts it), whatever its digit count.
 
+With ``--loose``: every photo whose number is read right but where a digit's box misses SVHN's at IoU
+0.5 (``digitloc-bench photos``' "right numbers: digits whose box misses IoU 0.5"): the digit recall a
+right reading loses to a box drawn otherwise than the annotator's.
+
+    python scripts/label_sheet.py models/digitloc-detector-int8.onnx --loose \
+        --svhn ../shared/data/svhn-test-sample/eval -o benchmarks/results/detector/eval/loose-boxes.png
+
 Each photo is drawn twice, side by side: clean (boxes and labels drawn over a 30-pixel photo hide
 it), and with SVHN's boxes in green and the digits read in red; under it the file, SVHN's label (t)
 and the number read (r). A person can then tell a digit added or missed by the model from a digit
@@ -69,29 +76,39 @@ def wrong_tile(image: np.ndarray, result, caption: str) -> np.ndarray:
               help="SVHN-format folder whose photos are read.")
 @click.option("--wrong", is_flag=True,
               help="Draw every photo whose number is read wrong, not the one-digit photos read as more digits.")
+@click.option("--loose", is_flag=True,
+              help="Draw every photo whose number is read right but a digit's box misses SVHN's at IoU 0.5.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The sheet (PNG); a .txt beside it lists the photos.")
 @click.option("--columns", type=click.IntRange(min=1), default=None,
               help="Tiles per row (default: 5, or 3 with --wrong).")
 @click.option("--force", is_flag=True, help="Replace an existing sheet.")
-def main(model: Path, svhn: str, wrong: bool, output: Path, columns: int | None, force: bool) -> None:
-    """Draw the photos of SVHN that MODEL reads otherwise than their label says (see --wrong)."""
+def main(model: Path, svhn: str, wrong: bool, loose: bool, output: Path, columns: int | None, force: bool) -> None:
+    """Draw the photos of SVHN that MODEL reads otherwise than their label says (see --wrong, --loose)."""
+    from digitloc.annotations.detmetrics import greedy_match
     from digitloc.benchmarks.numbers import labelled_photos, read_photos
     from digitloc.runtime.detector import Detector
     from digitloc.runtime.fileio import atomic_write_bytes, atomic_write_text, check_writable
 
+    if wrong and loose:
+        raise click.UsageError("--wrong and --loose draw different photos: give one")
+    whole = wrong or loose  # every photo of the folder, drawn side by side with the boxes
     for path in (output, output.with_suffix(".txt")):
         try:
             check_writable(path, force)
         except OSError as exc:
             raise click.ClickException(str(exc)) from None
-    photos = [p for p in labelled_photos([svhn]) if wrong or len(p.labels) == 1]
+    photos = [p for p in labelled_photos([svhn]) if whole or len(p.labels) == 1]
     if not photos:
-        raise click.ClickException(f"{svhn}: no {'labelled' if wrong else 'one-digit'} photo to read")
+        raise click.ClickException(f"{svhn}: no {'labelled' if whole else 'one-digit'} photo to read")
     results, _ = read_photos(Detector(model, provider="cpu"), photos)
     if wrong:
         chosen = [(p, r) for p, r in zip(photos, results, strict=True) if r.number != r.true_number]
         what = "photos whose number is read wrong"
+    elif loose:
+        chosen = [(p, r) for p, r in zip(photos, results, strict=True) if r.number == r.true_number
+                  and int((greedy_match(r.pred_boxes, r.true_boxes) >= 0).sum()) < len(r.true_boxes)]
+        what = "photos read right with a digit's box under IoU 0.5"
     else:
         chosen = [(p, r) for p, r in zip(photos, results, strict=True) if len(r.pred_classes) > 1]
         what = "one-digit photos read as more than one digit"
@@ -99,8 +116,8 @@ def main(model: Path, svhn: str, wrong: bool, output: Path, columns: int | None,
         raise click.ClickException(f"{model}: no {what} among the {len(photos)} photos of {svhn}")
     import cv2
 
-    columns = columns or (3 if wrong else 5)
-    tiles = [(wrong_tile(p.image, r, f"{Path(p.origin).stem} t{r.true_number} r{r.number or '-'}") if wrong
+    columns = columns or (3 if whole else 5)
+    tiles = [(wrong_tile(p.image, r, f"{Path(p.origin).stem} t{r.true_number} r{r.number or '-'}") if whole
               else tile(p.image, f"{Path(p.origin).stem} t{r.true_number} r{r.number}")) for p, r in chosen]
     tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % columns)
     sheet = np.vstack([np.hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)])
