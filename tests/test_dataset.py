@@ -518,6 +518,34 @@ def test_detection_degrade_blurs_samples_keeps_boxes_and_leaves_default_builds_a
     check_detection_option(tmp_path, "--degrade", "0.4", "1.5", "degrade", 0.4)
 
 
+def test_detection_ignore_carries_unboxed_digits_into_training_samples_only(tmp_path: Path) -> None:
+    from digitloc.annotations.dataset.detection import IGNORE_LABEL, val_photo
+
+    boxes = [{"label": 1, "left": 10, "top": 8, "width": 12, "height": 24},
+             {"label": 2, "left": 40, "top": 8, "width": 12, "height": 24}]
+    folder = make_svhn_folder(tmp_path / "svhn", [{"filename": f"{i}.png", "boxes": boxes} for i in range(12)],
+                              size=(48, 100))
+    origins = [f"svhn/{i}.png" for i in range(12)]  # the origin is the folder's name and the file's
+    held = [o for o in origins if val_photo(o, 0.3)]
+    assert held and len(held) < 12
+    regions = {o: [[70.0, 8.0, 82.0, 32.0]] for o in origins}  # an unboxed third digit on every photo
+    (tmp_path / "ignore.json").write_text(json.dumps({"regions": regions}))
+    args = ["detection", "--svhn", str(folder), "--size", "64x32", "--val-share", "0.3", "--samples", "8",
+            "--mix", "photo=1", "--mix", "zoom=0", "--mix", "mosaic=0", "--mix", "crop=0", "--mix", "synth=0",
+            "--mix", "empty=0", "--workers", "1"]
+    result = CliRunner().invoke(main, [*args, "--ignore", str(tmp_path / "ignore.json"), "-o", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert manifest["ignore_regions"] == 12 - len(held) and manifest["ignore_boxes"] == 8  # one per whole photo
+    assert manifest["digits"] == 16 and manifest["config"]["ignore"].endswith("ignore.json")
+    train, val = np.load(tmp_path / "d" / "train.npz"), np.load(tmp_path / "d" / "val.npz")
+    assert ((train["labels"] == IGNORE_LABEL).sum(axis=1) == 1).all()
+    assert not (val["labels"] == IGNORE_LABEL).any()  # validation photos keep SVHN's labels alone
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    result = CliRunner().invoke(main, [*args, "--ignore", str(tmp_path / "bad.json"), "-o", str(tmp_path / "e")])
+    assert result.exit_code != 0 and "not an ignore file" in result.output and not (tmp_path / "e").exists()
+
+
 def test_detection_mix_sets_the_kinds_shares(tmp_path: Path) -> None:
     from digitloc.annotations.dataset.detection import DetectionConfig, mix_with
 

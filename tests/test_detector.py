@@ -124,6 +124,37 @@ def test_targets_peak_at_each_digit_centre() -> None:
     assert y[..., :10].max() <= 1.0 and (y[..., :10] == 1.0).sum() == (labels >= 0).sum()
 
 
+
+def test_an_ignored_region_is_neither_a_peak_nor_background() -> None:
+    """A real digit SVHN left unboxed (IGNORE_LABEL, ``digitloc-data detection --ignore``): its cells carry no
+    peak and cost the focal loss nothing however high the model scores them; outside it, background as before."""
+    import keras
+
+    from digitloc.annotations.dataset.detection import IGNORE_LABEL
+    from digitloc.train.detector import IGNORE_HEAT, NUM_CLASSES, STRIDE, detection_loss, encode_targets
+
+    boxes = np.zeros((1, 3, 4), np.float32)
+    boxes[0, 0] = [0.1, 0.2, 0.3, 0.8]  # a digit 7
+    boxes[0, 1] = [0.6, 0.2, 0.8, 0.8]  # an unboxed digit
+    labels = np.array([[7, IGNORE_LABEL, -1]])
+    y = encode_targets(boxes, labels, SIZE)
+    cx, cy = int(0.7 * SIZE[1] / STRIDE), int(0.5 * SIZE[0] / STRIDE)
+    assert np.all(y[0, cy, cx, :NUM_CLASSES] == IGNORE_HEAT) and (y[..., :NUM_CLASSES] == 1.0).sum() == 1
+    assert y[0, cy, cx, NUM_CLASSES + 4] == 0  # no box regressed there
+    plain = encode_targets(boxes, np.array([[7, -1, -1]]), SIZE)
+    outside = np.ones(y.shape[:3], bool)
+    outside[0, y[0, :, :, 0] == IGNORE_HEAT] = False
+    assert np.array_equal(y[outside], plain[outside])  # every other cell as without the region
+    loss = detection_loss(SIZE)
+    logits = np.full(y.shape[:3] + (NUM_CLASSES + 4,), -6.0, np.float32)
+    confident = logits.copy()
+    confident[0, cy, cx, 3] = 6.0  # the model reads a 3 in the unboxed digit
+    ignored = float(keras.ops.convert_to_numpy(loss(y, confident)) - keras.ops.convert_to_numpy(loss(y, logits)))
+    punished = float(keras.ops.convert_to_numpy(loss(plain, confident)) - keras.ops.convert_to_numpy(loss(plain,
+                                                                                                           logits)))
+    assert abs(ignored) < 1e-6 and punished > 1.0
+
+
 def test_metrics_count_numbers_digits_and_ap() -> None:
     t = np.array([[0, 0, 10, 20], [12, 0, 22, 20]], np.float32)
     right = PhotoResult(t + 1, np.array([3, 4]), t, np.array([3, 4]), share=0.3)

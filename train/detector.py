@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from digitloc.annotations.dataset.detection import IGNORE_LABEL
 from digitloc.runtime.contract import (
     BOXES_OUTPUT,
     INPUT_NAME,
@@ -35,6 +36,7 @@ MAPS_OUTPUT = "maps"
 GAUSS_ALPHA = 0.54  # TTFNet: Gaussian sigma = alpha * side / 6
 REG_CORE = 0.3  # box sides are regressed where the Gaussian is above this
 BOX_WEIGHT = 5.0
+IGNORE_HEAT = 0.999  # an ignored cell's heat: (1 - 0.999) ** 4 = 1e-12 of the background loss
 
 
 @dataclass(frozen=True)
@@ -208,13 +210,19 @@ def snap_to_int8_grid(model: Any, levels: int = INT8_WEIGHT_LEVELS) -> list[str]
 def encode_targets(boxes: np.ndarray, labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Targets of a batch: [N, H/4, W/4, 15] = 10 heatmaps, the box (x1, y1, x2, y2, input pixels)
     to regress at each cell, and that cell's box-loss weight. ``boxes`` [N, M, 4] relative,
-    ``labels`` [N, M] (-1 = no digit)."""
+    ``labels`` [N, M] (-1 = no digit). A box labelled IGNORE_LABEL (a real digit its annotators left unboxed)
+    sets every heatmap to IGNORE_HEAT at the cells whose centres lie in it: not a peak (under 1), and the focal
+    loss's background term, weighted by (1 - heat) ** 4, is about nothing there."""
     h, w = size
     gh, gw = h // STRIDE, w // STRIDE
     out = np.zeros((len(boxes), gh, gw, NUM_CLASSES + 5), np.float32)
     ys, xs = np.mgrid[0:gh, 0:gw].astype(np.float32)
     scale = np.array([w, h, w, h], np.float32)
     for n in range(len(boxes)):
+        for x1, y1, x2, y2 in boxes[n][labels[n] == IGNORE_LABEL] * scale:
+            inside = ((xs + 0.5) * STRIDE >= x1) & ((xs + 0.5) * STRIDE <= x2) & ((ys + 0.5) * STRIDE >= y1) & (
+                (ys + 0.5) * STRIDE <= y2)
+            out[n, inside, :NUM_CLASSES] = IGNORE_HEAT
         valid = labels[n] >= 0
         px = boxes[n][valid] * scale
         lab = labels[n][valid].astype(int)

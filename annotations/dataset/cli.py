@@ -168,18 +168,21 @@ def build(svhn: tuple[str, ...], synthetic: int, crops_per_digit: int, size: tup
 @click.option("--degrade", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Chance that a sample is shrunk 1.5-4x and scaled back up, half of those JPEG-compressed "
                    "between: small digits as the refine pass reads them, enlarged from few pixels.")
+@click.option("--ignore", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="JSON of regions per training photo (scripts/unboxed_digits.py) that the samples carry as "
+                   "neither digit nor background: real digits SVHN left unboxed.")
 @seed_option
 @WORKERS
 @output_option(help="Folder to write the detection set to.", required=True)
 @force_option
 def detection(svhn: tuple[str, ...], size: tuple[int, int], count: int, val_share: float,
               folder_weights: tuple[float, ...], split_seed: int, mix: tuple[str, ...], distractors: float,
-              rotate: float, degrade: float, seed: int, workers: int, output: Path, force: bool) -> None:
+              rotate: float, degrade: float, ignore: str | None, seed: int, workers: int, output: Path, force: bool) -> None:
     """Build a detection set into OUTPUT: train.npz (composed samples: whole photos letterboxed, zoom-out,
     mosaics, crops, synthetic numbers, empty windows; every digit boxed), val.npz (whole photos
     letterboxed), manifest.json and preview.png. The held-out one-digit photos of the folders are skipped."""
     from digitloc.annotations.dataset.data import DatasetError
-    from digitloc.annotations.dataset.detection import DetectionConfig, build_detection, mix_with
+    from digitloc.annotations.dataset.detection import DetectionConfig, build_detection, load_ignore, mix_with
     from digitloc.annotations.dataset.detection import folder_weights as weights_of
 
     shares: dict[str, float] = {}
@@ -193,15 +196,18 @@ def detection(svhn: tuple[str, ...], size: tuple[int, int], count: int, val_shar
         cfg = DetectionConfig(svhn=tuple(svhn), size=size, count=count, val_share=val_share, seed=seed,
                               split_seed=split_seed, folder_weights=tuple(folder_weights), workers=workers,
                               mix=mix_with(shares), distractors=distractors, rotate=rotate,
-                              degrade=degrade)
+                              degrade=degrade, ignore=ignore or "")
         weights_of(cfg)  # a wrong count or mix refused before the output folder is made
+        if cfg.ignore:
+            load_ignore(cfg.ignore)  # so is an ignore file that is not one
         prepare_output_dir(output)
         manifest = build_detection(cfg, output, force=force)
     except (DatasetError, OutputExistsError, OSError) as exc:
         fail(str(exc) if not isinstance(exc, OSError) or isinstance(exc, OutputDirError | OutputExistsError)
              else f"{output}: cannot write ({exc.strerror or exc})")
     click.echo(f"train: {manifest['samples']} samples {manifest['kinds']}, {manifest['digits']} digits, from "
-               f"{manifest['train_photos']} photos; val: {manifest['val_photos']} photos")
+               f"{manifest['train_photos']} photos; val: {manifest['val_photos']} photos"
+               + (f"; {manifest['ignore_boxes']} regions ignored" if ignore else ""))
     click.echo(f"wrote {output}")
 
 

@@ -49,6 +49,8 @@ from digitloc.runtime.preprocess import LETTERBOX_FILL, letterbox_geometry
 from digitloc.runtime.progress import progress
 
 MAX_DIGITS = 24  # boxes per sample in the npz (padded with label -1)
+# A region's label in train.npz for a real digit SVHN left unboxed (``--ignore``): neither a target nor background.
+IGNORE_LABEL = -2
 KINDS = ("photo", "zoom", "mosaic", "crop", "synth", "empty")
 DISTRACTORS = ("suffix", "line", "frame")  # what a synthetic plate may show beside its number (distractors)
 # Letters for them: not I, O, Q, Z (drawn as 1, 0 and 2 in some faces, they would teach that those digits are not
@@ -93,6 +95,9 @@ class DetectionConfig:
     # The chance that a sample is shrunk 1.5-4x and scaled back up (half of those JPEG-compressed between): a
     # small digit as the refine pass reads it, from a window cut around it and enlarged (session 22).
     degrade: float = 0.0
+    # A JSON file of regions per training photo (scripts/unboxed_digits.py: digits read where SVHN boxed none) that
+    # the samples carry as IGNORE_LABEL boxes; "" for none. Validation photos are never given any.
+    ignore: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -479,6 +484,33 @@ def mix_with(shares: dict[str, float]) -> dict[str, float]:
     return mix
 
 
+def load_ignore(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The regions of an ``--ignore`` file per photo origin, pixel boxes [n, 4]; refused in one line when the
+    file cannot be read or holds no ``regions`` mapping."""
+    try:
+        data = json.loads(Path(path).read_text())
+        regions = data["regions"]
+        return {str(k): np.asarray(v, np.float32).reshape(-1, 4) for k, v in regions.items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{path}: not an ignore file of regions per photo ({exc})") from None
+
+
+def with_ignored(photos: list[DetPhoto], regions: dict[str, np.ndarray]) -> tuple[list[DetPhoto], int]:
+    """The photos with their ignore regions appended as IGNORE_LABEL boxes, and how many were appended."""
+    out, count = [], 0
+    for p in photos:
+        extra = regions.get(p.origin)
+        if extra is None or not len(extra):
+            out.append(p)
+            continue
+        h, w = p.image.shape[:2]
+        extra = np.clip(extra, 0, np.array([w, h, w, h], np.float32))
+        out.append(replace(p, boxes=np.concatenate([p.boxes, extra]).astype(np.float32),
+                           labels=np.concatenate([p.labels, np.full(len(extra), IGNORE_LABEL)]).astype(p.labels.dtype)))
+        count += len(extra)
+    return out, count
+
+
 def build_detection(cfg: DetectionConfig, out_dir: str | os.PathLike[str], force: bool = False) -> dict[str, Any]:
     """Build ``train.npz`` (composed samples) and ``val.npz`` (whole validation photos letterboxed)
     into ``out_dir`` with a manifest; the held-out one-digit photos are never used."""
@@ -495,6 +527,9 @@ def build_detection(cfg: DetectionConfig, out_dir: str | os.PathLike[str], force
     val = [p for p in photos if val_of[p.origin]]
     if not train or not val:
         raise DatasetError(f"{', '.join(cfg.svhn)}: too few photos for a train / val split ({len(photos)})")
+    ignored = 0
+    if cfg.ignore:
+        train, ignored = with_ignored(train, load_ignore(cfg.ignore))
     if not cfg.synth_fonts:
         cfg.synth_fonts = tuple(find_fonts())
     strips = background_strips(train)
@@ -513,7 +548,8 @@ def build_detection(cfg: DetectionConfig, out_dir: str | os.PathLike[str], force
     manifest = {"config": cfg.to_dict(), "train_photos": len(train), "val_photos": len(val),
                 "background_strips": len(strips), "samples": int(len(arrays["images"])),
                 "kinds": dict(Counter(arrays["kinds"].tolist())),
-                "digits": int((arrays["labels"] >= 0).sum()),
+                "digits": int((arrays["labels"] >= 0).sum()), "ignore_regions": ignored,
+                "ignore_boxes": int((arrays["labels"] == IGNORE_LABEL).sum()),
                 "classes": {str(c): int((arrays["labels"] == c).sum()) for c in range(10)}}
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2))
     preview_grid(arrays, out / "preview.png")
