@@ -56,16 +56,22 @@ def _factors(text: str) -> list[float]:
 @click.option("--measure", multiple=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="A labelled SVHN folder read as one more group (repeatable).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace an existing file.")
 def main(model: Path, build: Path, train_sample: Path, widths: str, heights: str, measure: tuple[Path, ...],
-         output: Path) -> None:
+         output: Path, force: bool) -> None:
     """Read the groups once with MODEL; recall and IoU per width and height factor; one line per pair."""
     from digitloc.annotations.dataset.data import held_out_photos
     from digitloc.annotations.dataset.detection import build_photos
     from digitloc.annotations.detmetrics import detection_figures
     from digitloc.benchmarks.numbers import labelled_photos, read_photos
     from digitloc.runtime.detector import Detector
+    from digitloc.runtime.fileio import atomic_write_text, check_writable
     from digitloc.runtime.number import box_iou
 
+    try:
+        check_writable(output, force)
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from None
     ws, hs = _factors(widths), _factors(heights)
     val, trained = build_photos(build, "validation"), build_photos(build, "training")
     held = {p.origin for p in held_out_photos([str(train_sample)], ("val", "test"))}
@@ -92,7 +98,7 @@ def main(model: Path, build: Path, train_sample: Path, widths: str, heights: str
             table["pairs"][f"{width:g} {height:g}"] = row
             click.echo(f"{width:g} {height:g} " + " ".join(
                 f"{n} {v['recall']:.4f}" + (f"/{v['top_iou']:.4f}" if "top_iou" in v else "") for n, v in row.items()))
-    output.write_text(json.dumps(table, indent=1))
+    atomic_write_text(output, json.dumps(table, indent=1))
 
 
 if __name__ == "__main__":

@@ -25,13 +25,22 @@ import numpy as np
 def unboxed(pred_boxes: np.ndarray, scores: np.ndarray, true_boxes: np.ndarray, min_score: float,
             max_iou: float) -> np.ndarray:
     """The predicted boxes [n, 4] scored at least ``min_score`` that overlap every true box at IoU under
-    ``max_iou``."""
+    ``max_iou``, hold no true box's centre and cover under 0.2 of any true box (an ignored region must not take a
+    boxed digit's centre out of the loss)."""
     from digitloc.runtime.contract import box_iou
 
     pred_boxes = np.asarray(pred_boxes, np.float32).reshape(-1, 4)
     keep = np.asarray(scores, np.float32) >= min_score
+    true_boxes = np.asarray(true_boxes, np.float32).reshape(-1, 4)
     if len(true_boxes):
-        keep &= box_iou(pred_boxes[:, None, :], np.asarray(true_boxes, np.float32)[None, :, :]).max(axis=1) < max_iou
+        p, t = pred_boxes[:, None, :], true_boxes[None, :, :]
+        keep &= box_iou(p, t).max(axis=1) < max_iou
+        cx, cy = (t[..., 0] + t[..., 2]) / 2, (t[..., 1] + t[..., 3]) / 2
+        keep &= ~((cx >= p[..., 0]) & (cx <= p[..., 2]) & (cy >= p[..., 1]) & (cy <= p[..., 3])).any(axis=1)
+        inter = (np.clip(np.minimum(p[..., 2], t[..., 2]) - np.maximum(p[..., 0], t[..., 0]), 0, None)
+                 * np.clip(np.minimum(p[..., 3], t[..., 3]) - np.maximum(p[..., 1], t[..., 1]), 0, None))
+        area = np.maximum((t[..., 2] - t[..., 0]) * (t[..., 3] - t[..., 1]), 1e-6)
+        keep &= (inter / area < 0.2).all(axis=1)
     return pred_boxes[keep]
 
 

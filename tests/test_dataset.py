@@ -6,6 +6,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -507,14 +508,43 @@ def test_detection_degrade_blurs_samples_keeps_boxes_and_leaves_default_builds_a
         out = degrade(canvas.astype(np.float32), np.random.default_rng(seed))
         assert out.shape == canvas.shape and out.dtype == np.float32
         assert sharpness(out) < 0.2 * sharpness(canvas)  # shrunk by at least 1.5: the stripes are gone
-        a, boxes_a, _ = plain._jitter(np.random.default_rng(seed), canvas, box, label)
-        b, boxes_b, _ = always._jitter(np.random.default_rng(seed), canvas, box, label)
-        assert np.array_equal(boxes_a, boxes_b)  # shrunk and scaled back: the digits stay where they were
-        assert not np.array_equal(a, b)
-    # At 0 (the default) no draw is made: a build's samples are those of a build from before the option.
-    zero = Composer(photos, background_strips(photos), DetectionConfig(size=(64, 128), rotate=0.0, degrade=0.0))
-    a, _, _ = plain._jitter(np.random.default_rng(3), canvas, box, label)
-    assert np.array_equal(a, zero._jitter(np.random.default_rng(3), canvas, box, label)[0])
+
+    class Counting:
+        """A stand-in Generator that counts its draws and always draws the same: 0.99 (no chance taken), the low
+        end of a range, zero noise; the count then depends on the options alone."""
+
+        def __init__(self) -> None:
+            self.draws = 0
+
+        def random(self) -> float:
+            self.draws += 1
+            return 0.99
+
+        def uniform(self, low: Any, high: Any = None, size: Any = None) -> Any:
+            self.draws += 1
+            return np.full(size, low, np.float64) if size is not None else low
+
+        def normal(self, loc: float, scale: float, size: Any = None) -> Any:
+            self.draws += 1
+            return np.zeros(size)
+
+        def integers(self, low: int, high: int | None = None, size: Any = None) -> Any:
+            self.draws += 1
+            return low
+
+    def draws(degrade_share: float) -> int:
+        composer = Composer(photos, background_strips(photos),
+                            DetectionConfig(size=(64, 128), rotate=0.0, degrade=degrade_share))
+        rng = Counting()
+        composer._jitter(rng, canvas, box, label)  # type: ignore[arg-type]
+        return rng.draws
+
+    # At 0 (the default) no draw is made, so a build's samples are those of a build from before the option; any
+    # share above 0 draws once more (and degrades that often: at 1.0, always, with draws of its own).
+    assert draws(1e-12) == draws(0.0) + 1 and draws(1.0) > draws(1e-12)
+    plain_sharp = np.mean([sharpness(plain._jitter(np.random.default_rng(s), canvas, box, label)[0]) for s in range(8)])
+    sharp = np.mean([sharpness(always._jitter(np.random.default_rng(s), canvas, box, label)[0]) for s in range(8)])
+    assert sharp < 0.8 * plain_sharp  # the degraded samples are the blurrier
     check_detection_option(tmp_path, "--degrade", "0.4", "1.5", "degrade", 0.4)
 
 
@@ -529,6 +559,7 @@ def test_detection_ignore_carries_unboxed_digits_into_training_samples_only(tmp_
     held = [o for o in origins if val_photo(o, 0.3)]
     assert held and len(held) < 12
     regions = {o: [[70.0, 8.0, 82.0, 32.0]] for o in origins}  # an unboxed third digit on every photo
+    regions["svhn/99.png"] = [[1.0, 1.0, 5.0, 5.0]]  # a photo the folder lacks
     (tmp_path / "ignore.json").write_text(json.dumps({"regions": regions}))
     args = ["detection", "--svhn", str(folder), "--size", "64x32", "--val-share", "0.3", "--samples", "8",
             "--mix", "photo=1", "--mix", "zoom=0", "--mix", "mosaic=0", "--mix", "crop=0", "--mix", "synth=0",
@@ -538,12 +569,25 @@ def test_detection_ignore_carries_unboxed_digits_into_training_samples_only(tmp_
     manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
     assert manifest["ignore_regions"] == 12 - len(held) and manifest["ignore_boxes"] == 8  # one per whole photo
     assert manifest["digits"] == 16 and manifest["config"]["ignore"].endswith("ignore.json")
+    assert manifest["ignore_photos_not_trained_on"] == len(held) + 1  # the validation photos' and the missing one
     train, val = np.load(tmp_path / "d" / "train.npz"), np.load(tmp_path / "d" / "val.npz")
     assert ((train["labels"] == IGNORE_LABEL).sum(axis=1) == 1).all()
     assert not (val["labels"] == IGNORE_LABEL).any()  # validation photos keep SVHN's labels alone
-    (tmp_path / "bad.json").write_text("[1, 2]")
-    result = CliRunner().invoke(main, [*args, "--ignore", str(tmp_path / "bad.json"), "-o", str(tmp_path / "e")])
-    assert result.exit_code != 0 and "not an ignore file" in result.output and not (tmp_path / "e").exists()
+    for bad, message in (("[1, 2]", "not an ignore file"), (json.dumps({"regions": {"svhn/0.png": [[9, 8, 5, 30]]}}),
+                                                            "x1 < x2")):
+        (tmp_path / "bad.json").write_text(bad)
+        result = CliRunner().invoke(main, [*args, "--ignore", str(tmp_path / "bad.json"), "-o", str(tmp_path / "e")])
+        assert result.exit_code != 0 and message in result.output and not (tmp_path / "e").exists()
+    # scripts/unboxed_digits.py keeps a confident digit apart from the boxed ones, not one over a boxed digit's centre.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    try:
+        from unboxed_digits import unboxed
+    finally:
+        sys.path.pop(0)
+    true = np.array([[10, 8, 22, 32], [40, 8, 52, 32]], np.float32)
+    # apart; wide over the second digit's centre at IoU 0.08 (under 0.1: the IoU alone would keep it); apart but unsure
+    pred = np.array([[70, 8, 82, 32], [25, 0, 100, 48], [85, 8, 95, 32]], np.float32)
+    assert unboxed(pred, np.array([0.9, 0.9, 0.1]), true, 0.25, 0.1).tolist() == [[70, 8, 82, 32]]
 
 
 def test_detection_mix_sets_the_kinds_shares(tmp_path: Path) -> None:

@@ -515,7 +515,7 @@ def test_pass_variants_base_reads_as_the_runtime_and_fuse_pools_both_passes(tiny
     monkeypatch.setattr(Detector, "_detect_batch", variant_batch("fuse"))
     calls["n"] = 0
     fused = detector.predict_batch([photo])
-    # Pooled, the first pass's more confident 3 suppresses the refine pass's 5 at the same place.
+    # Pooled, the first pass's more confident 3 is read, not the refine pass's 5 (a smaller box on its line).
     assert fused[0].number == "3" and fused[0].digits[0].confidence == pytest.approx(0.9)
 
 

@@ -207,7 +207,8 @@ def detection(svhn: tuple[str, ...], size: tuple[int, int], count: int, val_shar
              else f"{output}: cannot write ({exc.strerror or exc})")
     click.echo(f"train: {manifest['samples']} samples {manifest['kinds']}, {manifest['digits']} digits, from "
                f"{manifest['train_photos']} photos; val: {manifest['val_photos']} photos"
-               + (f"; {manifest['ignore_boxes']} regions ignored" if ignore else ""))
+               + (f"; {manifest['ignore_regions']} regions ignored, {manifest['ignore_boxes']} times in the samples"
+                  if ignore else ""))
     click.echo(f"wrote {output}")
 
 

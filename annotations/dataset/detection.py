@@ -398,8 +398,8 @@ class Composer:
 
 
 def degrade(img: np.ndarray, rng: np.random.Generator, factor: tuple[float, float] = (1.5, 4.0)) -> np.ndarray:
-    """An image as if read from fewer pixels: shrunk by ``factor`` (area), half the time JPEG-compressed at
-    quality 30-90, and scaled back to its size (linear), float32."""
+    """An image as if read from fewer pixels: each side shrunk by ``factor`` (area interpolation), half the time
+    JPEG-compressed at quality 30-90, and scaled back to its size (linear interpolation), float32."""
     h, w = img.shape[:2]
     f = rng.uniform(*factor)
     small = cv2.resize(np.clip(img, 0, 255).astype(np.uint8), (max(4, round(w / f)), max(4, round(h / f))),
@@ -432,6 +432,8 @@ def _compose_chunk(job: tuple[int, int]) -> tuple:
         rng = np.random.default_rng([cfg.seed, start + i])
         kind = composer.kinds[rng.choice(len(composer.kinds), p=composer.weights)]
         canvas, b, lab = composer.compose(rng, kind)
+        first = np.argsort(lab < 0, kind="stable")  # digits before ignored regions, should MAX_DIGITS cut
+        b, lab = b[first], lab[first]
         n = min(len(b), MAX_DIGITS)
         images[i] = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
         boxes[i, :n] = b[:n] / np.array([w, h, w, h], np.float32)
@@ -489,14 +491,18 @@ def load_ignore(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     file cannot be read or holds no ``regions`` mapping."""
     try:
         data = json.loads(Path(path).read_text())
-        regions = data["regions"]
-        return {str(k): np.asarray(v, np.float32).reshape(-1, 4) for k, v in regions.items()}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        regions = {str(k): np.asarray(v, np.float32) for k, v in data["regions"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DatasetError(f"{path}: not an ignore file of regions per photo ({exc})") from None
+    for origin, boxes in regions.items():
+        if boxes.size and (boxes.ndim != 2 or boxes.shape[1] != 4 or not np.all(boxes[:, 2:] > boxes[:, :2])):
+            raise DatasetError(f"{path}: {origin}'s regions are not x1, y1, x2, y2 boxes with x1 < x2 and y1 < y2")
+    return {k: v.reshape(-1, 4) for k, v in regions.items()}
 
 
 def with_ignored(photos: list[DetPhoto], regions: dict[str, np.ndarray]) -> tuple[list[DetPhoto], int]:
-    """The photos with their ignore regions appended as IGNORE_LABEL boxes, and how many were appended."""
+    """The photos with their ignore regions appended as IGNORE_LABEL boxes, and how many were appended (a
+    region of a photo not among ``photos``, a validation photo say, is not)."""
     out, count = [], 0
     for p in photos:
         extra = regions.get(p.origin)
@@ -527,9 +533,11 @@ def build_detection(cfg: DetectionConfig, out_dir: str | os.PathLike[str], force
     val = [p for p in photos if val_of[p.origin]]
     if not train or not val:
         raise DatasetError(f"{', '.join(cfg.svhn)}: too few photos for a train / val split ({len(photos)})")
-    ignored = 0
+    ignored = unmatched = 0
     if cfg.ignore:
-        train, ignored = with_ignored(train, load_ignore(cfg.ignore))
+        regions = load_ignore(cfg.ignore)
+        train, ignored = with_ignored(train, regions)
+        unmatched = len(set(regions) - {p.origin for p in train})  # validation photos', or no photo's
     if not cfg.synth_fonts:
         cfg.synth_fonts = tuple(find_fonts())
     strips = background_strips(train)
@@ -549,6 +557,7 @@ def build_detection(cfg: DetectionConfig, out_dir: str | os.PathLike[str], force
                 "background_strips": len(strips), "samples": int(len(arrays["images"])),
                 "kinds": dict(Counter(arrays["kinds"].tolist())),
                 "digits": int((arrays["labels"] >= 0).sum()), "ignore_regions": ignored,
+                "ignore_photos_not_trained_on": unmatched,
                 "ignore_boxes": int((arrays["labels"] == IGNORE_LABEL).sum()),
                 "classes": {str(c): int((arrays["labels"] == c).sum()) for c in range(10)}}
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2))
@@ -557,7 +566,8 @@ def build_detection(cfg: DetectionConfig, out_dir: str | os.PathLike[str], force
 
 
 def preview_grid(data: dict[str, np.ndarray], path: Path, count: int = 24, columns: int = 4) -> Path:
-    """A PNG grid of the first ``count`` samples with every box and class drawn (look before training)."""
+    """A PNG grid of the first ``count`` samples with every box and class drawn (look before training); ignored
+    regions (``--ignore``) in grey."""
 
     tiles = []
     for img, boxes, labels in zip(data["images"][:count], data["boxes"][:count], data["labels"][:count], strict=True):
@@ -565,9 +575,12 @@ def preview_grid(data: dict[str, np.ndarray], path: Path, count: int = 24, colum
         h, w = tile.shape[:2]
         tile = cv2.resize(tile, (w * 2, h * 2), interpolation=cv2.INTER_NEAREST)
         for b, c in zip(boxes, labels, strict=True):
-            if c < 0:
+            if c < 0 and c != IGNORE_LABEL:
                 continue
             x1, y1, x2, y2 = (int(v) for v in b * np.array([2 * w, 2 * h, 2 * w, 2 * h]))
+            if c == IGNORE_LABEL:  # an unboxed digit, ignored: grey, no class
+                cv2.rectangle(tile, (x1, y1), (x2, y2), (160, 160, 160), 1)
+                continue
             cv2.rectangle(tile, (x1, y1), (x2, y2), (0, 0, 255), 1)
             cv2.putText(tile, str(int(c)), (x1, max(y1 - 2, 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 255, 0), 1)
         tiles.append(tile)
