@@ -64,7 +64,12 @@ def greedy_match(pred_boxes: np.ndarray, true_boxes: np.ndarray, iou: float = IO
     return out
 
 
-def _counts(results: list[PhotoResult]) -> dict[str, float]:
+def truths_unmatched(result: PhotoResult, iou: float = IOU_THRESHOLD) -> int:
+    """How many of a photo's true digits no digit read matches at ``iou`` (``greedy_match``)."""
+    return len(result.true_boxes) - int((greedy_match(result.pred_boxes, result.true_boxes, iou) >= 0).sum())
+
+
+def overall_figures(results: list[PhotoResult]) -> dict[str, float]:
     """Number accuracy, digit recall / precision (right class at IoU >= 0.5), matched box IoU, and digit
     recall at ``LENIENT_IOU``."""
     right_digits = lenient = read = true = 0
@@ -128,10 +133,10 @@ def detection_figures(results: list[PhotoResult], scored: list | None = None) ->
     for lo, hi in zip(SHARE_EDGES[:-1], SHARE_EDGES[1:], strict=True):
         sel = [r for r, s in zip(results, shares, strict=True) if lo <= s < hi]
         if sel:
-            bins.append({"share": f"{lo:.2f}-{min(hi, 1.0):.2f}", **_counts(sel)})
-    out = {**_counts(results), "by_share": bins}
+            bins.append({"share": f"{lo:.2f}-{min(hi, 1.0):.2f}", **overall_figures(sel)})
+    out = {**overall_figures(results), "by_share": bins}
     if results and all(r.digit_px > 0 for r in results):
-        out["by_pixels"] = [{"pixels": pixel_bin(lo, hi), **_counts(sel)}
+        out["by_pixels"] = [{"pixels": pixel_bin(lo, hi), **overall_figures(sel)}
                             for lo, hi in zip(PIXEL_EDGES[:-1], PIXEL_EDGES[1:], strict=True)
                             if (sel := [r for r in results if lo <= r.digit_px < hi])]
     if scored is not None:
@@ -155,7 +160,7 @@ def error_breakdown(results: list[PhotoResult], iou: float = IOU_THRESHOLD) -> d
     wrong = loose_right = 0
     for r in results:
         if r.number == r.true_number:  # a right number with a loose box is right: not an error here
-            loose_right += len(r.true_boxes) - int((greedy_match(r.pred_boxes, r.true_boxes, iou) >= 0).sum())
+            loose_right += truths_unmatched(r, iou)
             continue
         match = greedy_match(r.pred_boxes, r.true_boxes, iou)
         free_pred, free_true = np.flatnonzero(match < 0), np.setdiff1d(np.arange(len(r.true_boxes)), match)

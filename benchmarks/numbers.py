@@ -14,7 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from digitloc.annotations.detmetrics import PhotoResult, detection_figures, error_breakdown, one_digit_figures
+from digitloc.annotations.detmetrics import (
+    PhotoResult,
+    detection_figures,
+    error_breakdown,
+    one_digit_figures,
+    overall_figures,
+)
 from digitloc.runtime.number import DETECTOR_BOX_WIDTH
 
 RESULT_KEYS = ("photos", "number_accuracy", "digit_recall", "digit_precision", "matched_iou")
@@ -114,11 +120,7 @@ def by_folder(results: list[PhotoResult]) -> list[dict[str, Any]]:
     groups: dict[str, list[PhotoResult]] = {}
     for r in results:
         groups.setdefault(r.origin.split("/")[0] if "/" in r.origin else "", []).append(r)
-    out = []
-    for folder, sel in groups.items():
-        figures = detection_figures(sel)
-        out.append({"folder": folder, **{k: v for k, v in figures.items() if k not in ("by_share", "by_pixels")}})
-    return out
+    return [{"folder": folder, **overall_figures(sel)} for folder, sel in groups.items()]
 
 
 def _one_digit(pairs: list[tuple[PhotoResult, Any]]) -> dict[str, Any]:
@@ -144,25 +146,9 @@ def numbers_markdown(rows: list[dict[str, Any]]) -> str:
                            if s in by else "-" for s in shares)
         body += (f"| {r['model']} | {r['number_accuracy']:.3f} ({r['photos']}) | {r['digit_recall']:.3f} | "
                  f"{r['digit_recall_lenient']:.3f} | {r['digit_precision']:.3f} | {r['matched_iou']:.3f} | {cells} |\n")
-    pixels = list(dict.fromkeys(b["pixels"] for r in rows for b in r.get("by_pixels", [])))
-    if pixels:
-        body += ("\nBy the photo's size where the digits are: the tallest digit's height in the photo's own pixels "
-                 "(numbers exact / digit recall (photos)):\n\n| model | " + " | ".join(pixels) + " |\n|---|"
-                 + "---|" * len(pixels) + "\n")
-        for r in rows:
-            by = {b["pixels"]: b for b in r.get("by_pixels", [])}
-            body += (f"| {r['model']} | " + " | ".join(
-                f"{by[k]['number_accuracy']:.3f} / {by[k]['digit_recall']:.3f} ({by[k]['photos']})" if k in by else "-"
-                for k in pixels) + " |\n")
-    folders = list(dict.fromkeys(b["folder"] for r in rows for b in r.get("by_folder", [])))
-    if folders:
-        body += ("\nBy the folder the photos came from (numbers exact / digit recall (photos)):\n\n| model | "
-                 + " | ".join(f or "(none)" for f in folders) + " |\n|---|" + "---|" * len(folders) + "\n")
-        for r in rows:
-            by = {b["folder"]: b for b in r.get("by_folder", [])}
-            body += (f"| {r['model']} | " + " | ".join(
-                f"{by[k]['number_accuracy']:.3f} / {by[k]['digit_recall']:.3f} ({by[k]['photos']})" if k in by else "-"
-                for k in folders) + " |\n")
+    body += _grouped_table(rows, "by_pixels", "pixels", "By the photo's size where the digits are: the tallest "
+                           "digit's height in the photo's own pixels")
+    body += _grouped_table(rows, "by_folder", "folder", "By the folder the photos came from")
     body += ("\nWhere the wrong numbers go wrong (a digit is found at IoU >= 0.5; a loose box overlaps a true digit "
              "at IoU 0.1-0.5; a photo counts under each kind it shows):\n\n| model | wrong numbers | a digit missed | "
              "a digit misread | a loose box | a digit added | order only | digits missed / misread / loose / added "
@@ -189,6 +175,22 @@ def numbers_markdown(rows: list[dict[str, Any]]) -> str:
             body += (f"| {r['model']} | {o['photos']} | {o['accuracy']:.3f} | {o['mean_iou']:.3f} | "
                      f"{o['number_is_the_digit']:.3f} |\n")
     return head + body
+
+
+def _grouped_table(rows: list[dict[str, Any]], field: str, key: str, title: str) -> str:
+    """A table of each row's ``field`` groups (named by ``key``): numbers exact / digit recall (photos) per
+    group, one line per model; "" where no row has any."""
+    groups = list(dict.fromkeys(b[key] for r in rows for b in r.get(field, [])))
+    if not groups:
+        return ""
+    out = (f"\n{title} (numbers exact / digit recall (photos)):\n\n| model | " + " | ".join(g or "(none)" for g in groups)
+           + " |\n|---|" + "---|" * len(groups) + "\n")
+    for r in rows:
+        by = {b[key]: b for b in r.get(field, [])}
+        out += (f"| {r['model']} | " + " | ".join(
+            f"{by[g]['number_accuracy']:.3f} / {by[g]['digit_recall']:.3f} ({by[g]['photos']})" if g in by else "-"
+            for g in groups) + " |\n")
+    return out
 
 
 def numbers_chart(rows: list[dict[str, Any]], path: Path) -> Path:

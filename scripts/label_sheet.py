@@ -85,7 +85,7 @@ def wrong_tile(image: np.ndarray, result, caption: str) -> np.ndarray:
 @click.option("--force", is_flag=True, help="Replace an existing sheet.")
 def main(model: Path, svhn: str, wrong: bool, loose: bool, output: Path, columns: int | None, force: bool) -> None:
     """Draw the photos of SVHN that MODEL reads otherwise than their label says (see --wrong, --loose)."""
-    from digitloc.annotations.detmetrics import greedy_match
+    from digitloc.annotations.detmetrics import truths_unmatched
     from digitloc.benchmarks.numbers import labelled_photos, read_photos
     from digitloc.runtime.detector import Detector
     from digitloc.runtime.fileio import atomic_write_bytes, atomic_write_text, check_writable
@@ -106,8 +106,8 @@ def main(model: Path, svhn: str, wrong: bool, loose: bool, output: Path, columns
         chosen = [(p, r) for p, r in zip(photos, results, strict=True) if r.number != r.true_number]
         what = "photos whose number is read wrong"
     elif loose:
-        chosen = [(p, r) for p, r in zip(photos, results, strict=True) if r.number == r.true_number
-                  and int((greedy_match(r.pred_boxes, r.true_boxes) >= 0).sum()) < len(r.true_boxes)]
+        chosen = [(p, r) for p, r in zip(photos, results, strict=True)
+                  if r.number == r.true_number and truths_unmatched(r)]
         what = "photos read right with a digit's box under IoU 0.5"
     else:
         chosen = [(p, r) for p, r in zip(photos, results, strict=True) if len(r.pred_classes) > 1]

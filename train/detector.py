@@ -218,11 +218,11 @@ def encode_targets(boxes: np.ndarray, labels: np.ndarray, size: tuple[int, int])
     out = np.zeros((len(boxes), gh, gw, NUM_CLASSES + 5), np.float32)
     ys, xs = np.mgrid[0:gh, 0:gw].astype(np.float32)
     scale = np.array([w, h, w, h], np.float32)
+    centres = cell_centres(size)
+    cx, cy = centres[..., 0], centres[..., 1]
     for n in range(len(boxes)):
         for x1, y1, x2, y2 in boxes[n][labels[n] == IGNORE_LABEL] * scale:
-            inside = ((xs + 0.5) * STRIDE >= x1) & ((xs + 0.5) * STRIDE <= x2) & ((ys + 0.5) * STRIDE >= y1) & (
-                (ys + 0.5) * STRIDE <= y2)
-            out[n, inside, :NUM_CLASSES] = IGNORE_HEAT
+            out[n, (cx >= x1) & (cx <= x2) & (cy >= y1) & (cy <= y2), :NUM_CLASSES] = IGNORE_HEAT
         valid = labels[n] >= 0
         px = boxes[n][valid] * scale
         lab = labels[n][valid].astype(int)
