@@ -519,6 +519,50 @@ def test_pass_variants_base_reads_as_the_runtime_and_fuse_pools_both_passes(tiny
     assert fused[0].number == "3" and fused[0].digits[0].confidence == pytest.approx(0.9)
 
 
+def test_two_thresholds_reads_as_the_runtime_at_one_threshold_and_apart_per_pass(
+        tiny_detector: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """scripts/two_thresholds.py: at T1 = T2 = the runtime's threshold it reads what the runtime reads; T2 alone
+    decides the refine pass (nothing read there keeps the first pass's digits), T1 alone the first pass."""
+    import sys
+
+    from digitloc.export.detector import export_detector, parity_photos
+    from digitloc.export.quantize import Fp32Config
+    from digitloc.runtime.detector import Detector
+    from digitloc.train.model import load_model
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    try:
+        from two_thresholds import two_threshold_detector
+    finally:
+        sys.path.pop(0)
+    keras_path = tiny_detector / "model.keras"
+    images, source = parity_photos(None, keras_path, SIZE, 16)
+    fp32 = tmp_path / "det.onnx"
+    export_detector(keras_path, load_model(keras_path), fp32, Fp32Config(), images, source)
+    rel = np.array([[0.55, 0.5, 0.6, 0.7], [0.1, 0.1, 0.2, 0.2]], np.float32)
+    calls = {"n": 0}
+
+    def fake_run(self: Detector, batch: np.ndarray) -> tuple[np.ndarray, ...]:
+        calls["n"] += 1  # odd calls are first passes (a 3 at 0.9), even ones refine passes (a 5 at 0.6)
+        n = len(batch)
+        digit, score = (3, 0.9) if calls["n"] % 2 else (5, 0.6)
+        return (np.tile(rel, (n, 1, 1)), np.tile([score, 0.01], (n, 1)).astype(np.float32),
+                np.full((n, 2), digit, np.int64), np.tile(np.eye(10, dtype=np.float32)[digit], (n, 1)))
+
+    monkeypatch.setattr(Detector, "run_detector", fake_run)
+    photo = np.zeros((200, 400, 3), np.uint8)
+    shipped = Detector(fp32, provider="cpu").predict_batch([photo])
+    two = two_threshold_detector(fp32)
+    two.t1 = two.t2 = Detector(fp32, provider="cpu").min_score
+    calls["n"] = 0
+    assert two.predict_batch([photo]) == shipped and shipped[0].number == "5"
+    two.t2 = 0.7  # the refine pass's 5 (0.6) is not read: the first pass's 3 stays
+    calls["n"] = 0
+    assert two.predict_batch([photo])[0].number == "3" and calls["n"] == 2
+    two.t1, two.t2 = 0.95, 0.25  # the first pass reads nothing: no window, no refine pass
+    calls["n"] = 0
+    assert two.predict_batch([photo])[0].number == "" and calls["n"] == 1
+
 def keras_conv_macs(model: Any) -> float:
     """Multiply-adds per image of a Keras model's Conv2D layers, from their own shapes."""
     from keras import layers
