@@ -1,7 +1,8 @@
 """Numbers a detector reads with one threshold for its first pass and another for its refine pass (session 23,
-models/det192x96-reading-rules-tried/two-thresholds.md).
+models/det192x96-reading-rules-tried/README.md).
 
     python scripts/two_thresholds.py models/digitloc-detector-int8.onnx --build data/det192x96-d -o bench/two.json
+    python scripts/two_thresholds.py MODEL --build BUILD --first 0.25 --first 0.3 --refine 0.25 -o two.json
 
 The first pass's threshold (T1) decides the digits read where no refine follows and where the refine window goes;
 the refine pass's (T2) decides what is read in that window. The runtime uses one (the model's, 0.25 for stage 20).
@@ -37,32 +38,23 @@ def two_threshold_detector(model: Path) -> Any:
     return TwoThresholds(model, provider="cpu")
 
 
-def _grid(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: a comma list of thresholds such as 0.2,0.25") from None
-    if not values or not all(0.0 <= v <= 1.0 for v in values):
-        raise click.BadParameter(f"{text!r}: thresholds within 0..1")
-    return values
-
-
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--build", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="A detection build (digitloc-data detection): its validation and training photos are read.")
-@click.option("--first", "first", default="0.2,0.25,0.3", show_default=True, help="First-pass thresholds (T1).")
-@click.option("--refine", "refine", default="0.2,0.25,0.3,0.35", show_default=True, help="Refine-pass thresholds (T2).")
+@click.option("--first", "t1s", multiple=True, type=click.FloatRange(0, 1), default=(0.2, 0.25, 0.3),
+              show_default=True, help="A first-pass threshold (T1); repeatable.")
+@click.option("--refine", "t2s", multiple=True, type=click.FloatRange(0, 1), default=(0.2, 0.25, 0.3, 0.35),
+              show_default=True, help="A refine-pass threshold (T2); repeatable.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
-def main(model: Path, build: Path, first: str, refine: str, output: Path, force: bool) -> None:
+def main(model: Path, build: Path, t1s: tuple[float, ...], t2s: tuple[float, ...], output: Path, force: bool) -> None:
     """Read BUILD's validation and training photos with MODEL at every (T1, T2); one line per reading."""
     from digitloc.annotations.dataset.detection import build_photos
     from digitloc.benchmarks.numbers import reading_summary, summary_line
 
     if output.exists() and not force:
         raise click.UsageError(f"{output} exists: pass --force to overwrite it")
-    t1s, t2s = _grid(first), _grid(refine)
     sets = {"val": build_photos(build, "validation"), "train": build_photos(build, "training")}
     detector = two_threshold_detector(model)
     out = {}

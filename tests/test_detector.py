@@ -473,27 +473,25 @@ def test_detector_refine_reads_small_digits_again_from_a_window(tiny_detector: P
         Detector(fp32, provider="cpu", refine_share=1.0)
 
 
-def test_pass_variants_base_reads_as_the_runtime_and_fuse_pools_both_passes(tiny_detector: Path, tmp_path: Path,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """scripts/pass_variants.py: its ``base`` must stay the runtime's own reading (else every variant is measured
-    against something no user runs); ``fuse`` pools the first pass's candidates with the refine pass's."""
-    import sys
-
+@pytest.fixture
+def tiny_detector_onnx(tiny_detector: Path, tmp_path: Path) -> Path:
+    """The tiny detector exported to fp32 ONNX."""
     from digitloc.export.detector import export_detector, parity_photos
     from digitloc.export.quantize import Fp32Config
-    from digitloc.runtime.detector import Detector
     from digitloc.train.model import load_model
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    try:
-        from pass_variants import variant_batch
-    finally:
-        sys.path.pop(0)
     keras_path = tiny_detector / "model.keras"
     images, source = parity_photos(None, keras_path, SIZE, 16)
     fp32 = tmp_path / "det.onnx"
     export_detector(keras_path, load_model(keras_path), fp32, Fp32Config(), images, source)
-    # The first pass reads a 3 (0.9) at 0.2 of the height; the refine pass reads the same place as a 5 (0.6).
+    return fp32
+
+
+def two_pass_model(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Sets every Detector's model outputs: odd calls (first passes) read a 3 at 0.9, even calls (refine passes) a 5
+    at 0.6, at the same place, 0.2 of the input's height (then a weak candidate). Returns the call counter."""
+    from digitloc.runtime.detector import Detector
+
     rel = np.array([[0.55, 0.5, 0.6, 0.7], [0.1, 0.1, 0.2, 0.2]], np.float32)
     calls = {"n": 0}
 
@@ -505,8 +503,31 @@ def test_pass_variants_base_reads_as_the_runtime_and_fuse_pools_both_passes(tiny
                 np.full((n, 2), digit, np.int64), np.tile(np.eye(10, dtype=np.float32)[digit], (n, 1)))
 
     monkeypatch.setattr(Detector, "run_detector", fake_run)
+    return calls
+
+
+def import_script(name: str) -> Any:
+    """A module of scripts/ (not a package)."""
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
+def test_pass_variants_base_reads_as_the_runtime_and_fuse_pools_both_passes(tiny_detector_onnx: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """scripts/pass_variants.py: its ``base`` must stay the runtime's own reading (else every variant is measured
+    against something no user runs); ``fuse`` pools the first pass's candidates with the refine pass's."""
+    from digitloc.runtime.detector import Detector
+
+    variant_batch = import_script("pass_variants").variant_batch
+    calls = two_pass_model(monkeypatch)
     photo = np.zeros((200, 400, 3), np.uint8)
-    detector = Detector(fp32, provider="cpu")
+    detector = Detector(tiny_detector_onnx, provider="cpu")
     shipped = detector.predict_batch([photo])
     assert calls["n"] == 2 and shipped[0].number == "5"  # the refine pass's reading replaces the first's
     monkeypatch.setattr(Detector, "_detect_batch", variant_batch("base"))
@@ -520,40 +541,17 @@ def test_pass_variants_base_reads_as_the_runtime_and_fuse_pools_both_passes(tiny
 
 
 def test_two_thresholds_reads_as_the_runtime_at_one_threshold_and_apart_per_pass(
-        tiny_detector: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tiny_detector_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """scripts/two_thresholds.py: at T1 = T2 = the runtime's threshold it reads what the runtime reads; T2 alone
     decides the refine pass (nothing read there keeps the first pass's digits), T1 alone the first pass."""
-    import sys
-
-    from digitloc.export.detector import export_detector, parity_photos
-    from digitloc.export.quantize import Fp32Config
     from digitloc.runtime.detector import Detector
-    from digitloc.train.model import load_model
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    try:
-        from two_thresholds import two_threshold_detector
-    finally:
-        sys.path.pop(0)
-    keras_path = tiny_detector / "model.keras"
-    images, source = parity_photos(None, keras_path, SIZE, 16)
-    fp32 = tmp_path / "det.onnx"
-    export_detector(keras_path, load_model(keras_path), fp32, Fp32Config(), images, source)
-    rel = np.array([[0.55, 0.5, 0.6, 0.7], [0.1, 0.1, 0.2, 0.2]], np.float32)
-    calls = {"n": 0}
-
-    def fake_run(self: Detector, batch: np.ndarray) -> tuple[np.ndarray, ...]:
-        calls["n"] += 1  # odd calls are first passes (a 3 at 0.9), even ones refine passes (a 5 at 0.6)
-        n = len(batch)
-        digit, score = (3, 0.9) if calls["n"] % 2 else (5, 0.6)
-        return (np.tile(rel, (n, 1, 1)), np.tile([score, 0.01], (n, 1)).astype(np.float32),
-                np.full((n, 2), digit, np.int64), np.tile(np.eye(10, dtype=np.float32)[digit], (n, 1)))
-
-    monkeypatch.setattr(Detector, "run_detector", fake_run)
+    calls = two_pass_model(monkeypatch)
     photo = np.zeros((200, 400, 3), np.uint8)
-    shipped = Detector(fp32, provider="cpu").predict_batch([photo])
-    two = two_threshold_detector(fp32)
-    two.t1 = two.t2 = Detector(fp32, provider="cpu").min_score
+    runtime = Detector(tiny_detector_onnx, provider="cpu")
+    shipped = runtime.predict_batch([photo])
+    two = import_script("two_thresholds").two_threshold_detector(tiny_detector_onnx)
+    two.t1 = two.t2 = runtime.min_score
     calls["n"] = 0
     assert two.predict_batch([photo]) == shipped and shipped[0].number == "5"
     two.t2 = 0.7  # the refine pass's 5 (0.6) is not read: the first pass's 3 stays
@@ -562,6 +560,7 @@ def test_two_thresholds_reads_as_the_runtime_at_one_threshold_and_apart_per_pass
     two.t1, two.t2 = 0.95, 0.25  # the first pass reads nothing: no window, no refine pass
     calls["n"] = 0
     assert two.predict_batch([photo])[0].number == "" and calls["n"] == 1
+
 
 def keras_conv_macs(model: Any) -> float:
     """Multiply-adds per image of a Keras model's Conv2D layers, from their own shapes."""
