@@ -1,7 +1,7 @@
 """Numbers a detector reads with one threshold for its first pass and another for its refine pass (session 23,
 models/det192x96-reading-rules-tried/README.md).
 
-    python scripts/two_thresholds.py models/digitloc-detector-int8.onnx --build data/det192x96-d -o bench/two.json
+    python scripts/two_thresholds.py models/digitloc-detector-int8.onnx --build data/det192x96-d -o two.json
     python scripts/two_thresholds.py MODEL --build BUILD --first 0.25 --first 0.3 --refine 0.25 -o two.json
 
 The first pass's threshold (T1) decides the digits read where no refine follows and where the refine window goes;
@@ -31,6 +31,7 @@ def two_threshold_detector(model: Path) -> Any:
             return super()._detect_batch(loaded)
 
         def _detect_pass(self, images: list) -> list:
+            # The runtime reads min_score in each pass; it is left at the last pass's (T2) afterwards.
             self._min_score = self.t1 if self._passes == 0 else self.t2
             self._passes += 1
             return super()._detect_pass(images)
@@ -50,13 +51,21 @@ def two_threshold_detector(model: Path) -> Any:
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 def main(model: Path, build: Path, t1s: tuple[float, ...], t2s: tuple[float, ...], output: Path, force: bool) -> None:
     """Read BUILD's validation and training photos with MODEL at every (T1, T2); one line per reading."""
+    from digitloc.annotations.dataset.data import DatasetError
     from digitloc.annotations.dataset.detection import build_photos
     from digitloc.benchmarks.numbers import reading_summary, summary_line
 
     if output.exists() and not force:
         raise click.UsageError(f"{output} exists: pass --force to overwrite it")
-    sets = {"val": build_photos(build, "validation"), "train": build_photos(build, "training")}
+    if not output.parent.is_dir():
+        raise click.UsageError(f"{output}: its folder {output.parent} does not exist")
     detector = two_threshold_detector(model)
+    if not detector.is_detector:
+        raise click.UsageError(f"{model}: not a detector (a one-digit model reads one pass of one digit)")
+    try:
+        sets = {"val": build_photos(build, "validation"), "train": build_photos(build, "training")}
+    except DatasetError as exc:
+        raise click.UsageError(str(exc)) from None
     out = {}
     for t1, t2 in itertools.product(t1s, t2s):
         detector.t1, detector.t2 = t1, t2

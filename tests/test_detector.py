@@ -557,6 +557,9 @@ def test_two_thresholds_reads_as_the_runtime_at_one_threshold_and_apart_per_pass
     two.t2 = 0.7  # the refine pass's 5 (0.6) is not read: the first pass's 3 stays
     calls["n"] = 0
     assert two.predict_batch([photo])[0].number == "3" and calls["n"] == 2
+    two.t1, two.t2 = 0.7, 0.25  # the first pass's 3 (0.9) places the window; the refine pass reads its 5 at 0.25
+    calls["n"] = 0
+    assert two.predict_batch([photo])[0].number == "5" and calls["n"] == 2
     two.t1, two.t2 = 0.95, 0.25  # the first pass reads nothing: no window, no refine pass
     calls["n"] = 0
     assert two.predict_batch([photo])[0].number == "" and calls["n"] == 1
