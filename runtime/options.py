@@ -80,7 +80,8 @@ def refine_option(default: bool) -> Callable[[Callable[..., Any]], Callable[...,
 
 min_score_option = click.option(
     "--min-score", type=click.FloatRange(0.0, 1.0), default=None,
-    help="Detectors: the score a digit needs to be read (default: the model's own, chosen on training photos).")
+    help="Detectors: the score a digit needs to be read (default: the model's own, chosen by its training run "
+         "on validation photos).")
 max_digits_option = click.option("--max-digits", type=click.IntRange(min=1), default=8, show_default=True,
                                  help="Detectors: the most digits read per photo (the most confident).")
 box_width_option = click.option(
