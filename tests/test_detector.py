@@ -565,6 +565,28 @@ def test_two_thresholds_reads_as_the_runtime_at_one_threshold_and_apart_per_pass
     assert two.predict_batch([photo])[0].number == "" and calls["n"] == 1
 
 
+def test_bn_recalibrate_sets_every_batchnorm_to_its_inputs_statistics(tiny_detector: Path) -> None:
+    """scripts/bn_recalibrate.py: after it, each BatchNorm's moving mean and variance are its input's over the photos
+    given, its input computed with the layers before it already re-read; no other weight moves."""
+    import keras
+
+    from digitloc.train.model import load_model
+
+    recalibrate = import_script("bn_recalibrate").recalibrate
+    model = load_model(tiny_detector / "model.keras")
+    before = {w.path: w.numpy().copy() for w in model.weights}
+    x = np.random.default_rng(0).integers(0, 256, (10, *SIZE, 3), dtype=np.uint8)
+    moved = recalibrate(model, x, batch=4)  # batches that do not divide the photos
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert [name for name, _, _ in moved] == [bn.name for bn in bns] and len(bns) > 2
+    for bn in (bns[0], bns[-1]):
+        a = np.asarray(keras.Model(model.inputs, bn.input)(x, training=False), np.float64).reshape(-1, bn.input.shape[-1])
+        np.testing.assert_allclose(bn.moving_mean.numpy(), a.mean(0), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(bn.moving_variance.numpy(), a.var(0), rtol=1e-3, atol=1e-5)
+    changed = {w.path for w in model.weights if not np.array_equal(w.numpy(), before[w.path])}
+    assert changed and all("moving" in path for path in changed)
+
+
 def keras_conv_macs(model: Any) -> float:
     """Multiply-adds per image of a Keras model's Conv2D layers, from their own shapes."""
     from keras import layers

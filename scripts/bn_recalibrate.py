@@ -1,0 +1,99 @@
+"""A detector run whose BatchNorm statistics are read again on real photos as the runtime reads them (session 23,
+models/det192x96-s33-tried/): each photo letterboxed whole (the first pass) and, where its digits take under
+DETECTOR_REFINE_BELOW of its height, the refine window around its true digits (the second pass).
+
+    python scripts/bn_recalibrate.py models/det192x96-run --build data/det192x96-d -o runs/det192x96-s33
+    digitloc-train snap-weights runs/det192x96-s33 -o runs/det192x96-s33q --val-data data/det192x96-d
+
+Every BatchNorm layer in order: its input's per-channel mean and variance over those inputs (the layers before it
+already re-read) become its moving statistics. No weight is trained. The build's training photos are read, never a
+test split's.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+
+def runtime_inputs(photos: list[Any], size: tuple[int, int]) -> np.ndarray:
+    """The model inputs the runtime would make of ``photos``: each letterboxed whole, and the refine window around its
+    true digits where they take under ``DETECTOR_REFINE_BELOW`` of its height."""
+    from digitloc.runtime.detector import DETECTOR_REFINE_BELOW, DETECTOR_REFINE_SHARE, refine_window
+    from digitloc.runtime.preprocess import letterbox
+
+    out = []
+    for p in photos:
+        h, w = p.image.shape[:2]
+        out.append(letterbox(p.image, size))
+        union = np.array([p.boxes[:, 0].min(), p.boxes[:, 1].min(), p.boxes[:, 2].max(), p.boxes[:, 3].max()])
+        if union[3] - union[1] < DETECTOR_REFINE_BELOW * h:
+            x1, y1, x2, y2 = refine_window(union, size, DETECTOR_REFINE_SHARE)
+            out.append(letterbox(p.image[max(0, y1):min(h, y2), max(0, x1):min(w, x2)], size))
+    return np.stack(out)
+
+
+def recalibrate(model: Any, x: np.ndarray, batch: int = 64) -> list[tuple[str, float, float]]:
+    """Set every BatchNorm's moving mean and variance to its input's over ``x``, layer by layer in order. Returns per
+    layer: (name, mean shift in the old standard deviations, median variance ratio new / old)."""
+    import keras
+
+    moved = []
+    for bn in [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]:
+        probe = keras.Model(model.inputs, bn.input)
+        total = squares = 0.0
+        n = 0
+        for i in range(0, len(x), batch):
+            a = np.asarray(probe(x[i:i + batch], training=False), np.float64)
+            a = a.reshape(-1, a.shape[-1])
+            total, squares, n = total + a.sum(0), squares + (a * a).sum(0), n + len(a)
+        mean = total / n
+        var = np.maximum(squares / n - mean * mean, 0.0)
+        old_mean, old_var = bn.moving_mean.numpy(), bn.moving_variance.numpy()
+        moved.append((bn.name, float(np.abs(mean - old_mean).mean() / np.sqrt(old_var).mean()),
+                      float(np.median(var / old_var))))
+        bn.moving_mean.assign(mean.astype(np.float32))
+        bn.moving_variance.assign(var.astype(np.float32))
+    return moved
+
+
+@click.command()
+@click.argument("run", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--build", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="A detection build (digitloc-data detection): its training photos are read.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The run folder to write (model.keras and RUN's config.json).")
+@click.option("--force", is_flag=True, help="Overwrite an existing output folder's files.")
+def main(run: Path, build: Path, output: Path, force: bool) -> None:
+    """RUN's detector with its BatchNorm statistics read again on BUILD's training photos."""
+    from digitloc.annotations.dataset.data import DatasetError
+    from digitloc.annotations.dataset.detection import build_photos
+    from digitloc.train.model import load_model
+
+    if (output / "model.keras").exists() and not force:
+        raise click.UsageError(f"{output} holds a model: pass --force to overwrite it")
+    if not (run / "model.keras").is_file():
+        raise click.UsageError(f"{run}: no model.keras (a run folder of digitloc-train)")
+    model = load_model(run / "model.keras")
+    if len(model.outputs) < 3:
+        raise click.UsageError(f"{run}: not a detector")
+    try:
+        photos = build_photos(build, "training")
+    except DatasetError as exc:
+        raise click.UsageError(str(exc)) from None
+    x = runtime_inputs(photos, tuple(model.inputs[0].shape[1:3]))
+    click.echo(f"{len(photos)} photos -> {len(x)} inputs ({len(x) - len(photos)} refine windows)")
+    for name, shift, ratio in recalibrate(model, x):
+        click.echo(f"{name}: mean shift {shift:.3f} std, variance ratio {ratio:.3f}")
+    output.mkdir(parents=True, exist_ok=True)
+    shutil.copy(run / "config.json", output / "config.json")
+    model.save(output / "model.keras")
+    click.echo(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()
