@@ -1,6 +1,7 @@
-"""A detector run whose BatchNorm statistics are read again on real photos as the runtime reads them (session 23,
+"""A detector run whose BatchNorm statistics are read again on real photos as the runtime would feed them (session 23,
 models/det192x96-s33-tried/): each photo letterboxed whole (the first pass) and, where its digits take under
-DETECTOR_REFINE_BELOW of its height, the refine window around its true digits (the second pass).
+DETECTOR_REFINE_BELOW of its height, the refine window cut as the runtime cuts it, around its TRUE digits (the
+runtime's own window follows the digits it read, which may miss or add one).
 
     python scripts/bn_recalibrate.py models/det192x96-run --build data/det192x96-d -o runs/det192x96-s33
     digitloc-train snap-weights runs/det192x96-s33 -o runs/det192x96-s33q --val-data data/det192x96-d
@@ -12,7 +13,7 @@ test split's.
 
 from __future__ import annotations
 
-import shutil
+import json
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,8 @@ def runtime_inputs(photos: list[Any], size: tuple[int, int]) -> np.ndarray:
 
 def recalibrate(model: Any, x: np.ndarray, batch: int = 64) -> list[tuple[str, float, float]]:
     """Set every BatchNorm's moving mean and variance to its input's over ``x``, layer by layer in order. Returns per
-    layer: (name, mean shift in the old standard deviations, median variance ratio new / old)."""
+    layer: (name, the channels' mean shift in their old standard deviations, averaged; the channels' median variance
+    ratio new / old)."""
     import keras
 
     moved = []
@@ -54,7 +56,7 @@ def recalibrate(model: Any, x: np.ndarray, batch: int = 64) -> list[tuple[str, f
         mean = total / n
         var = np.maximum(squares / n - mean * mean, 0.0)
         old_mean, old_var = bn.moving_mean.numpy(), bn.moving_variance.numpy()
-        moved.append((bn.name, float(np.abs(mean - old_mean).mean() / np.sqrt(old_var).mean()),
+        moved.append((bn.name, float(np.mean(np.abs(mean - old_mean) / np.sqrt(old_var))),
                       float(np.median(var / old_var))))
         bn.moving_mean.assign(mean.astype(np.float32))
         bn.moving_variance.assign(var.astype(np.float32))
@@ -66,32 +68,33 @@ def recalibrate(model: Any, x: np.ndarray, batch: int = 64) -> list[tuple[str, f
 @click.option("--build", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="A detection build (digitloc-data detection): its training photos are read.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="The run folder to write (model.keras and RUN's config.json).")
-@click.option("--force", is_flag=True, help="Overwrite an existing output folder's files.")
+              help="The run folder to write (model.keras, and RUN's config.json with a batchnorm_recalibrated record).")
+@click.option("--force", is_flag=True, help="Write into an output folder that is not empty.")
 def main(run: Path, build: Path, output: Path, force: bool) -> None:
-    """RUN's detector with its BatchNorm statistics read again on BUILD's training photos."""
+    """RUN's detector with its BatchNorm statistics read again on BUILD's training photos, around their true digits."""
     from digitloc.annotations.dataset.data import DatasetError
     from digitloc.annotations.dataset.detection import build_photos
-    from digitloc.train.model import load_model
+    from digitloc.runtime.fileio import OutputExistsError, atomic_path, atomic_write_text
+    from digitloc.train.detfit import _inference_form, _refuse_filled
 
-    if (output / "model.keras").exists() and not force:
-        raise click.UsageError(f"{output} holds a model: pass --force to overwrite it")
-    if not (run / "model.keras").is_file():
-        raise click.UsageError(f"{run}: no model.keras (a run folder of digitloc-train)")
-    model = load_model(run / "model.keras")
-    if len(model.outputs) < 3:
-        raise click.UsageError(f"{run}: not a detector")
     try:
+        _refuse_filled(output, "re-read", force)
+        model = _inference_form(run)
         photos = build_photos(build, "training")
-    except DatasetError as exc:
+    except (DatasetError, OutputExistsError, OSError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     x = runtime_inputs(photos, tuple(model.inputs[0].shape[1:3]))
     click.echo(f"{len(photos)} photos -> {len(x)} inputs ({len(x) - len(photos)} refine windows)")
-    for name, shift, ratio in recalibrate(model, x):
+    moved = recalibrate(model, x)
+    for name, shift, ratio in moved:
         click.echo(f"{name}: mean shift {shift:.3f} std, variance ratio {ratio:.3f}")
+    config = json.loads((run / "config.json").read_text())
+    config["batchnorm_recalibrated"] = {"from": str(run), "build": str(build), "photos": len(photos),
+                                        "inputs": len(x), "layers": [name for name, _, _ in moved]}
     output.mkdir(parents=True, exist_ok=True)
-    shutil.copy(run / "config.json", output / "config.json")
-    model.save(output / "model.keras")
+    atomic_write_text(output / "config.json", json.dumps(config, indent=2))
+    with atomic_path(output / "model.keras") as tmp:
+        model.save(tmp)
     click.echo(f"wrote {output}")
 
 

@@ -579,12 +579,43 @@ def test_bn_recalibrate_sets_every_batchnorm_to_its_inputs_statistics(tiny_detec
     moved = recalibrate(model, x, batch=4)  # batches that do not divide the photos
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert [name for name, _, _ in moved] == [bn.name for bn in bns] and len(bns) > 2
-    for bn in (bns[0], bns[-1]):
+    for bn in bns:
         a = np.asarray(keras.Model(model.inputs, bn.input)(x, training=False), np.float64).reshape(-1, bn.input.shape[-1])
         np.testing.assert_allclose(bn.moving_mean.numpy(), a.mean(0), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(bn.moving_variance.numpy(), a.var(0), rtol=1e-3, atol=1e-5)
     changed = {w.path for w in model.weights if not np.array_equal(w.numpy(), before[w.path])}
     assert changed and all("moving" in path for path in changed)
+
+
+def test_bn_recalibrate_feeds_the_refine_window_the_runtime_cuts(tiny_detector_onnx: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """scripts/bn_recalibrate.py's inputs: the photo letterboxed whole, then, for digits under DETECTOR_REFINE_BELOW of
+    its height, the very input the runtime's refine pass makes when it reads those digits' box."""
+    from types import SimpleNamespace
+
+    from digitloc.runtime.detector import Detector
+    from digitloc.runtime.preprocess import unletterbox_boxes
+
+    runtime_inputs = import_script("bn_recalibrate").runtime_inputs
+    rel = np.array([[0.55, 0.5, 0.6, 0.7], [0.1, 0.1, 0.2, 0.2]], np.float32)
+    fed: list[np.ndarray] = []
+
+    def fake_run(self: Detector, batch: np.ndarray) -> tuple[np.ndarray, ...]:
+        fed.append(batch.copy())
+        n = len(batch)
+        return (np.tile(rel, (n, 1, 1)), np.tile([0.9, 0.01], (n, 1)).astype(np.float32),
+                np.full((n, 2), 3, np.int64), np.tile(np.eye(10, dtype=np.float32)[3], (n, 1)))
+
+    monkeypatch.setattr(Detector, "run_detector", fake_run)
+    photo = np.random.default_rng(1).integers(0, 256, (200, 400, 3), dtype=np.uint8)
+    Detector(tiny_detector_onnx, provider="cpu").predict_batch([photo])
+    read = unletterbox_boxes(rel[:1], photo.shape[:2], SIZE)  # the box the runtime read: the photo's true digit here
+    x = runtime_inputs([SimpleNamespace(image=photo, boxes=read)], SIZE)
+    assert len(fed) == 2 and len(x) == 2  # a small digit: read whole, then from a window
+    np.testing.assert_array_equal(x[0], fed[0][0])
+    np.testing.assert_array_equal(x[1], fed[1][0])
+    tall = unletterbox_boxes(np.array([[0.4, 0.05, 0.6, 0.95]], np.float32), photo.shape[:2], SIZE)
+    assert len(runtime_inputs([SimpleNamespace(image=photo, boxes=tall)], SIZE)) == 1  # no window for a tall digit
 
 
 def keras_conv_macs(model: Any) -> float:
