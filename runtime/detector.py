@@ -84,6 +84,20 @@ def refine_window(box: np.ndarray, size: tuple[int, int], share: float = REFINE_
             int(round(cy + win_h / 2)))
 
 
+def union_box(boxes: np.ndarray) -> np.ndarray:
+    """The pixel box x1, y1, x2, y2 around every box of ``boxes`` [n, 4] (n >= 1): what a detector's refine window
+    is centred on."""
+    return np.array([boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()], np.float32)
+
+
+def clipped_refine_window(box: np.ndarray, shape: tuple[int, ...], size: tuple[int, int],
+                          share: float) -> tuple[int, int, int, int]:
+    """``refine_window`` cut to a photo of ``shape`` (height, width, ...): the detector's second-pass window."""
+    h, w = shape[:2]
+    x1, y1, x2, y2 = refine_window(box, size, share)
+    return max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+
+
 def crop_window(image: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
     """The window of an image (it must overlap the image); parts past the photo's edge repeat
     its edge pixels."""
@@ -386,13 +400,10 @@ class Detector:
         for i, (im, (px, _, _, _, order)) in candidates:
             if not len(order):
                 continue
-            read = px[order]
-            union = np.array([read[:, 0].min(), read[:, 1].min(), read[:, 2].max(), read[:, 3].max()], np.float32)
-            h, w = im.shape[:2]
-            if union[3] - union[1] >= DETECTOR_REFINE_BELOW * h:
+            union = union_box(px[order])
+            if union[3] - union[1] >= DETECTOR_REFINE_BELOW * im.shape[0]:
                 continue
-            x1, y1, x2, y2 = refine_window(union, self.input_size, self.refine_share)
-            x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+            x1, y1, x2, y2 = clipped_refine_window(union, im.shape, self.input_size, self.refine_share)
             todo.append(i)
             crops.append(im[y1:y2, x1:x2])
             offsets.append(np.array([x1, y1, x1, y1], np.float32))

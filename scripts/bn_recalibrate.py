@@ -24,17 +24,21 @@ import numpy as np
 def runtime_inputs(photos: list[Any], size: tuple[int, int]) -> np.ndarray:
     """The model inputs the runtime would make of ``photos``: each letterboxed whole, and the refine window around its
     true digits where they take under ``DETECTOR_REFINE_BELOW`` of its height."""
-    from digitloc.runtime.detector import DETECTOR_REFINE_BELOW, DETECTOR_REFINE_SHARE, refine_window
+    from digitloc.runtime.detector import (
+        DETECTOR_REFINE_BELOW,
+        DETECTOR_REFINE_SHARE,
+        clipped_refine_window,
+        union_box,
+    )
     from digitloc.runtime.preprocess import letterbox
 
     out = []
     for p in photos:
-        h, w = p.image.shape[:2]
         out.append(letterbox(p.image, size))
-        union = np.array([p.boxes[:, 0].min(), p.boxes[:, 1].min(), p.boxes[:, 2].max(), p.boxes[:, 3].max()])
-        if union[3] - union[1] < DETECTOR_REFINE_BELOW * h:
-            x1, y1, x2, y2 = refine_window(union, size, DETECTOR_REFINE_SHARE)
-            out.append(letterbox(p.image[max(0, y1):min(h, y2), max(0, x1):min(w, x2)], size))
+        union = union_box(p.boxes)
+        if union[3] - union[1] < DETECTOR_REFINE_BELOW * p.image.shape[0]:
+            x1, y1, x2, y2 = clipped_refine_window(union, p.image.shape, size, DETECTOR_REFINE_SHARE)
+            out.append(letterbox(p.image[y1:y2, x1:x2], size))
     return np.stack(out)
 
 

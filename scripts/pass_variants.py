@@ -29,19 +29,18 @@ VARIANTS = ("base", "fuse", "outside", "third", "both")
 
 
 def _union(px: np.ndarray, order: np.ndarray) -> np.ndarray:
-    read = px[order]
-    return np.array([read[:, 0].min(), read[:, 1].min(), read[:, 2].max(), read[:, 3].max()], np.float32)
+    from digitloc.runtime.detector import union_box
+
+    return union_box(px[order])
 
 
 def _windows(detector: Any, loaded: list[np.ndarray], unions: dict[int, np.ndarray]) -> tuple[list, list, list]:
     """The refine windows (clipped to each photo) around the unions, their crops and pixel offsets."""
-    from digitloc.runtime.detector import refine_window
+    from digitloc.runtime.detector import clipped_refine_window
 
     idx, crops, wins = [], [], []
     for i, union in unions.items():
-        h, w = loaded[i].shape[:2]
-        x1, y1, x2, y2 = refine_window(union, detector.input_size, detector.refine_share)
-        x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+        x1, y1, x2, y2 = clipped_refine_window(union, loaded[i].shape, detector.input_size, detector.refine_share)
         idx.append(i)
         crops.append(loaded[i][y1:y2, x1:x2])
         wins.append((x1, y1, x2, y2))
@@ -146,7 +145,9 @@ def main(model: Path, variants: str, build: Path, training: bool, output: Path) 
                 click.echo(f"{mode} {name} {summary_line(summary)}")
     finally:
         Detector._detect_batch = shipped
-    output.write_text(json.dumps(out, indent=1))
+    from digitloc.runtime.fileio import atomic_write_text
+
+    atomic_write_text(output, json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

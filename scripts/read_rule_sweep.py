@@ -36,6 +36,7 @@ def main(model: Path, rule: str, values: str, build: Path, training: bool, outpu
     from digitloc.benchmarks.numbers import reading_summary, summary_line
     from digitloc.runtime import number
     from digitloc.runtime.detector import Detector
+    from digitloc.runtime.fileio import atomic_write_text
 
     named = [p.name for p in inspect.signature(number.read_digits).parameters.values() if p.default is not p.empty]
     if rule not in named or rule in SET_BY_DETECTOR:
@@ -58,7 +59,7 @@ def main(model: Path, rule: str, values: str, build: Path, training: bool, outpu
         for name, photos in sets.items():
             out[f"{name} {value}"] = summary = reading_summary(detector, photos)
             click.echo(f"{name} {value} {summary_line(summary)}")
-    output.write_text(json.dumps(out, indent=1))
+    atomic_write_text(output, json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

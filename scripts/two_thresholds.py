@@ -54,11 +54,14 @@ def main(model: Path, build: Path, t1s: tuple[float, ...], t2s: tuple[float, ...
     from digitloc.annotations.dataset.data import DatasetError
     from digitloc.annotations.dataset.detection import build_photos
     from digitloc.benchmarks.numbers import reading_summary, summary_line
+    from digitloc.runtime.fileio import atomic_write_text, check_writable
 
-    if output.exists() and not force:
-        raise click.UsageError(f"{output} exists: pass --force to overwrite it")
     if not output.parent.is_dir():
         raise click.UsageError(f"{output}: its folder {output.parent} does not exist")
+    try:
+        check_writable(output, force)
+    except OSError as exc:
+        raise click.UsageError(str(exc)) from None
     detector = two_threshold_detector(model)
     if not detector.is_detector:
         raise click.UsageError(f"{model}: not a detector (a one-digit model reads one pass of one digit)")
@@ -72,9 +75,7 @@ def main(model: Path, build: Path, t1s: tuple[float, ...], t2s: tuple[float, ...
         for name, photos in sets.items():
             out[f"{t1} {t2} {name}"] = summary = reading_summary(detector, photos)
             click.echo(f"{t1} {t2} {name} {summary_line(summary)}")
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    tmp.replace(output)
+    atomic_write_text(output, json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
